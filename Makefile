@@ -1,0 +1,34 @@
+# Two entry points: `make run` (the main job on the embedded default) and `make test`.
+# Each bootstraps a local venv on first use: torch==2.13.0 first (CPU wheel here, CUDA on a GPU box),
+# then the package with its dev extras.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.drake-installed
+
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export FLWR_TELEMETRY_ENABLED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python eval.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .drake build *.egg-info

@@ -1,0 +1,1 @@
+"""Data: synth generators, real-data sources, build pipeline, client streams."""
