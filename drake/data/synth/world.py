@@ -204,3 +204,16 @@ def degrade(img: Image.Image, kind: str, rng: random.Random, strength: float = 1
 def pick_distinct(rng: random.Random, pool: Sequence[str], k: int, exclude: Sequence[str] = ()) -> list[str]:
     """``k`` distinct items of ``pool`` not in ``exclude``, in a seeded order."""
     return rng.sample([p for p in pool if p not in exclude], k)
+
+
+def cell_box(cell: int, size: int, grid: int = 2, pad: float = 0.1) -> tuple[float, float, float, float]:
+    """Box of ``cell`` (row-major) in a ``grid`` x ``grid`` layout, inset by ``pad`` of a cell on each side."""
+    c = size / grid
+    x0, y0 = (cell % grid) * c, (cell // grid) * c
+    p = c * pad
+    return (x0 + p, y0 + p, x0 + c - p, y0 + c - p)
+
+
+def centered_box(cx: float, cy: float, side: float) -> tuple[float, float, float, float]:
+    """Square box of ``side`` centred on (cx, cy)."""
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)

@@ -1,0 +1,37 @@
+"""FedAvg on LoRA adapters (FedIT): average the shared adapter, weighted by examples, per architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from drake.fl.method import Method, MethodConfig, ServerState, group_by_architecture, weighted_mean
+from drake.fl.types import ClientUpdate, RoundContext
+
+
+class FedAvg(Method[MethodConfig]):
+    """FedAvg (McMahan et al., AISTATS 2017) on LoRA, i.e. FedIT (Zhang et al., ICASSP 2024).
+
+    Update rule: each client starts the round from its architecture's global adapter, trains
+    ``local_steps`` steps, and the server sets global_arch = sum_k n_k * theta_k / sum_k n_k over the
+    clients of that architecture. With heterogeneous models, averaging happens only within the same
+    architecture (as in the FedMosaic paper's adaptation). Evaluation uses the global adapter of the
+    client's architecture (the model FedAvg produces).
+    """
+
+    name = "fedavg"
+
+    def client_update(self, ctx: RoundContext, client, payload) -> ClientUpdate:
+        if payload.arrays:
+            client.adapter.set_state(payload.arrays)
+        metrics = client.train(self.config.local_steps)
+        return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
+
+    def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        for arch, group in group_by_architecture(updates, ctx.clients).items():
+            server.per_arch[arch] = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
+        return server
+
+    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
+        global_state = server.per_arch.get(client.architecture)
+        if global_state:
+            client.adapter.set_state(global_state)

@@ -1,0 +1,109 @@
+"""Figurative language (IRFL analogue): fixed idiom and metaphor lexicons over the bongard object concepts.
+
+Each phrase stands for one concept of ``bongard.OBJECT_CONCEPTS`` ("seeing red" -> everything is red), so
+clients 3-5 share visual concepts; idioms and metaphors name the same 14 concepts with different words.
+"""
+
+from __future__ import annotations
+
+import random
+
+from drake.data.synth.base import Sample, SampleContext, choice_list, image_tokens
+from drake.data.synth.families.bongard import CONCEPTS, IMAGE_LABELS, Scene, draw_scene, sample_scene
+from drake.errors import SpecError
+
+IDIOMS: dict[str, str] = {
+    "seeing red": "color:red",
+    "green with envy": "color:green",
+    "once in a blue moon": "color:blue",
+    "mellow yellow": "color:yellow",
+    "a star is born": "shape:star",
+    "going in circles": "shape:circle",
+    "back to square one": "shape:square",
+    "a love triangle": "shape:triangle",
+    "a diamond in the rough": "shape:diamond",
+    "earn your stripes": "texture:striped",
+    "a checkered past": "texture:checked",
+    "a lone wolf": "count:1",
+    "two peas in a pod": "count:2",
+    "the third wheel": "count:3",
+}
+METAPHORS: dict[str, str] = {
+    "anger is a fire": "color:red",
+    "envy is a sea of grass": "color:green",
+    "sadness is the deep sea": "color:blue",
+    "joy is the morning sun": "color:yellow",
+    "hope is a light in the night sky": "shape:star",
+    "time is a wheel": "shape:circle",
+    "rules are a box": "shape:square",
+    "the mountain is an arrow": "shape:triangle",
+    "her smile is a jewel": "shape:diamond",
+    "the road is a zebra": "texture:striped",
+    "the town square is a chess board": "texture:checked",
+    "he is an island": "count:1",
+    "they are a pair of shoes": "count:2",
+    "the family is a crowd of three": "count:3",
+}
+LEXICONS = {"idiom": IDIOMS, "metaphor": METAPHORS}
+_COUNTS = {"verify": 1, "select_image": 4, "select_phrase": 1}
+_MAX_TRIES = 30
+
+
+def _failing_scene(rng: random.Random, source: str, target: str) -> Scene:
+    """A positive of concept ``source`` on which concept ``target`` is false."""
+    scene = sample_scene(rng, CONCEPTS[source], True)
+    for _ in range(_MAX_TRIES):
+        if not CONCEPTS[target].holds(scene):
+            break
+        scene = sample_scene(rng, CONCEPTS[source], True)
+    else:
+        scene = sample_scene(rng, CONCEPTS[target], False)
+    return scene
+
+
+def figurative(ctx: SampleContext, mode: str = "verify", kind: str = "idiom") -> Sample:
+    """Phrase <-> visual concept: ``verify`` (T/F), ``select_image`` (Image A-D), ``select_phrase``."""
+    if kind not in LEXICONS:
+        raise SpecError(f"{ctx.task}: figurative kind {kind!r} unknown; use one of {', '.join(LEXICONS)}")
+    if mode not in _COUNTS:
+        raise SpecError(f"{ctx.task}: figurative mode {mode!r} unknown; use one of {', '.join(_COUNTS)}")
+    if ctx.n_images != _COUNTS[mode]:
+        raise SpecError(
+            f"{ctx.task}: figurative mode {mode!r} makes {_COUNTS[mode]} images, tasks.yaml says {ctx.n_images}"
+        )
+    rng, lexicon = ctx.rng, LEXICONS[kind]
+    phrases = list(lexicon)
+    phrase = rng.choice(phrases)
+    target = CONCEPTS[lexicon[phrase]]
+    if mode == "verify":
+        label = ctx.slot(2)
+        scenes = [sample_scene(rng, target, label == 0)]
+        choices = ["True", "False"]
+        prompt = (
+            f'{image_tokens(1)}\nStatement: the image depicts the {kind} "{phrase}".\n{choice_list(choices)}'
+        )
+        answer = choices[label]
+    elif mode == "select_image":
+        slot = ctx.slot(4)
+        others = rng.sample([p for p in phrases if lexicon[p] != target.key], 3)
+        scenes = [_failing_scene(rng, lexicon[p], target.key) for p in others]
+        scenes.insert(slot, sample_scene(rng, target, True))
+        choices = list(IMAGE_LABELS)
+        prompt = f'{image_tokens(4, IMAGE_LABELS)}\nWhich image depicts the {kind} "{phrase}"?\n{choice_list(choices)}'
+        answer = choices[slot]
+    else:
+        choices = rng.sample([p for p in phrases if p != phrase], 3)  # drawn before the image: no text cue
+        rivals = [CONCEPTS[lexicon[p]] for p in choices]
+        for _ in range(_MAX_TRIES):
+            scene = sample_scene(rng, target, True)
+            if not any(c.holds(scene) for c in rivals):
+                break
+        scenes = [scene]
+        choices.insert(ctx.slot(4), phrase)
+        prompt = (
+            f"{image_tokens(1)}\nWhich {kind} does the image depict?\n"
+            f"Choice list:[{','.join(choices)}]. Your answer is:"
+        )
+        answer = phrase
+    images = [draw_scene(s, ctx.image_size) for s in scenes]
+    return Sample(images, prompt, answer, choices, meta={"concept": target.key, "scenes": tuple(scenes)})

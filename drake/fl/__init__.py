@@ -1,0 +1,1 @@
+"""Federated harness: method interface, client runtime, engines, callbacks."""

@@ -1,0 +1,246 @@
+"""ClientRuntime: the one training loop and the one evaluation loop every method uses.
+
+A runtime is a client's view of its architecture's shared (frozen base + adapter) model while the client
+is swapped in: its adapter state, optimizer state and data stream are loaded by the engine before a hook
+runs and saved back afterwards.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from drake.adapters.handle import AdapterHandle
+from drake.data.stream import ClientStream
+from drake.fl.types import ClientInfo
+from drake.metrics import METRICS
+from drake.models.batching import collate
+from drake.models.loading import LoadedModel
+from drake.models.scoring import generate_answers, score_choices
+
+Row = dict[str, Any]
+ExtraLoss = Callable[["ClientRuntime"], torch.Tensor]
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (stable across processes, unlike hash())."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class ArchModel:
+    """One frozen base model of an architecture with the method's adapters attached."""
+
+    name: str
+    loaded: LoadedModel
+    model: nn.Module
+    adapter: AdapterHandle
+
+
+@dataclass
+class TaskRows:
+    """Decoded rows of one task (canonical schema), by split."""
+
+    name: str
+    answer: str  # "choice" | "open"
+    metric: str
+    splits: dict[str, list[Row]]
+
+
+@dataclass
+class ClientState:
+    """What the engine keeps for a client between its turns (CPU tensors or a file path)."""
+
+    adapter: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
+    stream: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-owned client state (e.g. EMA sketches)
+
+
+class ClientRuntime:
+    """A client while swapped in: train/evaluate on its own data with its own state."""
+
+    def __init__(
+        self,
+        info: ClientInfo,
+        arch: ArchModel,
+        data: Mapping[str, TaskRows],
+        stream: ClientStream,
+        state: ClientState,
+        *,
+        seed: int,
+        round_idx: int,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        batch_size: int,
+        grad_accum: int = 1,
+        eval_batch_size: int = 32,
+        length_norm: bool = True,
+        max_new_tokens: int = 6,
+    ) -> None:
+        self.info = info
+        self.arch = arch
+        self.data = data
+        self.stream = stream
+        self.state = state
+        self.seed = seed
+        self.round = round_idx
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_grad_norm = max_grad_norm
+        self.batch_size = batch_size
+        self.grad_accum = max(1, grad_accum)
+        self.eval_batch_size = eval_batch_size
+        self.length_norm = length_norm
+        self.max_new_tokens = max_new_tokens
+        self.steps_done = 0
+
+    # ---- identity --------------------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    @property
+    def architecture(self) -> str:
+        return self.info.architecture
+
+    @property
+    def adapter(self) -> AdapterHandle:
+        return self.arch.adapter
+
+    @property
+    def model(self) -> nn.Module:
+        return self.arch.model
+
+    @property
+    def num_examples(self) -> int:
+        """Training examples that have arrived at this client so far (FedAvg's n_k)."""
+        return self.stream.num_examples_seen
+
+    def current_tasks(self) -> tuple[str, ...]:
+        return self.stream.current_tasks(self.round)
+
+    # ---- training --------------------------------------------------------------------------------
+    def rows(self, refs: Sequence[tuple[str, int]], split: str = "train") -> list[Row]:
+        return [self.data[task].splits[split][idx] for task, idx in refs]
+
+    def next_batches(self, steps: int) -> list[list[Row]]:
+        """The next ``steps`` training batches from this client's stream (arrivals + replay)."""
+        return [self.rows(b) for b in self.stream.batches(self.round, steps)]
+
+    def loss(self, rows: Sequence[Row], model: nn.Module | None = None) -> torch.Tensor:
+        """Next-token loss on the answer tokens of ``rows`` (training mode, gradients on)."""
+        model = model or self.model
+        inputs = collate(self.arch.loaded, rows, with_answer=True)
+        return model(**inputs).loss
+
+    def _optimizer(self, params: Sequence[nn.Parameter], lr_groups: Mapping[str, float] | None) -> torch.optim.AdamW:
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        groups: dict[float, list[nn.Parameter]] = {}
+        for p in params:
+            lr = self.lr
+            for pattern, group_lr in (lr_groups or {}).items():
+                if fnmatch.fnmatchcase(names.get(id(p), ""), pattern):
+                    lr = group_lr
+                    break
+            groups.setdefault(lr, []).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=self.lr, weight_decay=self.weight_decay
+        )
+        key = self._opt_key(params, lr_groups)
+        saved = self.state.optimizer
+        if saved is not None and saved.get("key") == key:
+            opt.load_state_dict(saved["state"])
+        return opt
+
+    def _opt_key(self, params: Sequence[nn.Parameter], lr_groups: Mapping[str, float] | None) -> str:
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return derive_seed(*(names.get(id(p), "?") for p in params), sorted((lr_groups or {}).items()))
+
+    def train(
+        self,
+        steps: int,
+        *,
+        extra_loss: ExtraLoss | None = None,
+        params: Sequence[nn.Parameter] | None = None,
+        lr_groups: Mapping[str, float] | None = None,
+        batches: Sequence[Sequence[Row]] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> dict[str, float]:
+        """Run ``steps`` AdamW steps on the client's stream; only ``params`` (default: the adapter) move.
+
+        ``extra_loss(client)`` is added to every step's loss (FedProx's proximal term, Ditto's L2, ...).
+        The optimizer state persists across rounds for the same parameter set.
+        """
+        params = list(params) if params is not None else self.adapter.parameters("all")
+        trainable = {id(p) for p in params}
+        frozen = [p for p in self.adapter.parameters("all") if id(p) not in trainable]
+        for p in frozen:
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        torch.manual_seed(derive_seed(self.seed, self.round, self.id, self.steps_done))
+        opt = self._optimizer(params, lr_groups)
+        self.model.train()
+        batches = list(batches) if batches is not None else self.next_batches(steps)
+        losses = []
+        try:
+            for step, batch in enumerate(batches):
+                micro = [batch[i :: self.grad_accum] for i in range(self.grad_accum)]
+                total = 0.0
+                for chunk in (m for m in micro if m):
+                    loss = self.loss(chunk) * (len(chunk) / len(batch))
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(self) / self.grad_accum
+                    loss.backward()
+                    total += float(loss.detach())
+                if self.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(total)
+                self.steps_done += 1
+                if on_step is not None:
+                    on_step(step)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            self.model.eval()
+        self.state.optimizer = {"key": self._opt_key(params, lr_groups), "state": opt.state_dict()}
+        return {
+            "loss": float(sum(losses) / len(losses)) if losses else float("nan"),
+            "steps": float(len(losses)),
+            "examples": float(sum(len(b) for b in batches)),
+        }
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, task: str, *, split: str = "test", limit: int | None = None) -> dict[str, float]:
+        """Score the current model on ``task``: {"score": mean metric, "n": examples}."""
+        spec = self.data[task]
+        rows = spec.splits[split][:limit] if limit else spec.splits[split]
+        self.model.eval()
+        scorer = METRICS.get(spec.metric)
+        if spec.answer == "choice":
+            picks = score_choices(
+                self.arch.loaded, rows, model=self.model, batch_size=self.eval_batch_size, length_norm=self.length_norm
+            )
+            preds = [r["choices"][k] for r, k in zip(rows, picks)]
+        else:
+            preds = generate_answers(
+                self.arch.loaded,
+                rows,
+                model=self.model,
+                batch_size=self.eval_batch_size,
+                max_new_tokens=self.max_new_tokens,
+            )
+        scores = [scorer.score(p, r["answer"], r.get("choices")) for p, r in zip(preds, rows)]
+        return {"score": float(sum(scores) / len(scores)) if scores else float("nan"), "n": float(len(scores))}

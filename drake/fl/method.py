@@ -1,0 +1,137 @@
+"""The Method interface: a method owns its client half and its server half; the engine owns the loop.
+
+Hooks and where they run:
+- ``attach(model, arch)``              engine, once per architecture: add the method's adapters to a frozen base
+- ``init_server(clients)``             server, once: initial server state
+- ``configure_round(ctx, server)``     server: one Payload per participating client (per-client globals)
+- ``client_update(ctx, client, payload)``  client: load payload, train, return a ClientUpdate
+- ``aggregate(ctx, server, updates)``  server: new server state (must not mutate ``updates``)
+- ``personalize(ctx, client, server)`` client, before each evaluation: put the model to evaluate in place
+- ``should_stop(ctx, history)``        server: early stop
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import torch
+from torch import nn
+
+from drake.adapters.handle import AdapterHandle, AdapterSpec
+from drake.adapters.lora import ALL_TEXT_LINEAR, LoraSettings, apply_lora
+from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundContext
+
+if TYPE_CHECKING:
+    from drake.fl.client import ClientRuntime
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Training settings every method shares (override with ``--set key=value``).
+
+    The paper trains 1B-3B models with lr 2e-5 (LoRA) and batch 4; the tiny zoo models (~2M parameters,
+    trained from scratch) need a larger learning rate to move within a few hundred steps.
+    """
+
+    local_steps: int = field(default=20, metadata={"help": "optimizer steps per client per round"})
+    batch_size: int = field(default=8, metadata={"help": "examples per optimizer step"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per step (batch_size is split)"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate for adapter parameters"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling alpha/r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_targets: tuple[str, ...] = field(default=ALL_TEXT_LINEAR, metadata={"help": "text-model linear layers"})
+
+    def lora(self) -> LoraSettings:
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets))
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+C = TypeVar("C", bound=MethodConfig)
+
+
+@dataclass
+class ServerState:
+    """Everything the server keeps between rounds (checkpointed by the engine)."""
+
+    per_arch: dict[str, Arrays] = field(default_factory=dict)  # one global per architecture
+    per_client: dict[int, Arrays] = field(default_factory=dict)  # per-client globals (e.g. RELA)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC, Generic[C]):
+    """Base class of every federated method; subclasses set ``name`` and ``config_cls``."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    #: True when the method exchanges nothing (the harness then reports zero communication)
+    communicates: ClassVar[bool] = True
+
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = config if config is not None else self.config_cls()  # type: ignore[assignment]
+
+    # ---- engine side -----------------------------------------------------------------------------
+    def adapter_spec(self) -> AdapterSpec:
+        """Which adapter parameters are shared; default: everything the adapter trains."""
+        return AdapterSpec(kind="lora", params={"r": self.config.lora_r}, shared=("*",))
+
+    def attach(self, model: nn.Module, arch: str) -> tuple[nn.Module, AdapterHandle]:
+        """Add this method's adapters to a frozen base model of architecture ``arch``."""
+        return apply_lora(model, self.config.lora(), self.adapter_spec())
+
+    # ---- server side -----------------------------------------------------------------------------
+    def init_server(self, clients: Mapping[int, ClientInfo]) -> ServerState:
+        return ServerState()
+
+    def configure_round(self, ctx: RoundContext, server: ServerState) -> dict[int, Payload]:
+        """Default: each client receives its architecture's global (empty before the first aggregate)."""
+        return {cid: Payload(dict(server.per_arch.get(ctx.clients[cid].architecture, {}))) for cid in ctx.participants}
+
+    @abstractmethod
+    def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        """Combine client updates into the next server state."""
+
+    def should_stop(self, ctx: RoundContext, history: Sequence[Mapping[str, Any]]) -> bool:
+        return False
+
+    # ---- client side -----------------------------------------------------------------------------
+    @abstractmethod
+    def client_update(self, ctx: RoundContext, client: ClientRuntime, payload: Payload) -> ClientUpdate:
+        """Train on the client's current data and return what goes to the server."""
+
+    def personalize(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> None:
+        """Put the model to evaluate in place (default: the client's own current adapter)."""
+
+
+def group_by_architecture(
+    updates: Sequence[ClientUpdate], clients: Mapping[int, ClientInfo]
+) -> dict[str, list[ClientUpdate]]:
+    """Updates grouped by architecture, in client order (parameter averaging never crosses groups)."""
+    groups: dict[str, list[ClientUpdate]] = {}
+    for u in sorted(updates, key=lambda u: u.client_id):
+        groups.setdefault(clients[u.client_id].architecture, []).append(u)
+    return groups
+
+
+def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
+    """Key-wise weighted mean in float64 (exact and order-stable), cast back to each tensor's dtype."""
+    if not arrays:
+        return {}
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weights must sum to a positive number")
+    out: Arrays = {}
+    for key, ref in arrays[0].items():
+        acc = torch.zeros(ref.shape, dtype=torch.float64)
+        for a, w in zip(arrays, weights):
+            acc += a[key].to(torch.float64) * (w / total)
+        out[key] = acc.to(ref.dtype)
+    return out

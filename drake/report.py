@@ -1,0 +1,41 @@
+"""The final table printed after a run (read back from the written result file, so it shows what was saved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drake.commands import table
+from drake.results import load_result
+
+
+def _fmt(stat: dict | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{100 * stat['mean']:.1f} ± {100 * (stat.get('std') or 0.0):.1f}"
+
+
+def print_summary(path: str | Path) -> None:
+    record = load_result(path)
+    info, res = record["run_info"], record["results"]
+    summary = res["summary"]
+    seeds = res["per_seed"]
+    up = sum(s["comm_bytes"]["total_up"] for s in seeds) / len(seeds)
+    down = sum(s["comm_bytes"]["total_down"] for s in seeds) / len(seeds)
+    wall = sum(s["wall_seconds"] for s in seeds) / len(seeds)
+    rows = [
+        [
+            info["method"]["name"],
+            f"{info['scenario']['name']} ({info['scenario']['pool']})",
+            _fmt(summary["self"]["a_last"]),
+            _fmt(summary["self"]["a_auc"]),
+            _fmt(summary["others"]["a_last"]),
+            _fmt(summary["others"]["a_auc"]),
+            f"{up / 2**20:.2f} / {down / 2**20:.2f}",
+            f"{wall:.0f}",
+            str(summary["n_seeds"]),
+        ]
+    ]
+    headers = ["method", "scenario", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
+               "MiB up/down", "wall s", "seeds"]  # fmt: skip
+    print(table(headers, rows))
+    print(f"result: {path}")

@@ -1,0 +1,325 @@
+"""Versioned run records (schema 1.0): build, validate, write atomically, load, recompute summaries.
+
+A record is plain JSON (``run_info`` / ``results`` / ``meta_info``, see ``drake/schema/result-1.0.schema.json``).
+Validation goes beyond the schema: no NaN/inf anywhere, seeds match ``per_seed``, the scenario fingerprint
+and ``config_hash`` match their inputs, and ``results.summary`` equals what ``drake.metrics`` recomputes
+from the per-seed rounds, so a hand-edited number is caught by both `drake run` and the leaderboard.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from drake.errors import DataError
+from drake.io import atomic_write_text
+from drake.metrics import summarize_run, summarize_seeds
+from drake.spec import REPO_ROOT, fingerprint
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / f"result-{SCHEMA_VERSION}.schema.json"
+PACKAGES = ("drake-bench", "torch", "transformers", "peft", "datasets", "tokenizers", "safetensors", "numpy", "flwr")
+_TOLERANCE = 1e-9
+
+
+# ------------------------------------------------------------------------------------------- identity
+
+
+def config_hash(method_config: Mapping[str, Any], scenario_fingerprint: str, data: Mapping[str, Any]) -> str:
+    """16-hex sha256 prefix of (method config, scenario fingerprint, data settings).
+
+    Run seeds are left out on purpose: records with the same recipe and different seed sets share a hash,
+    so the leaderboard can compare or merge them. ``data`` (source, scale, image size, data seed) is in.
+    """
+    return fingerprint({"method": method_config, "scenario": scenario_fingerprint, "data": data})[:16]
+
+
+def result_filename(record: Mapping[str, Any]) -> str:
+    """``<method>--<scenario>--<config_hash[:8]>.json``: one file per recipe."""
+    info = record["run_info"]
+    return f"{info['method']['name']}--{info['scenario']['name']}--{info['config_hash'][:8]}.json"
+
+
+# ---------------------------------------------------------------------------------------- environment
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout this code runs from (read-only ``git rev-parse``), None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+@lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, git commit and hardware: ``{"drake_version", "git_commit", "packages", "hardware", "platform"}``.
+
+    Versions come from package metadata, so nothing heavy is imported; torch is asked about threads and the
+    GPU only when the run already imported it.
+    """
+    packages = {name: _version(name) for name in PACKAGES}
+    packages["python"] = platform.python_version()
+    torch = sys.modules.get("torch")
+    threads, gpu = os.cpu_count(), None
+    if torch is not None:
+        threads = torch.get_num_threads()
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    return {
+        "drake_version": packages["drake-bench"] or "0+unknown",
+        "git_commit": _git_commit(),
+        "packages": packages,
+        "hardware": {"cpu": _cpu_name(), "gpu": gpu, "threads": threads},
+        "platform": platform.platform(),
+    }
+
+
+# ------------------------------------------------------------------------------------ building records
+
+
+def make_record(
+    *,
+    command: str,
+    engine: str,
+    method: str,
+    method_config: Mapping[str, Any],
+    scenario: Any,
+    data: Mapping[str, Any],
+    per_seed: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Mapping[str, Any]],
+    env: Mapping[str, Any] | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    """Assemble a schema-1.0 record; ``config_hash`` and ``results.summary`` are computed here.
+
+    ``scenario`` is a ``ScenarioSpec`` (or a mapping ``{name, pool, fingerprint, spec}``); ``per_seed`` the
+    engine's per-seed entries; ``tasks`` ``{task: {fingerprint, data_sha256}}``. Not validated here:
+    ``write_result`` validates.
+    """
+    env = dict(env) if env is not None else environment_info()
+    if isinstance(scenario, Mapping):
+        scen = dict(scenario)
+    else:
+        scen = {"name": scenario.name, "pool": scenario.pool, "fingerprint": scenario.fingerprint(),
+                "spec": scenario.to_dict()}
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {
+            "created_at": created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "drake_version": env["drake_version"],
+            "git_commit": env["git_commit"],
+            "engine": engine,
+            "command": command,
+            "method": {"name": method, "config": dict(method_config)},
+            "scenario": scen,
+            "seeds": [int(s["seed"]) for s in per_seed],
+            "config_hash": config_hash(method_config, scen["fingerprint"], data),
+            "data": dict(data),
+        },
+        "results": {"summary": {}, "per_seed": list(per_seed)},
+        "meta_info": {"tasks": dict(tasks), "packages": dict(env["packages"]), "hardware": dict(env["hardware"])},
+    }
+    record = json.loads(json.dumps(record))  # tuples -> lists, int keys -> str: the form that is written
+    record["results"]["summary"] = recompute_summary(record)
+    return record
+
+
+# ------------------------------------------------------------------------------------------ summaries
+
+
+def own_tasks(record: Mapping[str, Any]) -> dict[int, list[str]]:
+    """``{client id: its tasks}`` from the scenario spec stored in the record."""
+    clients = record["run_info"]["scenario"]["spec"].get("clients") or []
+    return {int(c["id"]): list(c["tasks"]) for c in clients}
+
+
+def eval_rounds(record: Mapping[str, Any]) -> list[int] | None:
+    """The scenario's evaluation rounds (A_AUC averages over them); None means every evaluated round."""
+    rounds = record["run_info"]["scenario"]["spec"].get("eval_rounds")
+    return [int(r) for r in rounds] if rounds else None
+
+
+def per_round_scores(seed_result: Mapping[str, Any]) -> dict[int, dict[int, dict[str, float]]]:
+    """``{round: {client: {task: score}}}`` of one seed, for rounds that were evaluated."""
+    return {
+        int(r["round"]): {int(c): dict(tasks) for c, tasks in r["eval"].items()}
+        for r in seed_result.get("rounds", [])
+        if r.get("eval")
+    }
+
+
+def seed_summaries(record: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """``{seed: drake.metrics.summarize_run(...)}`` for every successful seed."""
+    own, rounds = own_tasks(record), eval_rounds(record)
+    out = {}
+    for s in record["results"]["per_seed"]:
+        if s["status"] == "success":
+            try:
+                out[int(s["seed"])] = summarize_run(per_round_scores(s), own, rounds)
+            except DataError as exc:
+                raise DataError(f"seed {s['seed']}: {exc}") from None
+    return out
+
+
+def recompute_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``results.summary`` recomputed from per-seed rounds with drake.metrics (failed seeds excluded)."""
+    return summarize_seeds(list(seed_summaries(record).values()))
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _path(parts: Sequence[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(root)"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _non_finite(obj: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield f"{_path(parts)}: {obj} is not allowed (NaN/inf cannot be written as JSON; record null or fail the seed)"
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _non_finite(v, (*parts, str(k)))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _non_finite(v, (*parts, i))
+
+
+def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                yield f"{_path((*parts, k))}: {'missing' if k not in a else 'unexpected'} (recomputed summary differs)"
+            else:
+                yield from _differences(a[k], b[k], (*parts, k))
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if not math.isclose(a, b, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE):
+            yield f"{_path(parts)}: {b:.10g} differs from the recomputed {a:.10g}"
+    elif a != b:
+        yield f"{_path(parts)}: {b!r} differs from the recomputed {a!r}"
+
+
+def _semantic_problems(rec: Mapping[str, Any]) -> list[str]:
+    info, per_seed = rec["run_info"], rec["results"]["per_seed"]
+    problems = []
+    try:
+        _dt.datetime.fromisoformat(info["created_at"])
+    except ValueError:
+        problems.append(f"run_info.created_at: {info['created_at']!r} is not an ISO 8601 time")
+    seeds = [s["seed"] for s in per_seed]
+    if len(set(seeds)) != len(seeds):
+        problems.append(f"results.per_seed: duplicate seeds {seeds}")
+    if sorted(seeds) != sorted(info["seeds"]):
+        problems.append(f"results.per_seed: seeds {seeds} do not match run_info.seeds {info['seeds']}")
+    scen = info["scenario"]
+    if fingerprint(scen["spec"]) != scen["fingerprint"]:
+        problems.append("run_info.scenario.fingerprint: does not match the stored spec (spec edited after the run?)")
+    expected = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
+    if info["config_hash"] != expected:
+        problems.append(f"run_info.config_hash: {info['config_hash']} != {expected} recomputed from method, scenario, data")
+    for i, s in enumerate(per_seed):
+        for j, rel in enumerate(s.get("relevance", [])):
+            n = len(rel["clients"])
+            if len(rel["matrix"]) != n or any(len(row) != n for row in rel["matrix"]):
+                problems.append(f"results.per_seed[{i}].relevance[{j}].matrix: must be {n} x {n} (one row per client)")
+    try:
+        recomputed = recompute_summary(rec)
+    except DataError as exc:
+        problems.append(f"results.per_seed: cannot recompute the summary ({exc})")
+    else:
+        problems += list(_differences(recomputed, rec["results"]["summary"], ("results", "summary")))
+    return problems
+
+
+def validate_result(obj: Any) -> list[str]:
+    """Every problem of a record as a readable ``"path: message"`` string; empty means valid."""
+    problems = list(_non_finite(obj))
+    try:
+        doc = json.loads(json.dumps(obj))  # validate exactly what would be written (int keys become str)
+    except (TypeError, ValueError) as exc:
+        return [*problems, f"(root): not JSON-serialisable ({exc})"]
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: (_path(list(e.absolute_path)), e.message))
+    problems += [f"{_path(list(e.absolute_path))}: {_short(e.message)}" for e in errors]
+    if not problems:
+        problems += _semantic_problems(doc)
+    return problems
+
+
+def _first(problems: list[str]) -> str:
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
+
+
+def write_result(path: str | Path, record: Mapping[str, Any]) -> Path:
+    """Validate, then write atomically; an invalid record raises DataError and leaves ``path`` untouched."""
+    problems = validate_result(record)
+    if problems:
+        raise DataError(f"{path}: invalid result record: {_first(problems)}; fix the record or the engine")
+    doc = json.loads(json.dumps(record))
+    return atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def load_result(path: str | Path, *, validate: bool = True) -> dict[str, Any]:
+    """Read a record; missing file, bad JSON or (with ``validate``) an invalid record raise DataError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: result file not found; check the path or run eval.py first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read result file ({exc})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+    if validate:
+        problems = validate_result(record)
+        if problems:
+            raise DataError(f"{path}: invalid result record: {_first(problems)}")
+    return record

@@ -1,0 +1,187 @@
+"""One straight line from CLI arguments to a results file: specs -> data -> models -> method -> engine -> JSON.
+
+``eval.py`` and ``drake run`` are thin wrappers over ``run_from_args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drake.config import build_config, parse_sets, read_config_file, to_dict
+from drake.errors import SpecError
+from drake.fl.client import ArchModel, TaskRows, derive_seed
+from drake.fl.engine import ENGINES, EngineSettings
+from drake.methods import METHODS
+from drake.spec import list_scenarios, load_scenario, load_tasks
+
+DEFAULT_METHOD = "fedavg"
+DEFAULT_SCENARIO = "drake-dynamic"
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"federated method (default {DEFAULT_METHOD}); see `drake list methods`")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, help=f"scenario name or YAML path (default {DEFAULT_SCENARIO}); known: {', '.join(list_scenarios())}")
+    p.add_argument("--pool", default=None, help="model pool of the scenario (hetero | homo | cross; default: the scenario's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (one result file with mean/std)")
+    p.add_argument("--out", default="runs", help="output directory for results, plots and checkpoints")
+    p.add_argument("--config", default=None, help="YAML file of method settings (and `engine:` settings)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting; engine.* keys go to the engine (repeatable)")
+    p.add_argument("--engine", default="sequential", help="engine (default sequential)")
+    p.add_argument("--scale", type=float, default=1.0, help="DRAKE-synth size multiplier (1.0: 300 train / 100 test per task)")
+    p.add_argument("--image-size", type=int, default=32, help="DRAKE-synth image size in pixels")
+    p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under .drake/)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished round")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
+
+
+def _split_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    engine_values = dict(values.pop("engine", {}) or {})
+    for key, value in parse_sets(args.set).items():
+        if key.startswith("engine."):
+            engine_values[key.removeprefix("engine.")] = value
+        else:
+            values[key] = value
+    return values, engine_values
+
+
+def load_rows(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, TaskRows]:
+    """Decode every split of the given tasks into memory (tiny at the default scale)."""
+    from drake.data.build import load_task_split
+
+    out = {}
+    for spec in task_specs:
+        splits = {}
+        for split in ("train", "test"):
+            ds = load_task_split(data_dir, spec.name, split)
+            splits[split] = [dict(r) for r in ds]
+        out[spec.name] = TaskRows(spec.name, spec.answer, spec.metric, splits)
+    return out
+
+
+def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
+    """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
+    from drake import results as R
+    from drake.data.build import ensure_built
+    from drake.models.loading import load_model
+
+    tasks = load_tasks()
+    scenario = load_scenario(args.scenario, pool=args.pool, tasks=tasks)
+    method_cls = METHODS.get(args.method)
+    if args.engine not in ENGINES:
+        ENGINES.get(args.engine)  # raises with suggestions
+    values, engine_values = _split_overrides(args)
+    config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
+    engine_values.setdefault("progress", not args.no_progress)
+    settings = build_config(EngineSettings, engine_values, where="engine settings")
+    task_specs = [tasks[t] for t in (*scenario.tasks, *scenario.unseen)]
+    data_params = {"source": scenario.source, "scale": args.scale, "image_size": args.image_size, "seed": 0}
+    data_dir = ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
+    data = load_rows(Path(data_dir), task_specs)
+    command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
+    engine_dict = to_dict(settings)
+    engine_dict.pop("progress")
+    resolved = {**to_dict(config), "engine_settings": engine_dict}
+    chash = R.config_hash(resolved, scenario.fingerprint(), data_params)
+    out_dir = Path(args.out)
+    stem = f"{args.method}--{scenario.name}-{scenario.pool}--{chash[:8]}"
+    per_seed = []
+    for seed in args.seeds:
+        torch.manual_seed(derive_seed(seed, "init"))
+        method = method_cls(config)
+        archs = {}
+        for arch in scenario.architectures:
+            loaded = load_model(arch, device=args.device)
+            torch.manual_seed(derive_seed(seed, "adapter-init", arch))
+            model, handle = method.attach(loaded.model, arch)
+            archs[arch] = ArchModel(arch, loaded, model, handle)
+        engine_cls = ENGINES.get(args.engine)
+        engine = engine_cls(archs, data, settings, run_dir=out_dir / f"{stem}.work" / f"seed{seed}")
+        t0 = time.perf_counter()
+        raw = engine.run(method, scenario, seed=seed, resume=args.resume)
+        per_seed.append(seed_record(seed, scenario, raw, wall_seconds=time.perf_counter() - t0))
+    record = R.make_record(
+        command=command, engine=args.engine, method=args.method, method_config=resolved, scenario=scenario,
+        data=data_params, per_seed=per_seed, tasks=task_meta(Path(data_dir), task_specs),
+    )
+    path = R.write_result(out_dir / f"{stem}.json", record)
+    write_plots(record, out_dir / stem)
+    return path
+
+
+def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: float) -> dict[str, Any]:
+    """The engine's raw history -> one ``results.per_seed`` entry (schema 1.0)."""
+    own = {c.id: c.tasks for c in scenario.clients}
+    rounds, relevance = [], []
+    for h in raw["history"]:
+        train = {
+            str(cid): {"loss": m.get("loss"), "steps": int(m.get("steps", 0)), "examples": int(m.get("examples", 0))}
+            for cid, m in h["train"].items()
+        }
+        rounds.append({"round": h["round"], "eval": {str(c): v for c, v in h.get("eval", {}).items()}, "train": train})
+        if "relevance" in h:
+            relevance.append({"round": h["round"], "clients": sorted(own), "matrix": h["relevance"]})
+    last_eval = next((h["eval"] for h in reversed(raw["history"]) if h.get("eval")), {})
+    final: dict[str, Any] = {}
+    for cid, scores in last_eval.items():
+        entry = {"own": {}, "others": {}}
+        for task, score in scores.items():
+            kind = "own" if task in own[cid] else "others"
+            entry[kind][task] = {"metric": raw["metrics"][task], "score": score, "n": raw["n_eval"][kind].get(task, 0)}
+        final[str(cid)] = entry
+    for cid, scores in raw.get("unseen", {}).items():
+        final.setdefault(str(cid), {})["unseen"] = {
+            t: {"metric": raw["metrics"][t], "score": v, "n": raw["n_eval"]["unseen"].get(t, 0)} for t, v in scores.items()
+        }
+    comm = raw["comm"]
+    out = {
+        "seed": seed, "status": "success", "error": None, "final": final, "rounds": rounds,
+        "comm_bytes": {
+            "total_up": int(comm["total_up"]), "total_down": int(comm["total_down"]),
+            "per_round": [{"round": r["round"], "up": int(sum(r["up"].values())), "down": int(sum(r["down"].values()))}
+                          for r in comm["per_round"]],
+        },
+        "wall_seconds": float(wall_seconds),
+        "extra": {"wall_by_phase": raw["wall"], "comm_by_client": comm["per_round"]},
+    }  # fmt: skip
+    if relevance:
+        out["relevance"] = relevance
+    return out
+
+
+def task_meta(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Task fingerprints and the built files' sha256 (from the build manifest)."""
+    import json
+
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    out = {}
+    for spec in task_specs:
+        files = manifest["tasks"][spec.name]["files"]
+        out[spec.name] = {"fingerprint": spec.fingerprint(), "data_sha256": dict(files)}
+    return out
+
+
+def write_plots(record: dict[str, Any], stem: Path) -> None:
+    from drake.plots import plot_client_bars, plot_learning_curves, plot_relevance
+
+    plot_learning_curves([record], stem.with_name(stem.name + "-curves.png"))
+    plot_client_bars(record, stem.with_name(stem.name + "-clients.png"))
+    rel = record["results"]["per_seed"][0].get("relevance")
+    if rel:
+        plot_relevance(rel[-1]["matrix"], stem.with_name(stem.name + "-relevance.png"), clients=rel[-1]["clients"])
+
+
+def check_method_and_scenario(method: str, scenario: str) -> None:
+    """Fail fast (before any heavy import) on unknown names."""
+    METHODS.get(method)
+    if scenario not in list_scenarios() and not scenario.endswith((".yaml", ".yml")):
+        raise SpecError(f"unknown scenario {scenario!r}; known: {', '.join(list_scenarios())}")

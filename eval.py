@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Run a federated method on a DRAKE scenario and write a results file (same as `drake run`).
+
+    python eval.py --method fedavg --scenario drake-dynamic --seeds 0 1 2 --out runs/
+
+Steps, top to bottom: parse arguments -> load tasks.yaml and the scenario -> build DRAKE-synth if missing ->
+load one frozen base model per architecture -> run the method with the engine for each seed -> write a
+versioned JSON result plus plots -> print a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from drake.cli import guarded
+    from drake.runner import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def _run() -> int:
+        from drake.report import print_summary
+        from drake.runner import check_method_and_scenario, run_from_args
+
+        check_method_and_scenario(args.method, args.scenario)
+        path = run_from_args(args, argv if argv is not None else sys.argv[1:])
+        print_summary(path)
+        return 0
+
+    return guarded(_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The drake CLI: bad input gives exit code 2 and one `error:` line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from drake.cli import main
+from drake.data.synth.base import FAMILIES, IMAGE_TOKEN, Sample
+from drake.spec import REPO_ROOT
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+FAMILY = "drake_test_cli"
+
+
+def _family(ctx) -> Sample:
+    img = Image.new("RGB", (ctx.image_size,) * 2, (ctx.rng.randrange(256), 0, 0))
+    answer = ["yes", "no"][ctx.slot(2)]
+    return Sample(
+        [img] * ctx.n_images, IMAGE_TOKEN * ctx.n_images + f" red? {ctx.rng.random()}", answer, ["yes", "no"]
+    )
+
+
+if FAMILY not in FAMILIES:
+    FAMILIES.register(FAMILY, _family)
+
+TASKS = f"""\
+schema_version: 1
+tasks:
+  - name: cli_a
+    title: A
+    images: 2
+    answer: choice
+    metric: choice_accuracy
+    sources: {{synth: {{family: {FAMILY}}}}}
+  - name: cli_b
+    title: B
+    images: 1
+    answer: choice
+    metric: choice_accuracy
+    groups: [bees]
+    sources: {{synth: {{family: {FAMILY}}}}}
+"""
+SCENARIO = """\
+name: cli-smoke
+description: one client
+mode: dynamic
+rounds: 2
+pools:
+  p: [tiny-llama-s]
+clients:
+  - {id: 0, tasks: [cli_a, cli_b]}
+"""
+
+
+@pytest.fixture()
+def files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("DRAKE_DEBUG", raising=False)
+    (tmp_path / "tasks.yaml").write_text(TASKS)
+    (tmp_path / "sc.yaml").write_text(SCENARIO)
+    return tmp_path
+
+
+def _one_error_line(capsys, rc: int, *needles: str) -> str:
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_list_tasks_prints_all_47(capsys):
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split()[:3] == ["name", "title", "images"]
+    assert out[-1] == "47 tasks" and len(out) == 2 + 47 + 1
+    assert any(line.startswith("nlvr2_0 ") for line in out)
+
+
+def test_list_other_kinds(files, capsys):
+    for what in ("methods", "scenarios", "families"):
+        assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    assert "drake-dynamic" in out and "pair_statement" in out
+    assert main(["list", "tasks", "--tasks-file", str(files / "tasks.yaml"), "--groups", "bees"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "1 tasks"
+
+
+def test_unknown_task(files, capsys):
+    rc = main(["build", "--tasks", "vsr_00", "--out", str(files / "out"), "--quiet"])
+    _one_error_line(capsys, rc, "unknown task 'vsr_00'", "did you mean 'vsr_0'")
+
+
+def test_bad_yaml_names_file_and_line(files, capsys):
+    bad = files / "bad.yaml"
+    bad.write_text("tasks:\n  - name: a\n    title: [oops\n")
+    line = _one_error_line(capsys, main(["validate", "--tasks", str(bad)]), "invalid YAML")
+    assert line.startswith(f"error: {bad}:")
+
+
+def test_missing_dir_or_file(files, capsys):
+    missing = files / "nope" / "tasks.yaml"
+    _one_error_line(
+        capsys, main(["build", "--tasks-file", str(missing), "--quiet"]), str(missing), "not found"
+    )
+    _one_error_line(capsys, main(["list", "tasks", "--tasks-file", str(missing)]), "not found")
+    blocker = files / "a-file"
+    blocker.write_text("x")
+    rc = main(["build", "--tasks-file", str(files / "tasks.yaml"), "--out", str(blocker / "out"), "--quiet"])
+    _one_error_line(capsys, rc, "cannot create the data directory")
+
+
+def test_usage_errors_and_real_data_source(files, capsys):
+    _one_error_line(capsys, main(["frobnicate"]), "invalid choice")
+    _one_error_line(capsys, main([]), "choose a command")
+    _one_error_line(capsys, main(["build", "--source", "drake", "--from", str(files)]), "not available yet")
+
+
+def test_no_traceback_from_a_real_process(files):
+    proc = subprocess.run(
+        [sys.executable, "-m", "drake", "validate", "--tasks", str(files / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {files / 'missing.yaml'}: file not found"]
+
+
+def test_validate_reports_every_problem(files, capsys):
+    good = ["validate", "--tasks", str(files / "tasks.yaml"), "--scenario", str(files / "sc.yaml")]
+    assert main(good) == 0
+    out = capsys.readouterr().out
+    assert "tiny-llama-s x1" in out and "ok: 2 tasks" in out
+    bad = files / "bad_tasks.yaml"
+    bad.write_text(
+        TASKS.replace(f"family: {FAMILY}", "family: drake_test_clj", 1).replace("choice_accuracy", "acc", 1)
+    )
+    (files / "bad_sc.yaml").write_text(SCENARIO.replace("tiny-llama-s]", "tiny-lama-s]"))
+    assert main(["validate", "--tasks", str(bad), "--scenario", str(files / "bad_sc.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("unknown synth family 'drake_test_clj' (did you mean 'drake_test_cli'" in e for e in err)
+    assert any("unknown metric 'acc'" in e for e in err)
+    assert any("unknown model 'tiny-lama-s'" in e for e in err)
+    assert err[-1].startswith("3 problem(s)")
+
+
+def test_build_command_prints_table(files, capsys):
+    out_dir = files / "out"
+    args = [
+        "build",
+        "--tasks-file",
+        str(files / "tasks.yaml"),
+        "--scenario",
+        str(files / "sc.yaml"),
+        "--out",
+        str(out_dir),
+        "--scale",
+        "0.05",
+        "--no-extras",
+        "--quiet",
+        "--workers",
+        "1",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cli_a" in out and "cli-smoke" in out and "3 built" in out
+    assert (out_dir / "cli_a" / "train-00000-of-00001.parquet").is_file()
+    assert (out_dir / "cli-smoke" / "client_0-00000-of-00001.parquet").is_file()
+    assert main(args) == 0
+    assert "0 built, 3 up to date" in capsys.readouterr().out
+    assert Path(out_dir / "README.md").read_text().startswith("---\n")
