@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "list",
     "validate",
     "build",
+    "pretrain",
     "run",
 )
 

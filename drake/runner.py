@@ -166,7 +166,7 @@ def task_meta(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, dict[str, 
     out = {}
     for spec in task_specs:
         files = manifest["tasks"][spec.name]["files"]
-        out[spec.name] = {"fingerprint": spec.fingerprint(), "data_sha256": dict(files)}
+        out[spec.name] = {"fingerprint": spec.fingerprint(), "data_sha256": {f["path"]: f["sha256"] for f in files.values()}}
     return out
 
 

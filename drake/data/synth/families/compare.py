@@ -155,7 +155,10 @@ def _pair_build(rng: random.Random, rel: str, truth: bool) -> tuple[list[Obj], l
 
 
 def pair_statement(ctx: SampleContext, relations: list[str] | tuple[str, ...] = PAIR_RELATIONS) -> Sample:
-    """NLVR2: a T/F relation over a left and a right image of simple shapes."""
+    """NLVR2: a T/F relation over a left and a right image of simple shapes.
+
+    The real prompt glues the statement to ``Choice List:``; a ". " keeps the statement's last word a word.
+    """
     for rel in relations:
         check_param("pair_statement", "relations", rel, PAIR_RELATIONS)
     check_images(ctx, "pair_statement", 2)

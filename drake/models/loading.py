@@ -1,0 +1,206 @@
+"""One loader for every model: a zoo name, a local ``save_pretrained`` folder, or a hub id.
+
+All three end in the same code path (a folder or hub id read by ``from_pretrained``), so a tiny zoo member
+and ``llava-hf/llava-interleave-qwen-0.5b-hf`` are used identically downstream. The base weights come back
+frozen and in eval mode; methods attach adapters on top.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drake.errors import DataError, DrakeError, UnknownNameError, did_you_mean
+from drake.models.zoo import ZOO
+
+# What transformers calls the LLaVA-style architectures (vision tower + projector + causal LM).
+LLAVA_MODEL_TYPES = ("llava", "llava_next", "llava_next_video", "llava_onevision", "video_llava", "vipllava")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TEXT_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoadedModel:
+    """A frozen base model with its processor and the facts methods need about it."""
+
+    model: Any
+    processor: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    family: str  # text model type: "llama", "qwen2", ...
+    num_layers: int  # text model blocks
+    hidden_size: int  # text model width
+    path: str = ""  # the folder or hub id the weights came from
+    meta: dict[str, Any] = field(default_factory=dict)  # pre-training record of zoo members
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+
+def language_model_target_regex(modules: Sequence[str] = TEXT_LINEAR) -> str:
+    """A peft ``target_modules`` regex selecting only the text model's linear projections.
+
+    Plain names (``q_proj``) would also match the vision tower's attention, which uses the same names.
+    """
+    return r".*language_model.*\.(" + "|".join(modules) + r")$"
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"``: cuda when present, else cpu."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and " " not in name
+
+
+def _check_folder(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path}: no config.json, so this is not a saved model folder (expected save_pretrained output)")
+    if not any((path / f).is_file() for f in WEIGHT_FILES) and not list(path.glob("*.safetensors")):
+        raise DataError(
+            f"{path}: has a config.json but no weights (model.safetensors); save the model with save_pretrained "
+            "or, for a zoo member, run `drake pretrain`"
+        )
+
+
+def _check_llava(config: Any, where: str) -> None:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in LLAVA_MODEL_TYPES:
+        raise DrakeError(
+            f"{where}: model_type {model_type!r} is not a LLaVA-style model; DRAKE needs a vision tower + projector + "
+            f"causal LM checkpoint (model_type one of {', '.join(LLAVA_MODEL_TYPES)})"
+        )
+
+
+def _model_class(model_type: str) -> Any:
+    if model_type == "llava":
+        from transformers import LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText
+
+
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No per-tensor "Loading weights" bar for models that load in milliseconds."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def resolve(name_or_path: str | Path, *, pretrain_if_missing: bool = True, progress: bool = True) -> tuple[str, str]:
+    """``(display name, folder or hub id)`` for a zoo name, a folder or a hub id; zoo members pre-train once."""
+    name = str(name_or_path)
+    if name in ZOO:
+        from drake.models.pretrain import cached_path, is_cached, pretrain
+
+        path = cached_path(name)
+        if not is_cached(path):
+            if not pretrain_if_missing:
+                raise DataError(f"zoo model {name!r} is not pre-trained yet ({path} is missing); run `drake pretrain "
+                                f"--model {name}`")
+            path = pretrain(name, progress=progress)
+        return name, str(path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{path}: expected a model folder (save_pretrained output), got a file")
+        _check_folder(path)
+        return path.name, str(path)
+    if _is_hub_id(name):
+        return name, name
+    raise UnknownNameError(
+        f"unknown model {name!r}{did_you_mean(name, ZOO)}; use a zoo member ({', '.join(sorted(ZOO))}), "
+        "a local model folder, or a hub id like 'llava-hf/llava-interleave-qwen-0.5b-hf'"
+    )
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    pretrain_if_missing: bool = True,
+    gradient_checkpointing: bool = False,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load a LLaVA-style model + processor, frozen, in eval mode, on ``device`` (auto: cuda if present).
+
+    ``dtype`` defaults to bfloat16 on cuda and float32 on cpu. A zoo name pre-trains on first use unless
+    ``pretrain_if_missing=False`` (then a DataError says to run ``drake pretrain``). Hub ids honour
+    ``HF_HUB_OFFLINE`` (cache only) and ``cache_dir`` (default: the HF cache).
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    display, source = resolve(name_or_path, pretrain_if_missing=pretrain_if_missing, progress=progress)
+    dev = resolve_device(device)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    local_only = _offline() or Path(source).exists()
+    hub = {"local_files_only": local_only, "cache_dir": str(cache_dir) if cache_dir else None}
+    try:
+        config = AutoConfig.from_pretrained(source, **hub)
+    except (OSError, ValueError) as exc:
+        hint = " (HF_HUB_OFFLINE is set: download it once online, or pass a local folder)" if _offline() else ""
+        raise DrakeError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}{hint}") from None
+    _check_llava(config, source)
+    try:
+        with _quiet_progress():
+            model = _model_class(config.model_type).from_pretrained(source, dtype=dtype, **hub)
+        processor = AutoProcessor.from_pretrained(source, **hub)
+    except (OSError, ValueError) as exc:
+        raise DrakeError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from None
+    model.to(dev)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    text = config.text_config
+    meta: dict[str, Any] = {}
+    if Path(source).is_dir():
+        from drake.models.pretrain import read_meta
+
+        meta = read_meta(source) or {}
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        name=display,
+        device=dev,
+        dtype=dtype,
+        family=str(text.model_type),
+        num_layers=int(text.num_hidden_layers),
+        hidden_size=int(text.hidden_size),
+        path=source,
+        meta=meta,
+    )
+
+
+def load_pool(names: Sequence[str], **kwargs: Any) -> dict[str, LoadedModel]:
+    """One frozen base model per distinct architecture name, in first-seen order."""
+    return {name: load_model(name, **kwargs) for name in dict.fromkeys(names)}

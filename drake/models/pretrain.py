@@ -1,0 +1,268 @@
+"""Pre-train zoo members from scratch on the public split and cache them as ``save_pretrained`` folders.
+
+The cache folder is ``<models_home>/<name>-<hash12>`` where the hash covers the member's config and recipe
+(seed included), the vocabulary, the public-data version and this module's version: change any of them
+and a new folder is trained, never a stale one reused. Training is budgeted in steps, the data order is a
+seeded permutation and weights start from ``torch.manual_seed(seed)``, so the same seed gives the same
+weights on the same machine. Folders are written to a temp dir and renamed, so a killed run leaves no
+half-written member.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drake.data.synth.public import PUBLIC_VERSION, QTYPES, SCHEDULE, public_context, public_sample
+from drake.models.batching import collate
+from drake.models.scoring import predict_choices
+from drake.models.tokenizer import default_vocab, make_tokenizer
+from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
+from drake.spec import fingerprint
+
+PRETRAIN_VERSION = 1
+META_FILE = "drake_pretrain.json"
+
+
+def cache_key(spec: ModelSpec, vocab: Sequence[str]) -> str:
+    """12 hex digits over everything the weights depend on."""
+    return fingerprint({
+        "spec": spec.to_dict(), "vocab": list(vocab), "public": PUBLIC_VERSION, "pretrain": PRETRAIN_VERSION,
+    })[:12]
+
+
+def cached_path(spec: ModelSpec | str, vocab: Sequence[str] | None = None, home: Path | None = None) -> Path:
+    """The folder a member is (or would be) cached in."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    vocab = default_vocab() if vocab is None else vocab
+    return (home or models_home()) / f"{spec.name}-{cache_key(spec, vocab)}"
+
+
+def is_cached(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def sample_row(split: str, index: int, seed: int, image_size: int) -> dict[str, Any]:
+    s = public_sample(public_context(split, index, seed, image_size))
+    return {"images": s.images, "prompt": s.prompt, "choices": s.choices, "answer": s.answer,
+            "qtype": s.meta["qtype"]}
+
+
+def draw_rows(split: str, n: int, seed: int, image_size: int, progress: bool = False) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    it = range(n)
+    if progress:
+        it = tqdm(it, desc=f"public {split} data", unit="sample", leave=False)
+    return [sample_row(split, i, seed, image_size) for i in it]
+
+
+def eval_rows(n_eval: int, seed: int, image_size: int) -> list[dict[str, Any]]:
+    """Held-out public test items, multiple choice only: equally many of every question type."""
+    per_block = len(QTYPES)
+    n_blocks = math.ceil(n_eval / per_block)
+    rows = [sample_row("test", i, seed, image_size) for i in range(n_blocks * len(SCHEDULE))]
+    return [r for r in rows if r["choices"]][:n_eval]
+
+
+def batch_order(rows: Sequence[dict[str, Any]], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """``steps`` batches of row indices; rows with the same image count share a batch (less padding).
+
+    Each epoch permutes every bucket with a seeded generator and shuffles the batch order.
+    """
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        buckets[len(r["images"])].append(i)
+    gen = torch.Generator().manual_seed(seed)
+    order: list[list[int]] = []
+    while len(order) < steps:
+        epoch: list[list[int]] = []
+        for key in sorted(buckets):
+            idx = buckets[key]
+            perm = torch.randperm(len(idx), generator=gen).tolist()
+            epoch += [[idx[j] for j in perm[k:k + batch_size]] for k in range(0, len(idx) - batch_size + 1, batch_size)]
+        if not epoch:
+            raise ValueError(f"n_train ({len(rows)}) is smaller than one batch ({batch_size})")
+        shuffle = torch.randperm(len(epoch), generator=gen).tolist()
+        order += [epoch[j] for j in shuffle]
+    return order[:steps]
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+@contextmanager
+def deterministic(threads: int | None = None):
+    """Deterministic kernels (cheap on CPU) and an optional thread count, restored afterwards."""
+    prev_det, prev_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
+
+
+def lr_lambda(steps: int, warmup: float) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to zero."""
+    w = max(1, int(steps * warmup))
+
+    def f(step: int) -> float:
+        if step < w:
+            return (step + 1) / w
+        return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
+
+    return f
+
+
+def train(model: Any, processor: Any, rows: Sequence[dict[str, Any]], spec: ModelSpec, *,
+          progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Run ``spec.recipe.steps`` AdamW steps on ``rows``; returns the loss of every step."""
+    from tqdm.auto import tqdm
+
+    r = spec.recipe
+    device = next(model.parameters()).device
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(r.steps, r.warmup))
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(batch_order(rows, r.batch_size, r.steps, r.seed), desc=f"pretrain {spec.name}", unit="step",
+               disable=not progress)
+    for step, idx in enumerate(bar):
+        batch = collate(processor, [rows[i] for i in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    return losses
+
+
+def evaluate_public(model: Any, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 64) -> dict[str, float]:
+    """Held-out multiple-choice accuracy, overall and per question type."""
+    preds = predict_choices(processor, rows, model=model, batch_size=batch_size)
+    hits: dict[str, list[int]] = defaultdict(list)
+    for row, pred in zip(rows, preds):
+        hits[row["qtype"]].append(int(pred == row["answer"]))
+    acc = {q: sum(h) / len(h) for q, h in sorted(hits.items())}
+    acc["overall"] = sum(sum(h) for h in hits.values()) / max(1, sum(len(h) for h in hits.values()))
+    acc["chance"] = sum(1 / len(r["choices"]) for r in rows) / max(1, len(rows))
+    return acc
+
+
+def pretrain(
+    model: ModelSpec | str,
+    *,
+    home: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+    vocab: Sequence[str] | None = None,
+    eval_every: int = 0,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Pre-train one member (unless cached) and return its folder.
+
+    ``threads`` sets torch's CPU threads for the run; ``vocab`` replaces the project vocabulary (tests);
+    ``eval_every`` > 0 also records a held-out accuracy curve (for tuning recipes; slower).
+    """
+    spec = get_spec(model) if isinstance(model, str) else model
+    home_path = Path(home) if home else models_home()
+    vocab = default_vocab() if vocab is None else list(vocab)
+    final = cached_path(spec, vocab, home_path)
+    if is_cached(final) and not force:
+        return final
+    r = spec.recipe
+    with deterministic(threads):
+        tokenizer = make_tokenizer(vocab)
+        net, processor = build_model(spec, tokenizer, seed=r.seed)
+        rows = draw_rows("train", r.n_train, r.seed, spec.image_size, progress=progress)
+        held_out = eval_rows(r.n_eval, r.seed, spec.image_size)
+        curve: list[tuple[int, float]] = []
+        eval_s = 0.0
+
+        def on_step(step: int, loss: float) -> None:
+            nonlocal eval_s
+            if eval_every and (step + 1) % eval_every == 0 and step + 1 < r.steps:
+                t = time.perf_counter()
+                net.eval()
+                curve.append((step + 1, round(evaluate_public(net, processor, held_out)["overall"], 4)))
+                log(f"{spec.name}: step {step + 1}: held-out accuracy {curve[-1][1]:.3f}, loss {loss:.3f}")
+                net.train()
+                eval_s += time.perf_counter() - t
+
+        t0 = time.perf_counter()
+        losses = train(net, processor, rows, spec, progress=progress, on_step=on_step)
+        train_s = time.perf_counter() - t0 - eval_s
+        acc = evaluate_public(net, processor, held_out)
+    curve.append((r.steps, round(acc["overall"], 4)))
+    meta = {
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "cache_key": final.name.rsplit("-", 1)[-1],
+        "parameters": count_parameters(net),
+        "train_seconds": round(train_s, 1),
+        "seconds_per_step": round(train_s / max(1, r.steps), 4),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "first_loss": round(sum(losses[:20]) / max(1, len(losses[:20])), 4),
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+        "heldout_accuracy": {k: round(v, 4) for k, v in acc.items()},
+        "curve": curve,
+        "versions": {"public": PUBLIC_VERSION, "pretrain": PRETRAIN_VERSION, "torch": torch.__version__},
+    }
+    _save_atomic(net, processor, meta, final)
+    log(f"{spec.name}: {r.steps} steps in {train_s / 60:.1f} min, held-out accuracy {acc['overall']:.3f} "
+        f"(chance {acc['chance']:.2f}) -> {final}")
+    return final
+
+
+def _save_atomic(model: Any, processor: Any, meta: dict[str, Any], final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        from drake.models.loading import _quiet_progress
+
+        with _quiet_progress():
+            model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if final.exists():  # forced re-run or a concurrent writer: replace the old folder
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The pre-training record saved next to a member's weights (None for other folders)."""
+    p = Path(path) / META_FILE
+    return json.loads(p.read_text()) if p.is_file() else None

@@ -1,0 +1,231 @@
+"""The tiny model zoo: LLaVA-style members built from configs (vision tower + projector + text model).
+
+Two text families of different shapes (Llama, Qwen2), each with an S and an M member that differ in width
+AND depth (PQ-LoRA matches blocks by relative depth). Every member stays under ~2.5M parameters so it
+pre-trains on 2 CPU cores in minutes; users with a GPU register larger specs with ``register_model``
+(or ``drake pretrain --set text_hidden=512 ...``). Each spec carries its own pre-training recipe,
+budgeted in steps (not wall time), so a larger member is never starved.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from drake.errors import SpecError, UnknownNameError, did_you_mean
+
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a member is pre-trained on the public split (all in steps; deterministic given ``seed``)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: float = 0.05  # fraction of steps
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    n_train: int = 24_000  # public train samples drawn once, then cycled in a seeded order
+    n_eval: int = 900  # held-out public test items (multiple choice only are scored)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo member: the vision tower, projector and text model shapes, plus its pre-training recipe."""
+
+    name: str
+    family: str  # text model: "llama" | "qwen2"
+    vision: str  # vision tower: "clip" | "siglip"
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_ffn: int
+    image_size: int = IMAGE_SIZE
+    patch_size: int = PATCH_SIZE
+    vision_ffn: int = 0  # 0: 4 x vision_hidden
+    recipe: Recipe = field(default_factory=Recipe)
+
+    @property
+    def image_tokens(self) -> int:
+        """Tokens per image after the projector (CLIP's CLS is dropped by the 'default' strategy)."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> ModelSpec:
+        """A copy with spec or recipe fields replaced (``steps=...`` goes to the recipe)."""
+        recipe_keys = set(Recipe.__dataclass_fields__)
+        spec_keys = set(ModelSpec.__dataclass_fields__) - {"recipe", "name"}
+        rec = {k: v for k, v in overrides.items() if k in recipe_keys}
+        top = {k: v for k, v in overrides.items() if k not in recipe_keys}
+        for k in top:
+            if k not in spec_keys:
+                raise SpecError(
+                    f"model {self.name!r}: unknown setting {k!r}{did_you_mean(k, sorted(spec_keys | recipe_keys))}"
+                )
+        return replace(self, recipe=replace(self.recipe, **rec), **top)
+
+
+ZOO: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a member (e.g. a larger one for GPU users); names are unique."""
+    if spec.name in ZOO:
+        raise SpecError(f"model {spec.name!r} is already in the zoo; pick another name")
+    if spec.family not in ("llama", "qwen2") or spec.vision not in ("clip", "siglip"):
+        raise SpecError(f"model {spec.name!r}: family must be llama|qwen2 and vision clip|siglip")
+    ZOO[spec.name] = spec
+    return spec
+
+
+# Llama: full multi-head attention; Qwen2: grouped-query attention (1 KV head), like their real namesakes.
+_TOWER = dict(vision="siglip", vision_hidden=96, vision_layers=2, vision_heads=4)
+register_model(ModelSpec("tiny-llama-s", "llama", **_TOWER, text_hidden=128, text_layers=4, text_heads=4,
+                         text_kv_heads=4, text_ffn=384, recipe=Recipe(steps=900)))
+register_model(ModelSpec("tiny-llama-m", "llama", **_TOWER, text_hidden=160, text_layers=6, text_heads=5,
+                         text_kv_heads=5, text_ffn=448, recipe=Recipe(steps=1000)))
+register_model(ModelSpec("tiny-qwen-s", "qwen2", **_TOWER, text_hidden=160, text_layers=3, text_heads=5,
+                         text_kv_heads=1, text_ffn=480, recipe=Recipe(steps=900)))
+register_model(ModelSpec("tiny-qwen-m", "qwen2", **_TOWER, text_hidden=192, text_layers=6, text_heads=6,
+                         text_kv_heads=1, text_ffn=416, recipe=Recipe(steps=1000)))
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in ZOO:
+        raise UnknownNameError(
+            f"unknown model {name!r}{did_you_mean(name, ZOO)}; zoo members: {', '.join(sorted(ZOO))} "
+            "(or pass a local folder or a hub id such as 'llava-hf/llava-interleave-qwen-0.5b-hf')"
+        )
+    return ZOO[name]
+
+
+def models_home() -> Path:
+    """Where pre-trained members and the vocabulary are cached: $DRAKE_HOME/models or <repo>/.drake/models."""
+    from drake.spec import REPO_ROOT
+
+    home = os.environ.get("DRAKE_HOME")
+    return (Path(home) if home else REPO_ROOT / ".drake") / "models"
+
+
+def build_config(spec: ModelSpec, vocab_size: int, image_token_id: int, pad_token_id: int,
+                 bos_token_id: int, eos_token_id: int):
+    """The ``LlavaConfig`` of a member (see reference/tiny_vlm.md for the settings that matter)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
+
+    vkw = dict(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=spec.vision_ffn or 4 * spec.vision_hidden,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        num_channels=3,
+    )
+    if spec.vision == "clip":
+        vision = CLIPVisionConfig(**vkw, projection_dim=spec.vision_hidden)
+        strategy = "default"  # drop CLS
+    else:
+        vision = SiglipVisionConfig(**vkw, vision_use_head=False)
+        strategy = "full"  # no CLS: keep every patch
+    tkw = dict(
+        vocab_size=vocab_size,
+        hidden_size=spec.text_hidden,
+        intermediate_size=spec.text_ffn,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+    )
+    text = LlamaConfig(**tkw) if spec.family == "llama" else Qwen2Config(**tkw)
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token_id,
+        image_seq_length=spec.image_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=strategy,
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+
+
+def build_processor(spec: ModelSpec, tokenizer):
+    """A ``LlavaProcessor`` whose image placeholders expand to exactly ``spec.image_tokens`` tokens."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    size = {"height": spec.image_size, "width": spec.image_size}
+    if spec.vision == "clip":
+        image_processor = CLIPImageProcessorPil(size=size, do_center_crop=False, crop_size=size)
+        strategy, extra = "default", 1
+    else:
+        image_processor = SiglipImageProcessorPil(size=size)
+        strategy, extra = "full", 0
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=extra,
+    )
+
+
+def build_model(spec: ModelSpec | str, tokenizer=None, *, seed: int | None = None):
+    """A randomly initialised member and its processor, built from configs only (no download).
+
+    Without a tokenizer, the project vocabulary is used (built and cached on first use).
+    Returns ``(model, processor)``.
+    """
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from drake.models.tokenizer import default_vocab, make_tokenizer
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    tokenizer = tokenizer if tokenizer is not None else make_tokenizer(default_vocab())
+    config = build_config(
+        spec,
+        vocab_size=len(tokenizer),
+        image_token_id=tokenizer.image_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model, build_processor(spec, tokenizer)
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Parameters by part (vision tower, projector, text model incl. tied head) and in total."""
+    parts = {"vision": 0, "projector": 0, "text": 0}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        key = "vision" if "vision_tower" in name else "projector" if "multi_modal_projector" in name else "text"
+        parts[key] += p.numel()
+    parts["total"] = sum(parts.values())
+    return parts
