@@ -9,18 +9,24 @@ import argparse
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
 from drake.config import build_config, parse_sets, read_config_file, to_dict
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, TaskRows, derive_seed
 from drake.fl.engine import ENGINES, EngineSettings
+from drake.fl.method import Method, MethodConfig
 from drake.methods import METHODS
-from drake.spec import list_scenarios, load_scenario, load_tasks
+from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
 
 DEFAULT_METHOD = "fedavg"
 DEFAULT_SCENARIO = "drake-dynamic"
@@ -68,53 +74,89 @@ def load_rows(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, TaskRows]:
     return out
 
 
-def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
-    """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
+@dataclass
+class RunPlan:
+    """Everything resolved from the arguments, before any seed runs."""
+
+    scenario: ScenarioSpec
+    method_cls: type[Method]
+    config: MethodConfig
+    settings: EngineSettings
+    engine: str
+    task_specs: list[TaskSpec]
+    data_dir: Path
+    data: dict[str, TaskRows]
+    data_params: dict[str, Any]
+    resolved: dict[str, Any]
+    config_hash: str
+    device: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.method_cls.name}--{self.scenario.name}-{self.scenario.pool}--{self.config_hash[:8]}"
+
+
+def plan_from_args(args: argparse.Namespace) -> RunPlan:
+    """Resolve specs, configs and data (building DRAKE-synth if needed); fail early on bad input."""
     from drake import results as R
     from drake.data.build import ensure_built
-    from drake.models.loading import load_model
 
     tasks = load_tasks()
     scenario = load_scenario(args.scenario, pool=args.pool, tasks=tasks)
     method_cls = METHODS.get(args.method)
-    if args.engine not in ENGINES:
-        ENGINES.get(args.engine)  # raises with suggestions
+    ENGINES.get(args.engine)  # unknown engine -> error with suggestions
     values, engine_values = _split_overrides(args)
     config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
     engine_values.setdefault("progress", not args.no_progress)
     settings = build_config(EngineSettings, engine_values, where="engine settings")
     task_specs = [tasks[t] for t in (*scenario.tasks, *scenario.unseen)]
     data_params = {"source": scenario.source, "scale": args.scale, "image_size": args.image_size, "seed": 0}
-    data_dir = ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
-    data = load_rows(Path(data_dir), task_specs)
-    command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
+    data_dir = Path(
+        ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
+    )
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
     resolved = {**to_dict(config), "engine_settings": engine_dict}
-    chash = R.config_hash(resolved, scenario.fingerprint(), data_params)
+    return RunPlan(
+        scenario, method_cls, config, settings, args.engine, task_specs, data_dir, load_rows(data_dir, task_specs),
+        data_params, resolved, R.config_hash(resolved, scenario.fingerprint(), data_params), args.device,
+    )  # fmt: skip
+
+
+def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:
+    """A fresh method and engine for one seed: base models loaded, adapters attached with seeded init."""
+    from drake.models.loading import load_model
+
+    torch.manual_seed(derive_seed(seed, "init"))
+    method = plan.method_cls(plan.config)
+    archs = {}
+    for arch in plan.scenario.architectures:
+        loaded = load_model(arch, device=plan.device, progress=plan.settings.progress)
+        torch.manual_seed(derive_seed(seed, "adapter-init", arch))
+        model, handle = method.attach(loaded.model, arch)
+        archs[arch] = ArchModel(arch, loaded, model, handle)
+    return ENGINES.get(plan.engine)(archs, plan.data, plan.settings, run_dir=run_dir), method
+
+
+def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Path:
+    """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
+    from drake import results as R
+
+    plan = plan_from_args(args)
+    command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(args.out)
-    stem = f"{args.method}--{scenario.name}-{scenario.pool}--{chash[:8]}"
     per_seed = []
     for seed in args.seeds:
-        torch.manual_seed(derive_seed(seed, "init"))
-        method = method_cls(config)
-        archs = {}
-        for arch in scenario.architectures:
-            loaded = load_model(arch, device=args.device)
-            torch.manual_seed(derive_seed(seed, "adapter-init", arch))
-            model, handle = method.attach(loaded.model, arch)
-            archs[arch] = ArchModel(arch, loaded, model, handle)
-        engine_cls = ENGINES.get(args.engine)
-        engine = engine_cls(archs, data, settings, run_dir=out_dir / f"{stem}.work" / f"seed{seed}")
+        engine, method = make_engine(plan, seed, out_dir / f"{plan.stem}.work" / f"seed{seed}")
         t0 = time.perf_counter()
-        raw = engine.run(method, scenario, seed=seed, resume=args.resume)
-        per_seed.append(seed_record(seed, scenario, raw, wall_seconds=time.perf_counter() - t0))
+        raw = engine.run(method, plan.scenario, seed=seed, resume=args.resume)
+        per_seed.append(seed_record(seed, plan.scenario, raw, wall_seconds=time.perf_counter() - t0))
     record = R.make_record(
-        command=command, engine=args.engine, method=args.method, method_config=resolved, scenario=scenario,
-        data=data_params, per_seed=per_seed, tasks=task_meta(Path(data_dir), task_specs),
-    )
-    path = R.write_result(out_dir / f"{stem}.json", record)
-    write_plots(record, out_dir / stem)
+        command=command, engine=plan.engine, method=plan.method_cls.name, method_config=plan.resolved,
+        scenario=plan.scenario, data=plan.data_params, per_seed=per_seed, tasks=task_meta(plan.data_dir, plan.task_specs),
+    )  # fmt: skip
+    path = R.write_result(out_dir / f"{plan.stem}.json", record)
+    write_plots(record, out_dir / plan.stem)
     return path
 
 

@@ -220,12 +220,12 @@ class SequentialEngine:
                 entry["eval"] = self._evaluate_all(method, ctx, server, store, streams, specs, seed, rnd)
                 wall["eval"] += time.perf_counter() - t0
             history.append(entry)
-            for cb in callbacks:
-                cb(entry)
             self._save_checkpoint(
                 {"seed": seed, "method": method.name, "round": rnd, "server": server, "history": history,
                  "comm": comm, "wall": wall, "clients": store.all()}
             )  # fmt: skip
+            for cb in callbacks:
+                cb(entry)
             bar.update(1)
             if method.should_stop(ctx, history):
                 break

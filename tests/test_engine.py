@@ -1,0 +1,156 @@
+"""The harness: aggregation exactness, scopes, determinism, resume identity, eval.py end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from drake.fl.method import ServerState, group_by_architecture, weighted_mean
+from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.methods import METHODS
+from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
+from drake.spec import load_scenario
+
+FAST = ["--scale", "0.1", "--no-progress", "--set", "local_steps=2", "--set", "batch_size=4",
+        "--set", "engine.others_limit=4", "--set", "engine.self_limit=6", "--set", "engine.unseen_limit=4"]  # fmt: skip
+
+
+def _args(scenario: Path, out: Path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    return p.parse_args(["--scenario", str(scenario), "--out", str(out), *FAST, *extra])
+
+
+def _strip_timing(seed_result: dict) -> dict:
+    r = json.loads(json.dumps(seed_result))
+    r.pop("wall_seconds")
+    r["extra"].pop("wall_by_phase")
+    return r
+
+
+# ------------------------------------------------------------------------------------- pure units
+
+
+def test_weighted_mean_is_exact() -> None:
+    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    b = {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor([4.0])}
+    m = weighted_mean([a, b], [1, 3])
+    assert torch.equal(m["w"], torch.tensor([2.5, 5.0]))
+    assert torch.equal(m["b"], torch.tensor([3.0]))
+    with pytest.raises(ValueError):
+        weighted_mean([a], [0])
+
+
+def test_fedavg_averages_only_within_architecture() -> None:
+    fedavg = METHODS.get("fedavg")()
+    clients = {0: ClientInfo(0, "s", ("t",)), 1: ClientInfo(1, "m", ("t",)), 2: ClientInfo(2, "s", ("t",))}
+    scen = load_scenario("smoke")
+    ctx = RoundContext(0, scen, 0, (0, 1, 2), clients)
+    ups = [
+        ClientUpdate(0, {"x": torch.tensor([0.0])}, 10),
+        ClientUpdate(1, {"x": torch.tensor([100.0]), "y": torch.ones(3)}, 5),
+        ClientUpdate(2, {"x": torch.tensor([3.0])}, 20),
+    ]
+    assert [u.client_id for u in group_by_architecture(ups, clients)["s"]] == [0, 2]
+    server = fedavg.aggregate(ctx, ServerState(), ups)
+    assert torch.equal(server.per_arch["s"]["x"], torch.tensor([2.0]))  # (0*10 + 3*20) / 30
+    assert torch.equal(server.per_arch["m"]["x"], torch.tensor([100.0]))
+    payloads = fedavg.configure_round(ctx, server)
+    assert set(payloads[1].arrays) == {"x", "y"} and set(payloads[0].arrays) == {"x"}
+
+
+# --------------------------------------------------------------------------------- with a model
+
+
+def _run_seed(args: argparse.Namespace, seed: int = 0, *, resume: bool = False, callbacks=()) -> dict:
+    plan = plan_from_args(args)
+    engine, method = make_engine(plan, seed, Path(args.out) / "work")
+    raw = engine.run(method, plan.scenario, seed=seed, resume=resume, callbacks=callbacks)
+    return seed_record(seed, plan.scenario, raw, wall_seconds=0.0)
+
+
+@pytest.mark.parametrize("method", ["local", "fedavg"])
+def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp_path: Path) -> None:
+    args = _args(tiny_scenario, tmp_path / "a", "--method", method)
+    plan = plan_from_args(args)
+    engine, m = make_engine(plan, 0, None)
+    sent: list[ClientUpdate] = []
+    original = m.client_update
+
+    def spy(ctx, client, payload):
+        u = original(ctx, client, payload)
+        local = set(client.adapter.names("local"))
+        assert not (set(u.arrays) & local), "local parameters left the client"
+        sent.append(u)
+        return u
+
+    m.client_update = spy  # type: ignore[method-assign]
+    raw = engine.run(m, plan.scenario, seed=0)
+    first = seed_record(0, plan.scenario, raw, wall_seconds=0.0)
+    assert len(sent) == 2 * 3
+    for entry in first["rounds"]:
+        for scores in entry["eval"].values():
+            assert all(0.0 <= v <= 1.0 for v in scores.values())
+    if method == "local":
+        assert first["comm_bytes"]["total_up"] == 0 and all(not u.arrays for u in sent)
+    else:
+        assert first["comm_bytes"]["total_up"] > 0
+    again = _run_seed(_args(tiny_scenario, tmp_path / "b", "--method", method))
+    assert _strip_timing(first) == _strip_timing(again)
+
+
+def test_resume_is_identical_to_an_uninterrupted_run(tiny_scenario: Path, tmp_path: Path) -> None:
+    full = _run_seed(_args(tiny_scenario, tmp_path / "full"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_round(entry: dict) -> None:
+        if entry["round"] == 1:
+            raise Killed
+
+    args = _args(tiny_scenario, tmp_path / "resumed")
+    with pytest.raises(Killed):
+        _run_seed(args, callbacks=[kill_after_first_round])
+    assert (tmp_path / "resumed" / "work" / "checkpoint.pt").is_file()
+    resumed = _run_seed(args, resume=True)
+    assert _strip_timing(resumed) == _strip_timing(full)
+
+
+def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path: Path, capsys) -> None:
+    import eval as eval_script
+    from drake.results import load_result, seed_summaries
+
+    out = tmp_path / "out"
+    code = eval_script.main(["--method", "fedavg", "--scenario", str(tiny_scenario), "--out", str(out), *FAST])
+    assert code == 0
+    (path,) = out.glob("fedavg--tiny-test--*.json")
+    record = load_result(path)  # validates schema + recomputed summary
+    assert record["run_info"]["command"].startswith("python eval.py --method fedavg")
+    assert record["results"]["summary"]["n_seeds"] == 1
+    assert seed_summaries(record)[0]["self"]["a_last"]["n"] == 3  # one Self score per client
+    assert (out / (path.stem + "-curves.png")).is_file()
+    assert "Self A_last" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--method", "fedavgg"], "did you mean 'fedavg'"),
+        (["--scenario", "nope"], "unknown scenario"),
+        (["--set", "lr=fast"], "expected a number"),
+        (["--set", "lrr=1"], "did you mean 'lr'"),
+        (["--set", "engine.bogus=1"], "unknown key 'bogus'"),
+    ],
+)
+def test_eval_py_bad_input_is_one_line_exit_2(argv: list[str], needle: str, capsys, tmp_path: Path) -> None:
+    import eval as eval_script
+
+    code = eval_script.main([*argv, "--out", str(tmp_path), "--scale", "0.1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
