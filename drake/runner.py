@@ -17,9 +17,6 @@ from typing import Any
 
 import torch
 
-# peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
 from drake.config import build_config, parse_sets, read_config_file, to_dict
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, TaskRows, derive_seed
@@ -27,6 +24,9 @@ from drake.fl.engine import ENGINES, EngineSettings
 from drake.fl.method import Method, MethodConfig
 from drake.methods import METHODS
 from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
+
+# peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 DEFAULT_METHOD = "fedavg"
 DEFAULT_SCENARIO = "drake-dynamic"
