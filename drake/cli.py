@@ -24,6 +24,9 @@ COMMANDS: tuple[str, ...] = (
     "build",
     "pretrain",
     "run",
+    "submit",
+    "leaderboard",
+    "push",
 )
 
 

@@ -45,9 +45,11 @@ def config_hash(method_config: Mapping[str, Any], scenario_fingerprint: str, dat
 
 
 def result_filename(record: Mapping[str, Any]) -> str:
-    """``<method>--<scenario>--<config_hash[:8]>.json``: one file per recipe."""
+    """``<method>--<scenario>-<pool>--<config_hash[:8]>.json``: one file per recipe."""
     info = record["run_info"]
-    return f"{info['method']['name']}--{info['scenario']['name']}--{info['config_hash'][:8]}.json"
+    scen = info["scenario"]
+    pool = f"-{scen['pool']}" if scen.get("pool") else ""
+    return f"{info['method']['name']}--{scen['name']}{pool}--{info['config_hash'][:8]}.json"
 
 
 # ---------------------------------------------------------------------------------------- environment

@@ -116,7 +116,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     )
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
-    resolved = {**to_dict(config), "engine_settings": engine_dict}
+    resolved = {"method": method_cls.name, **to_dict(config), "engine_settings": engine_dict}
     return RunPlan(
         scenario, method_cls, config, settings, args.engine, task_specs, data_dir, load_rows(data_dir, task_specs),
         data_params, resolved, R.config_hash(resolved, scenario.fingerprint(), data_params), args.device,
@@ -135,6 +135,7 @@ def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Me
         torch.manual_seed(derive_seed(seed, "adapter-init", arch))
         model, handle = method.attach(loaded.model, arch)
         archs[arch] = ArchModel(arch, loaded, model, handle)
+    method.bind(archs, plan.data_dir)
     return ENGINES.get(plan.engine)(archs, plan.data, plan.settings, run_dir=run_dir), method
 
 
@@ -185,6 +186,9 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
             t: {"metric": raw["metrics"][t], "score": v, "n": raw["n_eval"]["unseen"].get(t, 0)} for t, v in scores.items()
         }
     comm = raw["comm"]
+    examples = sum(m.get("examples", 0) for h in raw["history"] for m in h["train"].values())
+    wall = {**raw["wall"], "train_s_per_example": raw["wall"]["train"] / examples if examples else None}
+    compute = raw.get("compute", {})
     out = {
         "seed": seed, "status": "success", "error": None, "final": final, "rounds": rounds,
         "comm_bytes": {
@@ -193,7 +197,9 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
                           for r in comm["per_round"]],
         },
         "wall_seconds": float(wall_seconds),
-        "extra": {"wall_by_phase": raw["wall"], "comm_by_client": comm["per_round"]},
+        "extra": {"wall_by_phase": wall, "comm_by_client": comm["per_round"],
+                  "compute_ratio_to_local": compute.get("ratio_to_local", 1.0),
+                  "compute_cost_per_example": compute.get("cost_per_example", 1.0)},
     }  # fmt: skip
     if relevance:
         out["relevance"] = relevance

@@ -1,1 +1,1 @@
-"""leaderboard package."""
+"""The DRAKE leaderboard: ``submit`` verifies and stores results, ``build`` renders them, ``push`` publishes."""

@@ -26,6 +26,8 @@ from drake.models.scoring import generate_answers, score_choices
 
 Row = dict[str, Any]
 ExtraLoss = Callable[["ClientRuntime"], torch.Tensor]
+#: a method's own per-chunk loss (e.g. KD between two adapter mixes); default ``ClientRuntime.loss``
+LossFn = Callable[["ClientRuntime", Sequence[Row]], torch.Tensor]
 
 
 def derive_seed(*parts: object) -> int:
@@ -102,6 +104,8 @@ class ClientRuntime:
         self.length_norm = length_norm
         self.max_new_tokens = max_new_tokens
         self.steps_done = 0
+        #: set by a method's ``personalize`` to see the rows about to be scored (FedDPA's instance weights)
+        self.before_eval: Callable[[Sequence[Row]], None] | None = None
 
     # ---- identity --------------------------------------------------------------------------------
     @property
@@ -156,10 +160,22 @@ class ClientRuntime:
             [{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=self.lr, weight_decay=self.weight_decay
         )
         key = self._opt_key(params, lr_groups)
-        saved = self.state.optimizer
-        if saved is not None and saved.get("key") == key:
+        saved = self.state.optimizer or {}
+        if saved.get("key") == key:
             opt.load_state_dict(saved["state"])
+        elif key in saved.get("stash", {}):
+            opt.load_state_dict(saved["stash"][key])
         return opt
+
+    def _save_optimizer(self, key: int, opt: torch.optim.Optimizer) -> None:
+        """Keep the latest state under ``key``, and earlier parameter sets' states in ``stash`` so a method
+        that alternates sets (Ditto's global/personal adapters, FedRep's head/body) keeps both moments."""
+        prev = self.state.optimizer or {}
+        stash = dict(prev.get("stash", {}))
+        if "key" in prev and prev["key"] != key:
+            stash[prev["key"]] = prev["state"]
+        stash.pop(key, None)
+        self.state.optimizer = {"key": key, "state": opt.state_dict(), **({"stash": stash} if stash else {})}
 
     def _opt_key(self, params: Sequence[nn.Parameter], lr_groups: Mapping[str, float] | None) -> str:
         names = {id(p): n for n, p in self.model.named_parameters()}
@@ -174,11 +190,13 @@ class ClientRuntime:
         lr_groups: Mapping[str, float] | None = None,
         batches: Sequence[Sequence[Row]] | None = None,
         on_step: Callable[[int], None] | None = None,
+        loss_fn: LossFn | None = None,
     ) -> dict[str, float]:
         """Run ``steps`` AdamW steps on the client's stream; only ``params`` (default: the adapter) move.
 
         ``extra_loss(client)`` is added to every step's loss (FedProx's proximal term, Ditto's L2, ...).
-        The optimizer state persists across rounds for the same parameter set.
+        ``loss_fn(client, rows)`` replaces the next-token loss (KD between adapter mixes, FedDAT, PerAda).
+        The optimizer state persists across rounds for each parameter set.
         """
         params = list(params) if params is not None else self.adapter.parameters("all")
         trainable = {id(p) for p in params}
@@ -197,7 +215,8 @@ class ClientRuntime:
                 micro = [batch[i :: self.grad_accum] for i in range(self.grad_accum)]
                 total = 0.0
                 for chunk in (m for m in micro if m):
-                    loss = self.loss(chunk) * (len(chunk) / len(batch))
+                    base = loss_fn(self, chunk) if loss_fn is not None else self.loss(chunk)
+                    loss = base * (len(chunk) / len(batch))
                     if extra_loss is not None:
                         loss = loss + extra_loss(self) / self.grad_accum
                     loss.backward()
@@ -214,7 +233,7 @@ class ClientRuntime:
             for p in frozen:
                 p.requires_grad_(True)
             self.model.eval()
-        self.state.optimizer = {"key": self._opt_key(params, lr_groups), "state": opt.state_dict()}
+        self._save_optimizer(self._opt_key(params, lr_groups), opt)
         return {
             "loss": float(sum(losses) / len(losses)) if losses else float("nan"),
             "steps": float(len(losses)),
@@ -228,6 +247,8 @@ class ClientRuntime:
         spec = self.data[task]
         rows = spec.splits[split][:limit] if limit else spec.splits[split]
         self.model.eval()
+        if self.before_eval is not None:
+            self.before_eval(rows)
         scorer = METRICS.get(spec.metric)
         if spec.answer == "choice":
             picks = score_choices(

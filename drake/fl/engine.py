@@ -236,6 +236,7 @@ class SequentialEngine:
         wall["eval"] += time.perf_counter() - t0
         return {
             "history": history, "unseen": unseen, "comm": comm, "wall": wall, "server_extra": server.extra,
+            "compute": {"cost_per_example": method.compute_cost(), "ratio_to_local": method.compute_ratio_to_local()},
             "metrics": {t: rows.metric for t, rows in self.data.items()},
             "n_eval": {kind: {t: self._n_eval(t, limit) for t in self.data}
                        for kind, limit in (("own", s.self_limit), ("others", s.others_limit), ("unseen", s.unseen_limit))},

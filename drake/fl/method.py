@@ -2,6 +2,7 @@
 
 Hooks and where they run:
 - ``attach(model, arch)``              engine, once per architecture: add the method's adapters to a frozen base
+- ``bind(archs, data_dir)``            engine, once after attach: server-side model access (e.g. PerAda's KD)
 - ``init_server(clients)``             server, once: initial server state
 - ``configure_round(ctx, server)``     server: one Payload per participating client (per-client globals)
 - ``client_update(ctx, client, payload)``  client: load payload, train, return a ClientUpdate
@@ -15,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -25,7 +27,7 @@ from drake.adapters.lora import ALL_TEXT_LINEAR, LoraSettings, apply_lora
 from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundContext
 
 if TYPE_CHECKING:
-    from drake.fl.client import ClientRuntime
+    from drake.fl.client import ArchModel, ClientRuntime
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,23 @@ class Method(ABC, Generic[C]):
     def attach(self, model: nn.Module, arch: str) -> tuple[nn.Module, AdapterHandle]:
         """Add this method's adapters to a frozen base model of architecture ``arch``."""
         return apply_lora(model, self.config.lora(), self.adapter_spec())
+
+    def bind(self, archs: Mapping[str, ArchModel], data_dir: Path | None) -> None:
+        """Called once after every architecture is attached; methods with server-side training (KD on
+        public data) keep the models and the built data directory. Default: nothing."""
+
+    # ---- compute accounting ------------------------------------------------------------------------
+    def compute_cost(self) -> float:
+        """Forward+backward passes per training example relative to plain LoRA SFT (1.0); e.g. a frozen
+        teacher's extra forward costs 1/3 (a backward costs about two forwards)."""
+        return 1.0
+
+    def compute_ratio_to_local(self) -> float:
+        """Client training compute per round relative to ``local`` at its default budget:
+        (local_steps x batch_size x compute_cost) / (default local_steps x default batch_size)."""
+        ref = MethodConfig()
+        own = self.config.local_steps * self.config.batch_size * self.compute_cost()
+        return float(own / (ref.local_steps * ref.batch_size))
 
     # ---- server side -----------------------------------------------------------------------------
     def init_server(self, clients: Mapping[int, ClientInfo]) -> ServerState:

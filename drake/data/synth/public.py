@@ -53,8 +53,16 @@ def _color(rng: random.Random, exclude: tuple[str, ...] = ()) -> str:
     return rng.choice([c for c in COLORS if c not in exclude])
 
 
-def _mc(question: str, correct: str, pool: tuple[str, ...] | list[str], ctx: SampleContext, rng: random.Random,
-        images: list[Image.Image], qtype: str, k: int = 4) -> Sample:
+def _mc(
+    question: str,
+    correct: str,
+    pool: tuple[str, ...] | list[str],
+    ctx: SampleContext,
+    rng: random.Random,
+    images: list[Image.Image],
+    qtype: str,
+    k: int = 4,
+) -> Sample:
     """A multiple-choice sample with ``k`` options, the correct one at a balanced position."""
     k = min(k, len(pool))
     distractors = pick_distinct(rng, pool, k - 1, exclude=(correct,))
@@ -70,8 +78,16 @@ def _image_head(n: int) -> str:
     return " ".join(f"Image {i + 1}: {IMAGE_TOKEN}" for i in range(n))
 
 
-def _single(rng: random.Random, size: int, *, shape: str | None = None, color: str | None = None,
-            texture: str = "plain", scale: float = 0.6, position: str = "center") -> tuple[Image.Image, str, str]:
+def _single(
+    rng: random.Random,
+    size: int,
+    *,
+    shape: str | None = None,
+    color: str | None = None,
+    texture: str = "plain",
+    scale: float = 0.6,
+    position: str = "center",
+) -> tuple[Image.Image, str, str]:
     img = canvas(size, _bg(rng))
     shape = shape or rng.choice(SHAPES)
     color = color or _color(rng)
@@ -93,7 +109,11 @@ def _caption(ctx: SampleContext, rng: random.Random) -> Sample:
     size = ctx.image_size
     img = canvas(size, _bg(rng))
     n = rng.choice((1, 1, 2))
-    positions = rng.sample(("left", "right"), 2) if n == 2 else [rng.choice(("left", "right", "top", "bottom", "center"))]
+    positions = (
+        rng.sample(("left", "right"), 2)
+        if n == 2
+        else [rng.choice(("left", "right", "top", "bottom", "center"))]
+    )
     parts = []
     for pos in positions:
         shape, color, texture = rng.choice(SHAPES), _color(rng), rng.choice(TEXTURES)
@@ -117,8 +137,9 @@ def _shape_q(ctx: SampleContext, rng: random.Random) -> Sample:
 
 def _texture_q(ctx: SampleContext, rng: random.Random) -> Sample:
     texture = rng.choice(TEXTURES)
-    img, shape, _ = _single(rng, ctx.image_size, shape=rng.choice(("circle", "square", "diamond")),
-                            texture=texture, scale=0.8)
+    img, shape, _ = _single(
+        rng, ctx.image_size, shape=rng.choice(("circle", "square", "diamond")), texture=texture, scale=0.8
+    )
     return _mc(f"What texture does the {shape} have?", texture, TEXTURES, ctx, rng, [img], "texture")
 
 
@@ -164,8 +185,16 @@ def _is_there_q(ctx: SampleContext, rng: random.Random) -> Sample:
         shape, color = rng.choice(objs)
     else:  # absent: a colour that is not in the image, so the answer needs the colour of each object
         shape, color = rng.choice(objs)[0], _color(rng, exclude=tuple(c for _, c in objs))
-    return _mc(f"Is there {_article(color)} {color} {shape}?", "yes" if present else "no", ("yes", "no"), ctx, rng, [img],
-               "is_there", k=2)
+    return _mc(
+        f"Is there {_article(color)} {color} {shape}?",
+        "yes" if present else "no",
+        ("yes", "no"),
+        ctx,
+        rng,
+        [img],
+        "is_there",
+        k=2,
+    )
 
 
 def _same_color_q(ctx: SampleContext, rng: random.Random) -> Sample:
@@ -173,16 +202,31 @@ def _same_color_q(ctx: SampleContext, rng: random.Random) -> Sample:
     first = _color(rng)
     second = first if same else _color(rng, exclude=(first,))
     images = [_single(rng, ctx.image_size, color=c)[0] for c in (first, second)]
-    return _mc("Do the shapes in the two images have the same color?", "yes" if same else "no", ("yes", "no"),
-               ctx, rng, images, "same_color", k=2)
+    return _mc(
+        "Do the shapes in the two images have the same color?",
+        "yes" if same else "no",
+        ("yes", "no"),
+        ctx,
+        rng,
+        images,
+        "same_color",
+        k=2,
+    )
 
 
 def _quality_q(ctx: SampleContext, rng: random.Random) -> Sample:
     kind = sorted(QUALITY_WORDS)[ctx.slot(len(QUALITY_WORDS), salt="quality")]
     img, _, _ = _single(rng, ctx.image_size, texture=rng.choice(TEXTURES), scale=0.7)
     img = degrade(img, kind, rng)
-    return _mc("How is the quality of the image?", QUALITY_WORDS[kind], tuple(QUALITY_WORDS.values()), ctx, rng,
-               [img], "quality")
+    return _mc(
+        "How is the quality of the image?",
+        QUALITY_WORDS[kind],
+        tuple(QUALITY_WORDS.values()),
+        ctx,
+        rng,
+        [img],
+        "quality",
+    )
 
 
 _MAKERS = {

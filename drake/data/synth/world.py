@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
@@ -93,6 +94,17 @@ def _texture_mask(size: tuple[int, int], texture: str, period: int = 4) -> Image
     return mask
 
 
+@lru_cache(maxsize=512)
+def paint_layer(size: tuple[int, int], color: str, texture: str = "plain") -> Image.Image:
+    """A full-canvas fill of ``color`` with the texture overlaid in black or white (cached: never mutate)."""
+    layer = Image.new("RGB", size, COLORS[color])
+    mask = _texture_mask(size, texture)
+    if mask is not None:
+        second = (255, 255, 255) if color in ("black", "blue", "purple", "red", "green") else (20, 20, 20)
+        layer.paste(Image.new("RGB", size, second), (0, 0), mask)
+    return layer
+
+
 def draw_shape(
     img: Image.Image,
     shape: str,
@@ -101,12 +113,6 @@ def draw_shape(
     texture: str = "plain",
 ) -> None:
     """Draw a (possibly textured) shape in place; textures overlay black or white on the fill."""
-    fill = COLORS[color]
-    layer = Image.new("RGB", img.size, fill)
-    mask = _texture_mask(img.size, texture)
-    if mask is not None:
-        second = (255, 255, 255) if color in ("black", "blue", "purple", "red", "green") else (20, 20, 20)
-        layer.paste(Image.new("RGB", img.size, second), (0, 0), mask)
     shape_mask = Image.new("L", img.size, 0)
     d = ImageDraw.Draw(shape_mask)
     poly = shape_polygon(shape, box)
@@ -114,7 +120,7 @@ def draw_shape(
         d.ellipse(box, fill=255)
     else:
         d.polygon(poly, fill=255)
-    img.paste(layer, (0, 0), shape_mask)
+    img.paste(paint_layer(img.size, color, texture), (0, 0), shape_mask)
 
 
 def garment_polygon(garment: str, box: tuple[float, float, float, float]) -> list[tuple[float, float]]:
@@ -142,15 +148,9 @@ def garment_polygon(garment: str, box: tuple[float, float, float, float]) -> lis
 def draw_garment(
     img: Image.Image, garment: str, color: str, box: tuple[float, float, float, float], texture: str = "plain"
 ) -> None:
-    fill = COLORS[color]
-    layer = Image.new("RGB", img.size, fill)
-    mask = _texture_mask(img.size, texture)
-    if mask is not None:
-        second = (255, 255, 255) if color in ("black", "blue", "purple", "red", "green") else (20, 20, 20)
-        layer.paste(Image.new("RGB", img.size, second), (0, 0), mask)
     m = Image.new("L", img.size, 0)
     ImageDraw.Draw(m).polygon(garment_polygon(garment, box), fill=255)
-    img.paste(layer, (0, 0), m)
+    img.paste(paint_layer(img.size, color, texture), (0, 0), m)
 
 
 def position_box(position: str, size: int, scale: float = 0.45) -> tuple[float, float, float, float]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from drake.data.synth.base import Sample, SampleContext, choice_list, image_tokens
-from drake.data.synth.world import COLORS, SHAPES, canvas, draw_shape, shape_polygon
+from drake.data.synth.world import COLORS, SHAPES, canvas, draw_shape
 from drake.errors import SpecError
 
 CONCEPT_COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -175,27 +174,11 @@ def sample_scene(rng: random.Random, concept: Concept, positive: bool) -> Scene:
     return action_scene(rng, relation)
 
 
-@lru_cache(maxsize=256)
-def _fill_layer(size: int, color: str, texture: str) -> Image.Image:
-    """The full-canvas (textured) paint that ``world.draw_shape`` builds; cached, never mutated."""
-    probe = Image.new("RGB", (size, size), (0, 0, 0))
-    draw_shape(probe, "square", color, (0, 0, size, size), texture)
-    return probe
-
-
 def draw_scene(scene: Scene, size: int) -> Image.Image:
-    """Pixel-identical to calling ``world.draw_shape`` per object, but reuses the paint layers."""
     img = canvas(size)
     for o in scene.objects:
         x0, y0, x1, y1 = (v * size for v in o.box)
-        box = (round(x0), round(y0), round(x1) - 1, round(y1) - 1)
-        mask = Image.new("L", img.size, 0)
-        poly = shape_polygon(o.shape, box)
-        if poly is None:
-            ImageDraw.Draw(mask).ellipse(box, fill=255)
-        else:
-            ImageDraw.Draw(mask).polygon(poly, fill=255)
-        img.paste(_fill_layer(size, o.color, o.texture), (0, 0), mask)
+        draw_shape(img, o.shape, o.color, (round(x0), round(y0), round(x1) - 1, round(y1) - 1), o.texture)
     return img
 
 

@@ -1,0 +1,69 @@
+"""``drake push --repo ID``: upload a DRAKE-synth build and/or the leaderboard to a Hugging Face dataset repo."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "push", help="upload a built DRAKE-synth directory and/or the leaderboard to the Hub"
+    )
+    p.add_argument("--repo", required=True, metavar="ID", help="dataset repo id, e.g. you/drake-synth")
+    p.add_argument("--data", nargs="?", const="", default=None, metavar="DIR",
+                   help="a built data directory (alone: the default build, scale 1, 32 px, seed 0)")  # fmt: skip
+    p.add_argument(
+        "--leaderboard", action="store_true", help="the accepted results plus the site rebuilt from them"
+    )
+    p.add_argument(
+        "--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)"
+    )
+    p.add_argument(
+        "--min-seeds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="successful seeds of an official entry (default 3)",
+    )
+    p.add_argument(
+        "--private", action="store_true", help="create the repo private (when it does not exist yet)"
+    )
+    p.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default: main)")
+    p.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--message", default="Upload DRAKE data/leaderboard", help="commit message")
+    p.add_argument(
+        "--dry-run", action="store_true", help="verify and list what would be uploaded, upload nothing"
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from drake.commands import table
+    from drake.errors import DrakeError
+    from leaderboard.push import data_files, leaderboard_files, push
+    from leaderboard.submit import DEFAULT_BOARD
+
+    if args.data is None and not args.leaderboard:
+        raise DrakeError("nothing to push: give --data [DIR] and/or --leaderboard (see `drake push --help`)")
+    with tempfile.TemporaryDirectory(prefix="drake-push-") as staging:
+        uploads = []
+        if args.data is not None:
+            from drake.data.build import default_data_dir
+
+            uploads += data_files(args.data or default_data_dir())
+        if args.leaderboard:
+            uploads += leaderboard_files(args.board or DEFAULT_BOARD, staging, min_seeds=args.min_seeds)
+        size = sum(u.local.stat().st_size for u in uploads)
+        if args.dry_run:
+            print(
+                table(("path in repo", "bytes"), [(u.path_in_repo, u.local.stat().st_size) for u in uploads])
+            )
+            print(f"dry run: {len(uploads)} files, {size} bytes would go to dataset repo {args.repo}")
+            return 0
+        url = push(args.repo, uploads, endpoint=args.endpoint, private=args.private or None,
+                   revision=args.revision, message=args.message)  # fmt: skip
+    print(f"pushed {len(uploads)} files ({size} bytes) to dataset repo {args.repo}: {url}")
+    return 0

@@ -1,0 +1,449 @@
+"""Accept a result into the leaderboard store only when every number in it can be verified.
+
+``check_record`` says why a record cannot be accepted, one ``Rejection`` per problem, in a fixed order of
+classes: unreadable, schema_version, non_finite, schema / out_of_range, tampered / inconsistent, seeds,
+fingerprint, data_hash, duplicate (same method, config hash and a shared seed). ``submit`` runs it and writes the record into ``<board>/results/``
+atomically without ever replacing a file (hard link of a fsynced temp file), under an exclusive lock on the
+store directory, so concurrent or killed submits never leave a partial or edited file behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from drake.errors import DataError, DrakeError
+from drake.results import (
+    SCHEMA_PATH,
+    SCHEMA_VERSION,
+    config_hash,
+    recompute_summary,
+    result_filename,
+    validate_result,
+)
+from drake.spec import REPO_ROOT, TaskTable, fingerprint, load_tasks
+
+DEFAULT_BOARD = REPO_ROOT / "leaderboard"
+MIN_SEEDS = 3
+TOLERANCE = 1e-9
+RESULTS = "results"
+KINDS = (
+    "unreadable", "schema_version", "non_finite", "schema", "out_of_range", "tampered", "inconsistent",
+    "seeds", "fingerprint", "data_hash", "duplicate",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One reason a record cannot be accepted: a class from ``KINDS`` and a one-line message."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.message}"
+
+
+class SubmissionRejected(DrakeError):
+    """A submitted result failed verification; ``rejections`` holds every reason found."""
+
+    def __init__(self, path: str | Path, rejections: Sequence[Rejection]) -> None:
+        self.path, self.rejections = Path(path), list(rejections)
+        more = f" (+{len(rejections) - 1} more: {', '.join(sorted({r.kind for r in rejections[1:]}))})"
+        super().__init__(f"rejected {path}: {rejections[0]}{more if len(rejections) > 1 else ''}")
+
+
+def results_dir(board: str | Path) -> Path:
+    return Path(board) / RESULTS
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_record(path: str | Path) -> tuple[dict[str, Any] | None, Rejection | None]:
+    """The parsed record, or why it cannot be read (missing, not UTF-8, not JSON, not an object)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, Rejection("unreadable", f"{path}: file not found")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Rejection("unreadable", f"{path}: cannot read ({exc})")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, Rejection("unreadable", f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})")
+    if not isinstance(record, dict):
+        return None, Rejection("unreadable", f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record, None
+
+
+def _where(parts: Sequence[Any]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") or "(root)"
+
+
+def _non_finite(obj: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
+    """Paths of NaN/inf values (Python's json reads NaN and Infinity without complaint)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield f"{_where(parts)} is {obj}"
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _non_finite(v, (*parts, str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _non_finite(v, (*parts, i))
+
+
+@lru_cache(maxsize=1)
+def _schema_validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
+# -------------------------------------------------------------------------------------- the checks
+
+
+def _structure(record: Mapping[str, Any]) -> list[Rejection]:
+    """schema_version, NaN/inf, then the JSON schema (range violations get their own class)."""
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        return [Rejection("schema_version", f"schema_version {version!r} is not supported (expected "
+                          f"{SCHEMA_VERSION!r}); re-run the entry with the current eval.py")]  # fmt: skip
+    bad = list(_non_finite(record))
+    if bad:
+        return [Rejection("non_finite", f"{p} (NaN/inf is never a valid score or count)") for p in bad]
+    out = []
+    for e in sorted(
+        _schema_validator().iter_errors(record), key=lambda e: (_where(list(e.absolute_path)), e.message)
+    ):
+        kind = (
+            "out_of_range"
+            if e.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+            else "schema"
+        )
+        message = e.message if len(e.message) <= 160 else e.message[:157] + "..."
+        out.append(Rejection(kind, f"{_where(list(e.absolute_path))}: {message}"))
+    return out
+
+
+def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                yield f"{_where((*parts, k))} is {'missing' if k not in b else 'not a recomputed field'}"
+            else:
+                yield from _differences(a[k], b[k], (*parts, k))
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if not math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+            yield f"{_where(parts)} = {b:.10g} but the per-seed data give {a:.10g}"
+    elif a != b:
+        yield f"{_where(parts)} = {b!r} but the per-seed data give {a!r}"
+
+
+def _integrity(record: Mapping[str, Any]) -> list[Rejection]:
+    """Summary, config hash and scenario fingerprint recomputed from the record's own inputs."""
+    info = record["run_info"]
+    out = []
+    try:
+        recomputed = recompute_summary(record)
+    except DrakeError as exc:
+        out.append(Rejection("inconsistent", f"results.per_seed: cannot recompute the summary ({exc})"))
+    else:
+        out += [
+            Rejection("tampered", d)
+            for d in _differences(recomputed, record["results"]["summary"], ("results", "summary"))
+        ]
+    scen = info["scenario"]
+    if fingerprint(scen["spec"]) != scen["fingerprint"]:
+        out.append(
+            Rejection("tampered", "run_info.scenario.fingerprint does not match the stored scenario spec")
+        )
+    expected = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
+    if info["config_hash"] != expected:
+        out.append(Rejection("tampered", f"run_info.config_hash {info['config_hash']} != {expected} recomputed "
+                             "from the method config, scenario and data settings"))  # fmt: skip
+    if not out:  # anything else drake.results finds (seed lists, relevance shapes, timestamps)
+        out += [Rejection("inconsistent", p) for p in validate_result(record)]
+    for s in record["results"]["per_seed"]:
+        ratio = (s.get("extra") or {}).get("compute_ratio_to_local")
+        if ratio is not None and (
+            isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0
+        ):
+            out.append(Rejection("out_of_range", f"seed {s['seed']}: extra.compute_ratio_to_local {ratio!r} must "
+                                 "be a positive number"))  # fmt: skip
+    return out
+
+
+def successful_seeds(record: Mapping[str, Any]) -> list[int]:
+    return sorted(int(s["seed"]) for s in record["results"]["per_seed"] if s["status"] == "success")
+
+
+def _seeds(record: Mapping[str, Any], min_seeds: int) -> list[Rejection]:
+    ok = successful_seeds(record)
+    if len(ok) >= min_seeds:
+        return []
+    failed = [s["seed"] for s in record["results"]["per_seed"] if s["status"] != "success"]
+    why = f" (seeds {failed} failed)" if failed else ""
+    return [Rejection("seeds", f"{len(ok)} successful seed(s) {ok}{why}; official entries need at least {min_seeds}: "
+                      f"run eval.py with --seeds 0 1 2 (or submit with --unofficial)")]  # fmt: skip
+
+
+def scenario_tasks(record: Mapping[str, Any]) -> list[str]:
+    """Tasks the record's scenario trains or evaluates on (clients' tasks, then unseen ones)."""
+    spec = record["run_info"]["scenario"]["spec"]
+    names = [t for c in spec.get("clients", []) for t in c.get("tasks", [])] + list(spec.get("unseen") or [])
+    return list(dict.fromkeys(names))
+
+
+def _fingerprints(record: Mapping[str, Any], tasks: TaskTable) -> list[Rejection]:
+    meta = record["meta_info"]["tasks"]
+    out = [Rejection("fingerprint", f"task {t!r}: the scenario uses it but meta_info.tasks has no fingerprint for it")
+           for t in scenario_tasks(record) if t not in meta]  # fmt: skip
+    for name, entry in sorted(meta.items()):
+        if name not in tasks:
+            out.append(
+                Rejection("fingerprint", f"task {name!r}: not in {tasks.path} (a renamed or removed task)")
+            )
+        elif entry["fingerprint"] != tasks[name].fingerprint():
+            out.append(Rejection("fingerprint", f"task {name!r}: fingerprint {entry['fingerprint'][:12]}... differs "
+                                 f"from {tasks.path.name} ({tasks[name].fingerprint()[:12]}...): the task definition "
+                                 "changed since the run; re-run it"))  # fmt: skip
+    return out
+
+
+def default_manifest_dir(record: Mapping[str, Any]) -> Path | None:
+    """The default build directory for the record's data settings, when numeric settings allow one."""
+    from drake.data.build import default_data_dir
+
+    data = record["run_info"]["data"]
+    try:
+        return default_data_dir(
+            float(data["scale"]), int(data["image_size"]), int(data["seed"]), str(data["source"])
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _data_hashes(record: Mapping[str, Any], manifest_dir: Path | None) -> list[Rejection]:
+    """Every task's recorded file sha256s against a build manifest (when one is available)."""
+    meta = record["meta_info"]["tasks"]
+    out = [Rejection("data_hash", f"task {t!r}: no data sha256 recorded, so its data cannot be verified; "
+                     "re-run with eval.py, which records them") for t, e in sorted(meta.items())
+           if e["data_sha256"] is None]  # fmt: skip
+    if out or manifest_dir is None:
+        return out
+    try:
+        manifest = json.loads((manifest_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [
+            Rejection("data_hash", f"{manifest_dir}/manifest.json: cannot read the build manifest ({exc})")
+        ]
+    data, params = record["run_info"]["data"], manifest.get("params") or {}
+    differ = [
+        k for k in ("source", "scale", "image_size", "seed") if k in params and params[k] != data.get(k)
+    ]
+    if differ:
+        detail = ", ".join(f"{k}={data.get(k)!r} vs {params[k]!r}" for k in differ)
+        return [Rejection("data_hash", f"{manifest_dir}: built with other data settings than the run ({detail}); "
+                          "pass --data-dir of a build with the run's settings")]  # fmt: skip
+    for name, entry in sorted(meta.items()):
+        built = (manifest.get("tasks") or {}).get(name)
+        if built is None:
+            out.append(Rejection("data_hash", f"task {name!r}: not in the build at {manifest_dir}; build it "
+                                 f"(drake build --tasks {name} --out {manifest_dir}) to verify its data"))  # fmt: skip
+            continue
+        files = {f["path"]: f["sha256"] for f in built["files"].values()}
+        recorded = entry["data_sha256"]
+        if isinstance(recorded, str):  # one digest: the fingerprint of {path: sha256} of the task's files
+            if recorded != fingerprint(files):
+                out.append(Rejection("data_hash", f"task {name!r}: data sha256 {recorded[:12]}... does not match "
+                                     f"the build at {manifest_dir}"))  # fmt: skip
+            continue
+        for rel, digest in sorted(recorded.items()):
+            if rel not in files:
+                out.append(
+                    Rejection(
+                        "data_hash", f"task {name!r}, file {rel}: not in the build manifest at {manifest_dir}"
+                    )
+                )
+            elif files[rel] != digest:
+                out.append(Rejection("data_hash", f"task {name!r}, file {rel}: sha256 {digest[:12]}... != "
+                                     f"{files[rel][:12]}... in {manifest_dir}/manifest.json"))  # fmt: skip
+    return out
+
+
+def recipe(record: Mapping[str, Any]) -> tuple[str, str]:
+    """``(method, config_hash)``: the method name is part of the identity because ``config_hash`` covers
+    only the method's config, and two methods can share one (fedavg and local do)."""
+    return record["run_info"]["method"]["name"], record["run_info"]["config_hash"]
+
+
+def _duplicates(record: Mapping[str, Any], accepted: Mapping[str, Mapping[str, Any]]) -> list[Rejection]:
+    """Same method and config hash with an overlapping seed set as an accepted file: the same runs twice."""
+    seeds = set(record["run_info"]["seeds"])
+    method, chash = recipe(record)
+    out = []
+    for name, other in sorted(accepted.items()):
+        same = sorted(seeds & set(other["run_info"]["seeds"]))
+        if recipe(other) == (method, chash) and same:
+            out.append(Rejection("duplicate", f"{method} with config hash {chash} and seeds {same} is already "
+                                 f"accepted as {name}; run other seeds or change the recipe"))  # fmt: skip
+    return out
+
+
+def check_record(
+    record: Any,
+    *,
+    tasks: TaskTable | None = None,
+    manifest_dir: str | Path | None = None,
+    min_seeds: int = MIN_SEEDS,
+    accepted: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Rejection]:
+    """Every reason ``record`` cannot be accepted; empty means it can.
+
+    Structural problems (version, NaN/inf, schema) stop the check, since nothing after them can be trusted;
+    the rest are all reported. ``manifest_dir`` (a built data directory) enables the data-hash check;
+    ``accepted`` (``{file name: record}``) the duplicate check.
+    """
+    if not isinstance(record, Mapping):
+        return [Rejection("unreadable", f"expected a JSON object, got {type(record).__name__}")]
+    out = _structure(record)
+    if out:
+        return out
+    out = _integrity(record)
+    out += _seeds(record, min_seeds)
+    out += _fingerprints(record, tasks if tasks is not None else load_tasks())
+    out += _data_hashes(record, Path(manifest_dir) if manifest_dir is not None else None)
+    out += _duplicates(record, accepted or {})
+    return out
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """An exclusive lock on the store directory itself (no lock file is left in the repository)."""
+    store.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def accepted_files(board: str | Path) -> list[Path]:
+    """The store's accepted files, by name (temp files of an interrupted submit start with '.')."""
+    store = results_dir(board)
+    return sorted(p for p in store.glob("*.json") if not p.name.startswith(".")) if store.is_dir() else []
+
+
+def load_accepted(board: str | Path) -> dict[str, dict[str, Any]]:
+    """``{file name: record}`` of the store; an unreadable accepted file is a DataError naming it."""
+    out = {}
+    for path in accepted_files(board):
+        record, why = read_record(path)
+        if why is not None or record is None:
+            raise DataError(f"{why}; accepted files must never be edited: restore it from version control")
+        out[path.name] = record
+    return out
+
+
+def store_name(record: Mapping[str, Any], taken: Sequence[str]) -> str:
+    """``results.result_filename``; a second seed set of the same recipe gets ``--seeds-<seeds>``."""
+    name = result_filename(record)
+    if name not in taken:
+        return name
+    return (
+        name.removesuffix(".json")
+        + "--seeds-"
+        + "-".join(map(str, sorted(record["run_info"]["seeds"])))
+        + ".json"
+    )
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` or fail if it exists: fsynced temp file, hard link, fsync the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # atomic, and never replaces an existing file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Where an accepted result was stored, and the build its data hashes were checked against (if any)."""
+
+    path: Path
+    manifest_dir: Path | None
+
+
+def resolve_manifest_dir(record: Mapping[str, Any], data_dir: str | Path | None) -> Path | None:
+    """``data_dir`` (which must hold a manifest), else the record's default build when it exists, else None."""
+    if data_dir is not None:
+        if not (Path(data_dir) / "manifest.json").is_file():
+            raise DataError(
+                f"--data-dir {data_dir}: no manifest.json there; give a directory built by `drake build`"
+            )
+        return Path(data_dir)
+    default = default_manifest_dir(record) if isinstance(record.get("run_info"), Mapping) else None
+    return default if default is not None and (default / "manifest.json").is_file() else None
+
+
+def submit(
+    path: str | Path,
+    board: str | Path = DEFAULT_BOARD,
+    *,
+    tasks: TaskTable | None = None,
+    data_dir: str | Path | None = None,
+    min_seeds: int = MIN_SEEDS,
+    unofficial: bool = False,
+) -> Accepted:
+    """Verify the result at ``path`` and add it to ``<board>/results`` (never replacing a file).
+
+    ``data_dir``: a built data directory to check data hashes against (default: the default build for the
+    record's data settings, when it exists). ``unofficial`` accepts fewer than ``min_seeds`` seeds (at
+    least one); the leaderboard marks such entries unofficial. Raises SubmissionRejected.
+    """
+    record, why = read_record(path)
+    if why is not None or record is None:
+        raise SubmissionRejected(path, [why or Rejection("unreadable", str(path))])
+    manifest_dir = resolve_manifest_dir(record, data_dir)
+    store = results_dir(board)
+    with store_lock(store):
+        for stale in store.glob(".*.tmp"):  # left by a submit killed mid-write; we hold the lock
+            stale.unlink(missing_ok=True)
+        accepted = load_accepted(board)
+        problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
+                                min_seeds=1 if unofficial else min_seeds, accepted=accepted)  # fmt: skip
+        if problems:
+            raise SubmissionRejected(path, problems)
+        target = store / store_name(record, list(accepted))
+        text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        try:
+            _write_new(target, text.encode("utf-8"))
+        except FileExistsError:  # only a non-JSON-named or hash-prefix clash can get here
+            raise DataError(f"{target}: already exists and accepted files are never replaced; "
+                            "rename the existing file's recipe or report this clash") from None  # fmt: skip
+    return Accepted(target, manifest_dir)
