@@ -10,3 +10,13 @@ METHODS.register("local", "baselines.local:Local", summary="local LoRA fine-tuni
 METHODS.register(
     "fedavg", "baselines.fedavg:FedAvg", summary="FedAvg/FedIT on LoRA, averaged within each architecture"
 )
+METHODS.register("fedprox", "baselines.fedprox:FedProx", summary="FedAvg + proximal term mu, averaged within each architecture")
+METHODS.register("fedper", "baselines.fedper:FedPer", summary="top-block LoRA kept local, the rest averaged within each architecture")
+METHODS.register("fedrep", "baselines.fedrep:FedRep", summary="local head steps then body steps; body averaged within each architecture")
+METHODS.register("ditto", "baselines.ditto:Ditto", summary="global + personal LoRA (L2 to global); global averaged within each architecture")
+METHODS.register("fedsim", "baselines.fedsim:FedSim", summary="global + local LoRA trained together, logits summed; global averaged within each architecture")
+METHODS.register("feddpa", "baselines.feddpa:FedDPA", summary="global + local LoRA, instance-wise mix at inference; global averaged within each architecture")
+METHODS.register("feddat", "baselines.feddat:FedDAT", summary="dual-adapter teacher + mutual KD; global averaged within each architecture")
+METHODS.register("perada", "baselines.perada:PerAda", summary="personal LoRA + server KD on public data (across architectures); global averaged within each architecture")
+METHODS.register("apfl", "baselines.apfl:APFL", summary="global + local LoRA mixed by a learned alpha; global averaged within each architecture")
+METHODS.register("fedmosaic", "fedmosaic.method:FedMosaic", summary="PQ-LoRA shared across architectures + RELA relevance-weighted per-client globals")
