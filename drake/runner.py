@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -45,6 +46,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=32, help="DRAKE-synth image size in pixels")
     p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under .drake/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 on machines with <= 2 cores, where tiny models gain little from a second thread and slow down ~10x when the cores are shared)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished round")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
 
@@ -123,6 +125,12 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     )  # fmt: skip
 
 
+def set_threads(threads: int | None) -> None:
+    """Torch intra-op threads: explicit, or 1 on small machines (see --threads)."""
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(threads if threads else (1 if cores <= 2 else min(cores, 8)))
+
+
 def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:
     """A fresh method and engine for one seed: base models loaded, adapters attached with seeded init."""
     from drake.models.loading import load_model
@@ -143,6 +151,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
     from drake import results as R
 
+    set_threads(args.threads)
     plan = plan_from_args(args)
     command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(args.out)

@@ -16,6 +16,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: a second thread gains little and costs ~10x when cores are shared
+
 SMOKE_TASKS = """clients:
   - {id: 0, tasks: [vsr_0, fashion200k_2]}
   - {id: 1, tasks: [irfl_3, vizwiz_0]}
