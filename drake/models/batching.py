@@ -32,7 +32,9 @@ def encode_prompts(rows: Sequence[Row], processor: Any) -> tuple[list[list[int]]
     images = [img for r in rows for img in (r.get("images") or [])]
     n_placeholders = sum(t.count(_image_token(processor)) for t in texts)
     if n_placeholders != len(images):
-        raise ValueError(f"batch has {len(images)} images but {n_placeholders} image placeholders in its prompts")
+        raise ValueError(
+            f"batch has {len(images)} images but {n_placeholders} image placeholders in its prompts"
+        )
     kwargs: dict[str, Any] = {"add_special_tokens": add_special_tokens(processor)}
     if images:
         enc = processor(text=texts, images=images, return_tensors=None, padding=False, **kwargs)
@@ -96,10 +98,14 @@ def unpack(source: Any) -> tuple[Any, Any, torch.device | None, torch.dtype | No
     return source, None, None, None
 
 
-def to_device(batch: dict[str, torch.Tensor], device: Any, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def to_device(
+    batch: dict[str, torch.Tensor], device: Any, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Move a batch; floating tensors (pixels) also take ``dtype`` (the model's) when given."""
-    return {k: v.to(device, dtype=dtype) if (dtype is not None and v.is_floating_point()) else v.to(device)
-            for k, v in batch.items()}
+    return {
+        k: v.to(device, dtype=dtype) if (dtype is not None and v.is_floating_point()) else v.to(device)
+        for k, v in batch.items()
+    }
 
 
 def collate(

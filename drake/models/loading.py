@@ -21,7 +21,12 @@ from drake.models.zoo import ZOO
 
 # What transformers calls the LLaVA-style architectures (vision tower + projector + causal LM).
 LLAVA_MODEL_TYPES = ("llava", "llava_next", "llava_next_video", "llava_onevision", "video_llava", "vipllava")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TEXT_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -71,7 +76,9 @@ def _is_hub_id(name: str) -> bool:
 
 def _check_folder(path: Path) -> None:
     if not (path / "config.json").is_file():
-        raise DataError(f"{path}: no config.json, so this is not a saved model folder (expected save_pretrained output)")
+        raise DataError(
+            f"{path}: no config.json, so this is not a saved model folder (expected save_pretrained output)"
+        )
     if not any((path / f).is_file() for f in WEIGHT_FILES) and not list(path.glob("*.safetensors")):
         raise DataError(
             f"{path}: has a config.json but no weights (model.safetensors); save the model with save_pretrained "
@@ -112,7 +119,9 @@ def _quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def resolve(name_or_path: str | Path, *, pretrain_if_missing: bool = True, progress: bool = True) -> tuple[str, str]:
+def resolve(
+    name_or_path: str | Path, *, pretrain_if_missing: bool = True, progress: bool = True
+) -> tuple[str, str]:
     """``(display name, folder or hub id)`` for a zoo name, a folder or a hub id; zoo members pre-train once."""
     name = str(name_or_path)
     if name in ZOO:
@@ -121,8 +130,10 @@ def resolve(name_or_path: str | Path, *, pretrain_if_missing: bool = True, progr
         path = cached_path(name)
         if not is_cached(path):
             if not pretrain_if_missing:
-                raise DataError(f"zoo model {name!r} is not pre-trained yet ({path} is missing); run `drake pretrain "
-                                f"--model {name}`")
+                raise DataError(
+                    f"zoo model {name!r} is not pre-trained yet ({path} is missing); run `drake pretrain "
+                    f"--model {name}`"
+                )
             path = pretrain(name, progress=progress)
         return name, str(path)
     path = Path(name).expanduser()
@@ -165,7 +176,9 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(source, **hub)
     except (OSError, ValueError) as exc:
-        hint = " (HF_HUB_OFFLINE is set: download it once online, or pass a local folder)" if _offline() else ""
+        hint = (
+            " (HF_HUB_OFFLINE is set: download it once online, or pass a local folder)" if _offline() else ""
+        )
         raise DrakeError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}{hint}") from None
     _check_llava(config, source)
     try:

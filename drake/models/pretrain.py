@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from drake.data.synth.public import PUBLIC_VERSION, QTYPES, SCHEDULE, public_context, public_sample
-from drake.models.batching import collate
+from drake.models.batching import IGNORE_INDEX, encode_answers, encode_prompts, pad_batch
 from drake.models.scoring import predict_choices
 from drake.models.tokenizer import default_vocab, make_tokenizer
 from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
@@ -37,9 +37,14 @@ META_FILE = "drake_pretrain.json"
 
 def cache_key(spec: ModelSpec, vocab: Sequence[str]) -> str:
     """12 hex digits over everything the weights depend on."""
-    return fingerprint({
-        "spec": spec.to_dict(), "vocab": list(vocab), "public": PUBLIC_VERSION, "pretrain": PRETRAIN_VERSION,
-    })[:12]
+    return fingerprint(
+        {
+            "spec": spec.to_dict(),
+            "vocab": list(vocab),
+            "public": PUBLIC_VERSION,
+            "pretrain": PRETRAIN_VERSION,
+        }
+    )[:12]
 
 
 def cached_path(spec: ModelSpec | str, vocab: Sequence[str] | None = None, home: Path | None = None) -> Path:
@@ -58,8 +63,13 @@ def is_cached(path: Path) -> bool:
 
 def sample_row(split: str, index: int, seed: int, image_size: int) -> dict[str, Any]:
     s = public_sample(public_context(split, index, seed, image_size))
-    return {"images": s.images, "prompt": s.prompt, "choices": s.choices, "answer": s.answer,
-            "qtype": s.meta["qtype"]}
+    return {
+        "images": s.images,
+        "prompt": s.prompt,
+        "choices": s.choices,
+        "answer": s.answer,
+        "qtype": s.meta["qtype"],
+    }
 
 
 def draw_rows(split: str, n: int, seed: int, image_size: int, progress: bool = False) -> list[dict[str, Any]]:
@@ -94,12 +104,50 @@ def batch_order(rows: Sequence[dict[str, Any]], batch_size: int, steps: int, see
         for key in sorted(buckets):
             idx = buckets[key]
             perm = torch.randperm(len(idx), generator=gen).tolist()
-            epoch += [[idx[j] for j in perm[k:k + batch_size]] for k in range(0, len(idx) - batch_size + 1, batch_size)]
+            epoch += [
+                [idx[j] for j in perm[k : k + batch_size]]
+                for k in range(0, len(idx) - batch_size + 1, batch_size)
+            ]
         if not epoch:
             raise ValueError(f"n_train ({len(rows)}) is smaller than one batch ({batch_size})")
         shuffle = torch.randperm(len(epoch), generator=gen).tolist()
         order += [epoch[j] for j in shuffle]
     return order[:steps]
+
+
+class PreEncoded:
+    """Rows tokenized and image-processed once, then assembled into batches by padding.
+
+    Exactly what ``collate(processor, rows)`` returns for the same rows (a test checks it), without
+    running the tokenizer and image processor again at every step (~10% of a tiny model's step).
+    """
+
+    def __init__(self, processor: Any, rows: Sequence[dict[str, Any]], chunk: int = 256) -> None:
+        self.ids: list[list[int]] = []
+        self.labels: list[list[int]] = []
+        self.pixels: list[torch.Tensor | None] = []
+        tok = getattr(processor, "tokenizer", processor)
+        self.pad_id = tok.pad_token_id
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            prompt_ids, extra = encode_prompts(part, processor)
+            if set(extra) - {"pixel_values"}:
+                raise ValueError(f"pre-encoding supports pixel_values only, got {sorted(extra)}")
+            answer_ids = encode_answers([str(r["answer"]) for r in part], processor)
+            pixels, offset = extra.get("pixel_values"), 0
+            for row, p, a in zip(part, prompt_ids, answer_ids):
+                n = len(row.get("images") or [])
+                self.ids.append(p + a)
+                self.labels.append([IGNORE_INDEX] * len(p) + a)
+                self.pixels.append(pixels[offset : offset + n] if n else None)
+                offset += n
+
+    def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        out = pad_batch([self.ids[i] for i in idx], [self.labels[i] for i in idx], self.pad_id, "right")
+        pix = [self.pixels[i] for i in idx if self.pixels[i] is not None]
+        if pix:
+            out["pixel_values"] = torch.cat(pix)
+        return out
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -131,8 +179,15 @@ def lr_lambda(steps: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
-def train(model: Any, processor: Any, rows: Sequence[dict[str, Any]], spec: ModelSpec, *,
-          progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+def train(
+    model: Any,
+    processor: Any,
+    rows: Sequence[dict[str, Any]],
+    spec: ModelSpec,
+    *,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
     """Run ``spec.recipe.steps`` AdamW steps on ``rows``; returns the loss of every step."""
     from tqdm.auto import tqdm
 
@@ -140,16 +195,23 @@ def train(model: Any, processor: Any, rows: Sequence[dict[str, Any]], spec: Mode
     device = next(model.parameters()).device
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=r.lr,
+        betas=(0.9, 0.98),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(r.steps, r.warmup))
     model.train()
     losses: list[float] = []
-    bar = tqdm(batch_order(rows, r.batch_size, r.steps, r.seed), desc=f"pretrain {spec.name}", unit="step",
-               disable=not progress)
+    bar = tqdm(
+        batch_order(rows, r.batch_size, r.steps, r.seed),
+        desc=f"pretrain {spec.name}",
+        unit="step",
+        disable=not progress,
+    )
+    encoded = PreEncoded(processor, rows)
     for step, idx in enumerate(bar):
-        batch = collate(processor, [rows[i] for i in idx])
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in encoded.batch(idx).items()}
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
@@ -165,7 +227,9 @@ def train(model: Any, processor: Any, rows: Sequence[dict[str, Any]], spec: Mode
     return losses
 
 
-def evaluate_public(model: Any, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 64) -> dict[str, float]:
+def evaluate_public(
+    model: Any, processor: Any, rows: Sequence[dict[str, Any]], batch_size: int = 64
+) -> dict[str, float]:
     """Held-out multiple-choice accuracy, overall and per question type."""
     preds = predict_choices(processor, rows, model=model, batch_size=batch_size)
     hits: dict[str, list[int]] = defaultdict(list)
@@ -239,8 +303,10 @@ def pretrain(
         "versions": {"public": PUBLIC_VERSION, "pretrain": PRETRAIN_VERSION, "torch": torch.__version__},
     }
     _save_atomic(net, processor, meta, final)
-    log(f"{spec.name}: {r.steps} steps in {train_s / 60:.1f} min, held-out accuracy {acc['overall']:.3f} "
-        f"(chance {acc['chance']:.2f}) -> {final}")
+    log(
+        f"{spec.name}: {r.steps} steps in {train_s / 60:.1f} min, held-out accuracy {acc['overall']:.3f} "
+        f"(chance {acc['chance']:.2f}) -> {final}"
+    )
     return final
 
 

@@ -48,9 +48,11 @@ def score_pairs(
     labels = batch.pop("labels")
     keep = int((labels != IGNORE_INDEX).sum(-1).max().item()) + 1
     batch = to_device(batch, *_device_dtype(model))
-    out = model(**batch, position_ids=position_ids(batch["attention_mask"]), logits_to_keep=keep, use_cache=False)
+    out = model(
+        **batch, position_ids=position_ids(batch["attention_mask"]), logits_to_keep=keep, use_cache=False
+    )
     logits = out.logits[:, :-1].float()  # predictions of the last keep-1 tokens
-    target = labels[:, -(keep - 1):].to(logits.device)
+    target = labels[:, -(keep - 1) :].to(logits.device)
     mask = target != IGNORE_INDEX
     logp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     total = (logp * mask).sum(-1)
@@ -65,7 +67,7 @@ def choice_scores(
     """Per row, the score of each of its ``choices`` (higher = more likely); ``batch_size`` rows per forward."""
     per_row: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         flat_rows, flat_choices, owner = expand_choices(chunk)
         scores = score_pairs(source, flat_rows, flat_choices, model=model, length_norm=length_norm)
         grouped: list[list[float]] = [[] for _ in chunk]
@@ -79,8 +81,10 @@ def score_choices(
     source: Any, rows: Sequence[Row], *, model: Any = None, batch_size: int = 64, length_norm: bool = True
 ) -> list[int]:
     """Index of the highest-scoring choice of each row (the first one on ties)."""
-    return [max(range(len(s)), key=s.__getitem__) for s in
-            choice_scores(source, rows, model=model, batch_size=batch_size, length_norm=length_norm)]
+    return [
+        max(range(len(s)), key=s.__getitem__)
+        for s in choice_scores(source, rows, model=model, batch_size=batch_size, length_norm=length_norm)
+    ]
 
 
 def predict_choices(source: Any, rows: Sequence[Row], **kwargs: Any) -> list[str]:
@@ -107,11 +111,16 @@ def generate_answers(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     answers: list[str] = []
     for start in range(0, len(rows), batch_size):
-        batch = collate(processor, rows[start:start + batch_size], with_answer=False, padding_side="left")
+        batch = collate(processor, rows[start : start + batch_size], with_answer=False, padding_side="left")
         batch = to_device(batch, *_device_dtype(model))
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                             eos_token_id=tok.eos_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
         for text in tok.batch_decode(new, skip_special_tokens=True):
             answers.append(detokenize(text) if word_level else text.strip())
     return answers

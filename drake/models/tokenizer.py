@@ -57,8 +57,15 @@ def world_words() -> set[str]:
     from drake.data.synth import world
 
     words: set[str] = set()
-    for group in (world.COLORS, world.SHAPES, world.TEXTURES, world.GARMENTS, world.SIZES, world.POSITIONS,
-                  world.BACKGROUNDS):
+    for group in (
+        world.COLORS,
+        world.SHAPES,
+        world.TEXTURES,
+        world.GARMENTS,
+        world.SIZES,
+        world.POSITIONS,
+        world.BACKGROUNDS,
+    ):
         words.update(group)
     words.update(str(i) for i in range(101))
     words.update(chr(c) for c in range(ord("A"), ord("Z") + 1))
@@ -71,6 +78,7 @@ def _task_texts(n_per_task: int, seed: int, strict: bool) -> Iterator[str]:
     from drake.data.synth.base import FAMILIES, SampleContext
     from drake.spec import load_tasks
 
+    skipped: list[str] = []
     for spec in load_tasks().values():
         synth = spec.sources["synth"]
         try:
@@ -80,10 +88,18 @@ def _task_texts(n_per_task: int, seed: int, strict: bool) -> Iterator[str]:
                 yield s.prompt
                 yield s.answer
                 yield from s.choices or ()
-        except Exception as exc:  # a family still being written; strict callers must not get here
+        except Exception as exc:  # a broken family: strict callers fail, others skip it (development only)
             if strict:
-                raise DataError(f"vocabulary: task {spec.name!r} (family {synth.family!r}) failed: {exc}") from exc
-            warnings.warn(f"vocabulary: skipping task {spec.name!r}: {exc}", stacklevel=2)
+                raise DataError(
+                    f"vocabulary: task {spec.name!r} (synth family {synth.family!r}) failed: {exc}; "
+                    "run `drake validate` to see every broken family"
+                ) from exc
+            skipped.append(spec.name)
+    if skipped:
+        warnings.warn(
+            f"vocabulary: skipped {len(skipped)} tasks whose family failed: {', '.join(skipped)}",
+            stacklevel=2,
+        )
 
 
 def _public_texts(n_public: int, seed: int) -> Iterator[str]:
@@ -97,7 +113,9 @@ def _public_texts(n_public: int, seed: int) -> Iterator[str]:
             yield from s.choices or ()
 
 
-def build_vocab(n_per_task: int = N_PER_TASK, n_public: int = N_PUBLIC, seed: int = 0, strict: bool = True) -> list[str]:
+def build_vocab(
+    n_per_task: int = N_PER_TASK, n_public: int = N_PUBLIC, seed: int = 0, strict: bool = True
+) -> list[str]:
     """Sorted word list (specials excluded) over the world, the public split and every task's train text."""
     words = world_words()
     for text in _iter_all(n_per_task, n_public, seed, strict):

@@ -24,13 +24,13 @@ PATCH_SIZE = 8
 class Recipe:
     """How a member is pre-trained on the public split (all in steps; deterministic given ``seed``)."""
 
-    steps: int = 1000
+    steps: int = 900
     batch_size: int = 64
     lr: float = 2e-3
     warmup: float = 0.05  # fraction of steps
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    n_train: int = 24_000  # public train samples drawn once, then cycled in a seeded order
+    n_train: int = 16_000  # public train samples drawn once, then cycled in a seeded order
     n_eval: int = 900  # held-out public test items (multiple choice only are scored)
     seed: int = 0
 
@@ -92,14 +92,16 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 # Llama: full multi-head attention; Qwen2: grouped-query attention (1 KV head), like their real namesakes.
 _TOWER = dict(vision="siglip", vision_hidden=96, vision_layers=2, vision_heads=4)
-register_model(ModelSpec("tiny-llama-s", "llama", **_TOWER, text_hidden=128, text_layers=4, text_heads=4,
-                         text_kv_heads=4, text_ffn=384, recipe=Recipe(steps=900)))
-register_model(ModelSpec("tiny-llama-m", "llama", **_TOWER, text_hidden=160, text_layers=6, text_heads=5,
-                         text_kv_heads=5, text_ffn=448, recipe=Recipe(steps=1000)))
-register_model(ModelSpec("tiny-qwen-s", "qwen2", **_TOWER, text_hidden=160, text_layers=3, text_heads=5,
-                         text_kv_heads=1, text_ffn=480, recipe=Recipe(steps=900)))
-register_model(ModelSpec("tiny-qwen-m", "qwen2", **_TOWER, text_hidden=192, text_layers=6, text_heads=6,
-                         text_kv_heads=1, text_ffn=416, recipe=Recipe(steps=1000)))
+# fmt: off
+register_model(ModelSpec("tiny-llama-s", "llama", **_TOWER, text_hidden=96, text_layers=3, text_heads=3,
+                         text_kv_heads=3, text_ffn=288))
+register_model(ModelSpec("tiny-llama-m", "llama", **_TOWER, text_hidden=128, text_layers=5, text_heads=4,
+                         text_kv_heads=4, text_ffn=384))
+register_model(ModelSpec("tiny-qwen-s", "qwen2", **_TOWER, text_hidden=128, text_layers=3, text_heads=4,
+                         text_kv_heads=1, text_ffn=352))
+register_model(ModelSpec("tiny-qwen-m", "qwen2", **_TOWER, text_hidden=160, text_layers=4, text_heads=5,
+                         text_kv_heads=1, text_ffn=448))
+# fmt: on
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -119,8 +121,14 @@ def models_home() -> Path:
     return (Path(home) if home else REPO_ROOT / ".drake") / "models"
 
 
-def build_config(spec: ModelSpec, vocab_size: int, image_token_id: int, pad_token_id: int,
-                 bos_token_id: int, eos_token_id: int):
+def build_config(
+    spec: ModelSpec,
+    vocab_size: int,
+    image_token_id: int,
+    pad_token_id: int,
+    bos_token_id: int,
+    eos_token_id: int,
+):
     """The ``LlavaConfig`` of a member (see reference/tiny_vlm.md for the settings that matter)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, Qwen2Config, SiglipVisionConfig
 
@@ -225,7 +233,9 @@ def count_parameters(model) -> dict[str, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        key = "vision" if "vision_tower" in name else "projector" if "multi_modal_projector" in name else "text"
+        key = (
+            "vision" if "vision_tower" in name else "projector" if "multi_modal_projector" in name else "text"
+        )
         parts[key] += p.numel()
     parts["total"] = sum(parts.values())
     return parts
