@@ -837,7 +837,13 @@ def load_task_split(out_dir: str | Path, task: str, split: str) -> Any:
         for old in base.glob(f"{task}-*"):
             if old != cache_dir and old.name.rsplit("-", 1)[0] == task:
                 shutil.rmtree(old, ignore_errors=True)
-    return datasets.load_dataset(str(out), task, split=split, cache_dir=str(cache_dir))
+    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.utils.logging.disable_progress_bar()  # one "Generating split" bar per task is noise here
+    try:
+        return datasets.load_dataset(str(out), task, split=split, cache_dir=str(cache_dir))
+    finally:
+        if was_enabled:
+            datasets.utils.logging.enable_progress_bar()
 
 
 def load_stream(out_dir: str | Path, scenario: str, client_id: int) -> Any:
