@@ -314,7 +314,7 @@ def test_duplicates_and_second_seed_sets(built: Path, tmp_path: Path) -> None:
     # another method with the very same config (so the same config_hash) is not a duplicate
     other = make(built, method="local")
     assert other["run_info"]["config_hash"] == make(built)["run_info"]["config_hash"]
-    assert submit(write(tmp_path / "d.json", other), board).path.name.startswith("local--smoke--")
+    assert submit(write(tmp_path / "d.json", other), board).path.name.startswith("local--smoke-hetero--")
     assert first.read_text() == json.dumps(make(built), indent=2, sort_keys=True) + "\n"  # never edited
 
 

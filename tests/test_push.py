@@ -166,7 +166,7 @@ def test_push_data_and_leaderboard_in_one_commit(
     received = hub.files["me/drake-synth"]
     assert received == {u.path_in_repo: u.local.read_bytes() for u in uploads}  # byte-exact
     (result,) = [p for p in received if p.startswith("leaderboard/results/")]
-    assert result.endswith(".json") and result.split("/")[-1].startswith("fedavg--smoke--")
+    assert result.endswith(".json") and result.split("/")[-1].startswith("fedavg--smoke-hetero--")
     assert {"leaderboard/site/index.html", "leaderboard/site/leaderboard.md", "leaderboard/site/leaderboard.csv",
             "leaderboard/site/leaderboard.json"} <= set(received)  # fmt: skip
     assert any(p.startswith("leaderboard/site/plots/") and p.endswith(".png") for p in received)

@@ -92,7 +92,8 @@ def record() -> dict[str, Any]:
 
 def test_valid_record_validates_and_round_trips(record: dict[str, Any], tmp_path: Path) -> None:
     assert validate_result(record) == []
-    assert result_filename(record) == f"fedavg--smoke--{record['run_info']['config_hash'][:8]}.json"
+    pool = record["run_info"]["scenario"]["pool"]
+    assert result_filename(record) == f"fedavg--smoke-{pool}--{record['run_info']['config_hash'][:8]}.json"
     path = write_result(tmp_path / result_filename(record), record)
     loaded = load_result(path)
     assert loaded == record
