@@ -29,7 +29,7 @@ from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, lo
 # peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-DEFAULT_METHOD = "fedavg"
+DEFAULT_METHOD = "fedmosaic"
 DEFAULT_SCENARIO = "drake-dynamic"
 
 
