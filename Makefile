@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python eval.py $(ARGS)
+	$(BIN)/python eval.py --method fedmosaic $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
