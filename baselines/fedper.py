@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from baselines._pfl import top_block_patterns
+from baselines.fedavg import FedAvg
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.adapters.lora import apply_lora
-from drake.fl.method import Method, MethodConfig, ServerState, group_by_architecture, weighted_mean
-from drake.fl.types import ClientUpdate, RoundContext
+from drake.fl.method import MethodConfig
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,10 @@ class FedPerConfig(MethodConfig):
     )
 
 
-class FedPer(Method[FedPerConfig]):
+class FedPer(FedAvg):
     """FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers", arXiv 1912.00818).
 
-    Update rule: each client trains its whole adapter (base + personal layers) on its data; only the base
+    Same rounds as FedAvg (inherited); only the adapter's scope differs. Update rule: each client trains its whole adapter (base + personal layers) on its data; only the base
     is uploaded and the server sets base_arch = sum_k n_k base_k / sum_k n_k within each architecture.
     The personal layers are the LoRA of the text model's top ``personal_layers`` blocks (the LoRA-on-LLM
     analogue of FedPer's top fully connected layers); they are never sent. A client evaluates with its
@@ -41,19 +41,3 @@ class FedPer(Method[FedPerConfig]):
 
     def attach(self, model: nn.Module, arch: str) -> tuple[nn.Module, AdapterHandle]:
         return apply_lora(model, self.config.lora(), self.spec_for(model))
-
-    def client_update(self, ctx: RoundContext, client, payload) -> ClientUpdate:
-        if payload.arrays:
-            client.adapter.set_state(payload.arrays)
-        metrics = client.train(self.config.local_steps)
-        return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
-
-    def aggregate(self, ctx: RoundContext, server: ServerState, updates) -> ServerState:
-        for arch, group in group_by_architecture(updates, ctx.clients).items():
-            server.per_arch[arch] = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
-        return server
-
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
-        base = server.per_arch.get(client.architecture)
-        if base:
-            client.adapter.set_state(base)
