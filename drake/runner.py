@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -212,7 +213,25 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
     }  # fmt: skip
     if relevance:
         out["relevance"] = relevance
+    method_log = _json_safe({k: v for k, v in raw.get("server_extra", {}).items() if k != "relevance"})
+    if method_log:
+        out["extra"]["method"] = method_log  # e.g. FedMosaic's per-round byte split (PQ vs sketch)
     return out
+
+
+def _json_safe(obj: Any) -> Any:
+    """Keep what JSON can hold (numbers, strings, lists, dicts); drop tensors and other state."""
+    if isinstance(obj, dict):
+        kept = {str(k): _json_safe(v) for k, v in obj.items()}
+        return {k: v for k, v in kept.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        items = [_json_safe(v) for v in obj]
+        return None if any(v is None for v in items) else items
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, (int, float)):
+        return obj if math.isfinite(obj) else None
+    return None
 
 
 def task_meta(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, dict[str, Any]]:

@@ -26,10 +26,16 @@ def _args(scenario: Path, out: Path, *extra: str) -> argparse.Namespace:
 
 
 def _strip_timing(seed_result: dict) -> dict:
-    r = json.loads(json.dumps(seed_result))
-    r.pop("wall_seconds")
-    r["extra"].pop("wall_by_phase")
-    return r
+    """The record minus wall-clock measurements (everything else must be identical)."""
+
+    def drop(obj):
+        if isinstance(obj, dict):
+            return {k: drop(v) for k, v in obj.items() if not k.endswith("seconds") and k != "wall_by_phase"}
+        if isinstance(obj, list):
+            return [drop(v) for v in obj]
+        return obj
+
+    return drop(json.loads(json.dumps(seed_result)))
 
 
 # ------------------------------------------------------------------------------------- pure units
