@@ -13,7 +13,6 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drake.errors import DataError, DrakeError
+from drake.io import write_new_bytes
 from drake.results import (
     SCHEMA_PATH,
     SCHEMA_VERSION,
@@ -373,24 +373,6 @@ def store_name(record: Mapping[str, Any], taken: Sequence[str]) -> str:
     )
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` or fail if it exists: fsynced temp file, hard link, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # atomic, and never replaces an existing file
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass(frozen=True)
 class Accepted:
     """Where an accepted result was stored, and the build its data hashes were checked against (if any)."""
@@ -442,7 +424,7 @@ def submit(
         target = store / store_name(record, list(accepted))
         text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
         try:
-            _write_new(target, text.encode("utf-8"))
+            write_new_bytes(target, text.encode("utf-8"))
         except FileExistsError:  # only a non-JSON-named or hash-prefix clash can get here
             raise DataError(f"{target}: already exists and accepted files are never replaced; "
                             "rename the existing file's recipe or report this clash") from None  # fmt: skip
