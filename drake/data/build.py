@@ -723,7 +723,8 @@ def build(
         try:
             results = pool.imap_unordered(_run_job, jobs) if pool else map(_run_job, jobs)
             bar = tqdm(
-                total=len(jobs) + len(scenarios), desc="drake build", unit="config", disable=not progress
+                total=len(jobs) + len(scenarios), desc="drake build", unit="config",
+                disable=not progress or not (jobs or scenarios),  # nothing to do: no empty bar
             )
             for name, splits, _elapsed in results:
                 files = _install(root, name, {split: _writer(rows) for split, rows in splits.items()})
