@@ -349,6 +349,9 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     participation = float(_expect(d.get("participation", 1.0), (int, float), where, "participation"))
     if not 0 < participation <= 1:
         raise SpecError(f"{where}: 'participation' must be in (0, 1]")
+    if d.get("partition"):
+        # accepted by the schema for the planned Dirichlet label-skew option; refusing it beats ignoring it
+        raise SpecError(f"{where}: 'partition' is not supported yet (planned: Dirichlet label skew); remove the key")
     source = _expect(d.get("source", "synth"), str, where, "source")
     if source not in SOURCE_KINDS:
         raise SpecError(f"{where}: 'source' must be one of {SOURCE_KINDS}{did_you_mean(source, SOURCE_KINDS)}")

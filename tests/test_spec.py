@@ -174,3 +174,10 @@ def test_repository_specs_load():
     for name in ("drake-dynamic", "drake-static", "smoke"):
         sc = load_scenario(name, tasks=tasks)
         assert all(t in tasks for t in sc.tasks + sc.unseen)
+
+
+def test_unsupported_partition_is_refused_not_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "partition: {kind: dirichlet, alpha: 1.0}\n")
+    with pytest.raises(SpecError, match="'partition' is not supported yet"):
+        load_scenario(path)
