@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 
@@ -12,3 +13,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def add_board_arguments(p: argparse.ArgumentParser, *, tasks_file: bool = True) -> None:
+    """The options every leaderboard command shares (submit, leaderboard build, push)."""
+    p.add_argument("--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)")
+    p.add_argument("--min-seeds", type=int, default=3, metavar="N",
+                   help="successful seeds an official entry needs (default 3)")  # fmt: skip
+    if tasks_file:
+        p.add_argument("--tasks-file", metavar="PATH",
+                       help="tasks.yaml to check fingerprints against (default: the repository's)")  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from drake.commands import add_board_arguments
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("leaderboard", help="render the leaderboard from the accepted results")
@@ -12,22 +14,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b = sub.add_parser(
         "build", help="verify the store and write leaderboard.md/.csv/.json, index.html and plots"
     )
-    b.add_argument(
-        "--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)"
-    )
+    add_board_arguments(b)
     b.add_argument("--out", metavar="DIR", help="output directory (default: <board>/site)")
-    b.add_argument(
-        "--min-seeds",
-        type=int,
-        default=3,
-        metavar="N",
-        help="successful seeds of an official entry (default 3)",
-    )
-    b.add_argument(
-        "--tasks-file",
-        metavar="PATH",
-        help="tasks.yaml to check fingerprints against (default: the repository's)",
-    )
     return p
 
 

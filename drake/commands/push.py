@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from drake.commands import add_board_arguments
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -16,16 +18,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--leaderboard", action="store_true", help="the accepted results plus the site rebuilt from them"
     )
-    p.add_argument(
-        "--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)"
-    )
-    p.add_argument(
-        "--min-seeds",
-        type=int,
-        default=3,
-        metavar="N",
-        help="successful seeds of an official entry (default 3)",
-    )
+    add_board_arguments(p, tasks_file=False)
     p.add_argument(
         "--private", action="store_true", help="create the repo private (when it does not exist yet)"
     )

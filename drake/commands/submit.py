@@ -6,32 +6,20 @@ import argparse
 import sys
 from typing import Any
 
+from drake.commands import add_board_arguments
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("submit", help="verify result files and add them to the leaderboard store")
     p.add_argument(
         "results", nargs="+", metavar="RESULT.json", help="result files written by eval.py / drake run"
     )
-    p.add_argument(
-        "--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)"
-    )
+    add_board_arguments(p)
     p.add_argument("--data-dir", metavar="DIR",
                    help="built data to check the recorded data sha256 against (default: the default build for the "
                         "result's data settings, when it exists)")  # fmt: skip
     p.add_argument(
-        "--min-seeds",
-        type=int,
-        default=3,
-        metavar="N",
-        help="successful seeds an official entry needs (default 3)",
-    )
-    p.add_argument(
         "--unofficial", action="store_true", help="accept fewer seeds; the entry is shown as unofficial"
-    )
-    p.add_argument(
-        "--tasks-file",
-        metavar="PATH",
-        help="tasks.yaml to check fingerprints against (default: the repository's)",
     )
     return p
 
