@@ -233,18 +233,40 @@ def _non_finite(obj: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
             yield from _non_finite(v, (*parts, i))
 
 
-def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a or k not in b:
-                yield f"{_path((*parts, k))}: {'missing' if k not in a else 'unexpected'} (recomputed summary differs)"
+ABSENT = object()
+
+
+def summary_differences(
+    recomputed: Any, stored: Any, parts: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], Any, Any]]:
+    """``(path, recomputed, stored)`` wherever a stored summary differs from its recomputation (numbers within
+    1e-9); a side missing a key holds ``ABSENT``. Callers word the differences (results, leaderboard)."""
+    if isinstance(recomputed, Mapping) and isinstance(stored, Mapping):
+        for k in sorted(set(recomputed) | set(stored), key=str):
+            a, b = recomputed.get(k, ABSENT), stored.get(k, ABSENT)
+            if a is ABSENT or b is ABSENT:
+                yield (*parts, k), a, b
             else:
-                yield from _differences(a[k], b[k], (*parts, k))
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        if not math.isclose(a, b, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE):
-            yield f"{_path(parts)}: {b:.10g} differs from the recomputed {a:.10g}"
-    elif a != b:
-        yield f"{_path(parts)}: {b!r} differs from the recomputed {a!r}"
+                yield from summary_differences(a, b, (*parts, k))
+    elif is_number(recomputed) and is_number(stored):
+        if not math.isclose(recomputed, stored, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE):
+            yield parts, recomputed, stored
+    elif recomputed != stored:
+        yield parts, recomputed, stored
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
+    for path, new, old in summary_differences(a, b, parts):
+        if new is ABSENT or old is ABSENT:
+            yield f"{_path(path)}: {'missing' if new is ABSENT else 'unexpected'} (recomputed summary differs)"
+        elif is_number(new) and is_number(old):
+            yield f"{_path(path)}: {old:.10g} differs from the recomputed {new:.10g}"
+        else:
+            yield f"{_path(path)}: {old!r} differs from the recomputed {new!r}"
 
 
 def _semantic_problems(rec: Mapping[str, Any]) -> list[str]:

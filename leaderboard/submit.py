@@ -23,18 +23,20 @@ from typing import Any
 from drake.errors import DataError, DrakeError
 from drake.io import write_new_bytes
 from drake.results import (
+    ABSENT,
     SCHEMA_PATH,
     SCHEMA_VERSION,
     config_hash,
+    is_number,
     recompute_summary,
     result_filename,
+    summary_differences,
     validate_result,
 )
 from drake.spec import REPO_ROOT, TaskTable, fingerprint, load_tasks
 
 DEFAULT_BOARD = REPO_ROOT / "leaderboard"
 MIN_SEEDS = 3
-TOLERANCE = 1e-9
 RESULTS = "results"
 KINDS = (
     "unreadable", "schema_version", "non_finite", "schema", "out_of_range", "tampered", "inconsistent",
@@ -137,17 +139,13 @@ def _structure(record: Mapping[str, Any]) -> list[Rejection]:
 
 
 def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for k in sorted(set(a) | set(b), key=str):
-            if k not in a or k not in b:
-                yield f"{_where((*parts, k))} is {'missing' if k not in b else 'not a recomputed field'}"
-            else:
-                yield from _differences(a[k], b[k], (*parts, k))
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        if not math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
-            yield f"{_where(parts)} = {b:.10g} but the per-seed data give {a:.10g}"
-    elif a != b:
-        yield f"{_where(parts)} = {b!r} but the per-seed data give {a!r}"
+    for path, new, old in summary_differences(a, b, parts):
+        if new is ABSENT or old is ABSENT:
+            yield f"{_where(path)} is {'missing' if old is ABSENT else 'not a recomputed field'}"
+        elif is_number(new) and is_number(old):
+            yield f"{_where(path)} = {old:.10g} but the per-seed data give {new:.10g}"
+        else:
+            yield f"{_where(path)} = {old!r} but the per-seed data give {new!r}"
 
 
 def _integrity(record: Mapping[str, Any]) -> list[Rejection]:
