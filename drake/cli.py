@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "list",
     "validate",
     "build",
+    "audit",
     "pretrain",
     "run",
     "submit",

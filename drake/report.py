@@ -22,6 +22,7 @@ def print_summary(path: str | Path) -> None:
     up = sum(s["comm_bytes"]["total_up"] for s in seeds) / len(seeds)
     down = sum(s["comm_bytes"]["total_down"] for s in seeds) / len(seeds)
     wall = sum(s["wall_seconds"] for s in seeds) / len(seeds)
+    unseen = summary.get("unseen") or {}  # absent in records written before the Unseen summary
     rows = [
         [
             info["method"]["name"],
@@ -30,12 +31,18 @@ def print_summary(path: str | Path) -> None:
             _fmt(summary["self"]["a_auc"]),
             _fmt(summary["others"]["a_last"]),
             _fmt(summary["others"]["a_auc"]),
+            _fmt(unseen.get("zero_shot")),
+            _fmt(unseen.get("adapted")),
             f"{up / 2**20:.2f} / {down / 2**20:.2f}",
             f"{wall:.0f}",
             str(summary["n_seeds"]),
         ]
     ]
     headers = ["method", "scenario", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
-               "MiB up/down", "wall s", "seeds"]  # fmt: skip
+               "Unseen 0-shot", "Unseen adapted", "MiB up/down", "wall s", "seeds"]  # fmt: skip
     print(table(headers, rows))
+    steps = sorted({a["steps"] for s in seeds for f in s["final"].values() for a in (f.get("unseen_adapted") or {}).values()})
+    if steps:
+        print(f"Unseen adapted: each client's model fine-tuned {'/'.join(map(str, steps))} steps per unseen task "
+              "(engine.unseen_adapt_steps), the client's own state untouched")  # fmt: skip
     print(f"result: {path}")

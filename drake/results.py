@@ -23,7 +23,7 @@ from typing import Any
 
 from drake.errors import DataError
 from drake.io import atomic_write_text
-from drake.metrics import summarize_run, summarize_seeds
+from drake.metrics import a_auc, summarize, summarize_run, summarize_seeds
 from drake.spec import REPO_ROOT, fingerprint
 
 SCHEMA_VERSION = "1.0"
@@ -154,7 +154,7 @@ def make_record(
         "meta_info": {"tasks": dict(tasks), "packages": dict(env["packages"]), "hardware": dict(env["hardware"])},
     }
     record = json.loads(json.dumps(record))  # tuples -> lists, int keys -> str: the form that is written
-    record["results"]["summary"] = recompute_summary(record)
+    record["results"]["summary"] = recompute_summary(record, unseen=has_unseen(record))
     return record
 
 
@@ -195,9 +195,64 @@ def seed_summaries(record: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def recompute_summary(record: Mapping[str, Any]) -> dict[str, Any]:
-    """``results.summary`` recomputed from per-seed rounds with drake.metrics (failed seeds excluded)."""
-    return summarize_seeds(list(seed_summaries(record).values()))
+def recompute_summary(record: Mapping[str, Any], *, unseen: bool | None = None) -> dict[str, Any]:
+    """``results.summary`` recomputed from per-seed rounds with drake.metrics (failed seeds excluded).
+
+    ``unseen`` adds the Unseen summary (``unseen_summary``); by default it is added when the stored summary
+    has one, so records written before the Unseen summary existed still validate unchanged.
+    """
+    out = summarize_seeds(list(seed_summaries(record).values()))
+    if unseen is None:
+        unseen = "unseen" in (record.get("results", {}).get("summary") or {})
+    if unseen:
+        out["unseen"] = unseen_summary(record)
+    return out
+
+
+UNSEEN_STATS = ("zero_shot", "adapted", "adapted_auc")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def unseen_seed_summary(seed_result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """One seed's Unseen numbers: ``{"zero_shot"|"adapted"|"adapted_auc": drake.metrics.summarize(...)}``
+    over clients, each client's value being its mean over the unseen tasks (zero-shot score, score after
+    the adaptation steps, mean of the adaptation curve from step 0: FedMosaic's final accuracy and AUC)."""
+    per_client: dict[str, dict[str, float]] = {k: {} for k in UNSEEN_STATS}
+    for client, entry in (seed_result.get("final") or {}).items():
+        zero = [float(v["score"]) for _, v in sorted((entry.get("unseen") or {}).items())]
+        adapted = [v for _, v in sorted((entry.get("unseen_adapted") or {}).items())]
+        if zero:
+            per_client["zero_shot"][client] = _mean(zero)
+        if adapted:
+            per_client["adapted"][client] = _mean([float(v["score"]) for v in adapted])
+            per_client["adapted_auc"][client] = _mean([a_auc(v["curve"]) for v in adapted])
+    return {k: summarize(v) for k, v in per_client.items()}
+
+
+def unseen_summary(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``results.summary.unseen``: mean/std over successful seeds of the per-seed client means, cells shaped
+    like Self/Others (``{"mean", "std", "n" (seeds), "worst_client"}``)."""
+    seeds = [unseen_seed_summary(s) for s in record["results"]["per_seed"] if s["status"] == "success"]
+    out: dict[str, dict[str, Any]] = {}
+    for key in UNSEEN_STATS:
+        cells = [s[key] for s in seeds if s[key]["n"]]
+        agg = summarize([c["mean"] for c in cells])
+        worst = [c["worst"] for c in cells]
+        out[key] = {"mean": agg["mean"], "std": agg["std"], "n": agg["n"], "worst_client": _mean(worst) if worst else None}
+    return out
+
+
+def has_unseen(record: Mapping[str, Any]) -> bool:
+    """Whether any successful seed scored a client on an unseen task."""
+    return any(
+        entry.get("unseen") or entry.get("unseen_adapted")
+        for s in record["results"]["per_seed"]
+        if s["status"] == "success"
+        for entry in (s.get("final") or {}).values()
+    )
 
 
 # ----------------------------------------------------------------------------------------- validation

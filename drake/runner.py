@@ -195,6 +195,15 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
         final.setdefault(str(cid), {})["unseen"] = {
             t: {"metric": raw["metrics"][t], "score": v, "n": raw["n_eval"]["unseen"].get(t, 0)} for t, v in scores.items()
         }
+    for cid, adapted in raw.get("unseen_adapted", {}).items():
+        zero_shot = raw.get("unseen", {}).get(cid, {})
+        final.setdefault(str(cid), {})["unseen_adapted"] = {
+            t: {"metric": raw["metrics"][t], "score": a["score"], "n": raw["n_eval"]["unseen"].get(t, 0),
+                "steps": int(a["steps"]),  # the curve starts at the zero-shot score (step 0), as FedMosaic plots it
+                "curve": {str(k): v for k, v in sorted({**({0: zero_shot[t]} if t in zero_shot else {}),
+                                                         **a["curve"]}.items())}}
+            for t, a in adapted.items()
+        }  # fmt: skip
     comm = raw["comm"]
     examples = sum(m.get("examples", 0) for h in raw["history"] for m in h["train"].values())
     wall = {**raw["wall"], "train_s_per_example": raw["wall"]["train"] / examples if examples else None}
@@ -213,6 +222,8 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
     }  # fmt: skip
     if relevance:
         out["relevance"] = relevance
+    if raw.get("grad_accum"):
+        out["extra"]["grad_accum"] = dict(raw["grad_accum"])  # per architecture, set by engine.micro_batch
     method_log = _json_safe({k: v for k, v in raw.get("server_extra", {}).items() if k != "relevance"})
     if method_log:
         out["extra"]["method"] = method_log  # e.g. FedMosaic's per-round byte split (PQ vs sketch)

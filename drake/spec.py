@@ -349,9 +349,7 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     participation = float(_expect(d.get("participation", 1.0), (int, float), where, "participation"))
     if not 0 < participation <= 1:
         raise SpecError(f"{where}: 'participation' must be in (0, 1]")
-    if d.get("partition"):
-        # accepted by the schema for the planned Dirichlet label-skew option; refusing it beats ignoring it
-        raise SpecError(f"{where}: 'partition' is not supported yet (planned: Dirichlet label skew); remove the key")
+    partition = _partition(d.get("partition") or {}, where)
     source = _expect(d.get("source", "synth"), str, where, "source")
     if source not in SOURCE_KINDS:
         raise SpecError(f"{where}: 'source' must be one of {SOURCE_KINDS}{did_you_mean(source, SOURCE_KINDS)}")
@@ -368,11 +366,27 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
         unseen=_str_tuple(d.get("unseen", []), where, "unseen"),
         eval_rounds=tuple(sorted(set(eval_rounds))),
         participation=participation,
-        partition=dict(_expect(d.get("partition", {}) or {}, Mapping, where, "partition")),
+        partition=partition,
         path=path,
     )
     object.__setattr__(spec, "_raw", dict(raw))
     return spec
+
+
+def _partition(raw: Any, where: str) -> dict[str, Any]:
+    """``partition: {kind: dirichlet, alpha: A}``: label skew over the clients that share a task."""
+    if not raw:
+        return {}
+    raw = _expect(raw, Mapping, where, "partition")
+    unknown = sorted(set(raw) - {"kind", "alpha"})
+    if unknown:
+        raise SpecError(f"{where}: unknown key partition.{unknown[0]}{did_you_mean(unknown[0], ['kind', 'alpha'])}")
+    if raw.get("kind") != "dirichlet":
+        raise SpecError(f"{where}: partition.kind must be 'dirichlet' (label skew), got {raw.get('kind')!r}")
+    alpha = raw.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise SpecError(f"{where}: partition.alpha must be a number > 0 (e.g. 0.5), got {alpha!r}")
+    return {"kind": "dirichlet", "alpha": float(alpha)}
 
 
 def scenario_path(name_or_path: str | Path) -> Path:

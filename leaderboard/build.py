@@ -24,7 +24,7 @@ from typing import Any
 
 from drake.errors import DataError
 from drake.io import atomic_write_text
-from drake.results import recompute_summary
+from drake.results import recompute_summary, unseen_summary
 from drake.spec import TaskTable, load_tasks
 from leaderboard.submit import MIN_SEEDS, check_record, load_accepted, results_dir, successful_seeds
 
@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 STATS = (("self", "a_last"), ("self", "a_auc"), ("others", "a_last"), ("others", "a_auc"))
 STAT_TITLES = {"self_a_last": "Self A_last", "self_a_auc": "Self A_AUC",
                "others_a_last": "Others A_last", "others_a_auc": "Others A_AUC"}  # fmt: skip
+# drake.results.unseen_summary (zero-shot / after the short adaptation), last columns; "-" for records without it
+UNSEEN_TITLES = {"unseen_zero_shot": "Unseen 0-shot", "unseen_adapted": "Unseen adapted"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
     """The row of one verified record; every number is recomputed from its per-seed data."""
     info = record["run_info"]
     summary = recompute_summary(record)
+    unseen = unseen_summary(record)
     ok = [s for s in record["results"]["per_seed"] if s["status"] == "success"]
     ratios = [(s.get("extra") or {}).get("compute_ratio_to_local") for s in ok]
     clients = info["scenario"]["spec"]["clients"]
@@ -135,7 +138,8 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
         method=info["method"]["name"],
         architectures=tuple(dict.fromkeys(_architecture(str(c["model"])) for c in clients if c.get("model"))),
         clients=len(clients),
-        stats={f"{t}_{s}": dict(summary[t][s]) for t, s in STATS},
+        stats={**{f"{t}_{s}": dict(summary[t][s]) for t, s in STATS},
+               **{k: dict(unseen[k.removeprefix("unseen_")]) for k in UNSEEN_TITLES}},
         comm_up=_mean([s["comm_bytes"]["total_up"] for s in ok]) if ok else None,
         comm_down=_mean([s["comm_bytes"]["total_down"] for s in ok]) if ok else None,
         compute_ratio=_mean([float(r) for r in ratios])
@@ -309,12 +313,14 @@ COLUMNS = (
     "compute vs local",
     "seeds",
     "official",
+    *UNSEEN_TITLES.values(),
 )
 
 
 def _cells(e: Entry) -> list[str]:
     return [str(e.rank), e.method, ", ".join(e.architectures), *(fmt_stat(e.stats[k]) for k in STAT_TITLES),
-            fmt_bytes(e.comm_total), fmt_ratio(e.compute_ratio), fmt_seeds(e), "yes" if e.official else "no"]  # fmt: skip
+            fmt_bytes(e.comm_total), fmt_ratio(e.compute_ratio), fmt_seeds(e), "yes" if e.official else "no",
+            *(fmt_stat(e.stats[k]) for k in UNSEEN_TITLES)]  # fmt: skip
 
 
 def _md(text: str) -> str:
@@ -353,7 +359,7 @@ def render_markdown(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
 
 
 CSV_FIELDS = ("scenario", "pool", "scenario_fingerprint", "rank", "method", "architectures",
-              *(f"{k}_{s}" for k in STAT_TITLES for s in ("mean", "std", "worst_client")),
+              *(f"{k}_{s}" for k in (*STAT_TITLES, *UNSEEN_TITLES) for s in ("mean", "std", "worst_client")),
               "comm_up_bytes", "comm_down_bytes", "compute_ratio_to_local", "seeds", "successful_seeds", "official",
               "config_hash", "file", "created_at", "drake_version", "git_commit", "command")  # fmt: skip
 
@@ -378,7 +384,7 @@ def render_csv(groups: Sequence[Group]) -> str:
                    "seeds": " ".join(map(str, e.seeds)), "successful_seeds": e.successful_seeds, "official": e.official,
                    "config_hash": e.config_hash, "file": e.file, "created_at": e.created_at,
                    "drake_version": e.drake_version, "git_commit": e.git_commit, "command": e.command}  # fmt: skip
-            for k in STAT_TITLES:
+            for k in (*STAT_TITLES, *UNSEEN_TITLES):
                 for s in ("mean", "std", "worst_client"):
                     row[f"{k}_{s}"] = e.stats[k][s]
             for f in ("comm_up_bytes", "comm_down_bytes"):  # whole bytes print as integers
@@ -473,6 +479,7 @@ def _html_row(e: Entry) -> str:
         (fmt_ratio(e.compute_ratio), _num(e.compute_ratio), True),
         (fmt_seeds(e), _num(e.successful_seeds), True),
         ("yes" if e.official else "no", "yes" if e.official else "no", False),
+        *((fmt_stat(e.stats[k]), _num(e.stats[k]["mean"]), True) for k in UNSEEN_TITLES),
     ]
     tds = "".join(
         f'<td{" class=num" if num else ""} data-v="{esc(v)}">{esc(text)}</td>' for text, v, num in values
@@ -484,7 +491,7 @@ def _html_row(e: Entry) -> str:
 
 def _html_group(g: Group) -> str:
     esc = html.escape
-    numeric = {"rank", *STAT_TITLES.values(), "comm / seed", "compute vs local", "seeds"}
+    numeric = {"rank", *STAT_TITLES.values(), *UNSEEN_TITLES.values(), "comm / seed", "compute vs local", "seeds"}
     heads = "".join(
         f'<th scope="col" data-key="{_slug(c)}" data-type="{"num" if c in numeric else "text"}"'
         f"{' class=num' if c in numeric else ''}>{esc(c)}</th>"

@@ -32,7 +32,8 @@ class Upload:
 
 
 def data_files(data_dir: str | Path) -> list[Upload]:
-    """README.md, manifest.json and every file the manifest lists, each checked against its sha256."""
+    """README.md, manifest.json, every file the manifest lists (each checked against its sha256) and the
+    dataset card's image grids (grids/*.png, linked from README.md)."""
     root = Path(data_dir)
     try:
         manifest = json.loads((root / "manifest.json").read_text())
@@ -58,6 +59,7 @@ def data_files(data_dir: str | Path) -> list[Upload]:
                     raise DataError(f"{local}: {state} ({section[:-1]} {name!r}, split {split}); "
                                     f"rebuild with `drake build --out {root}` before pushing")  # fmt: skip
                 uploads.append(Upload(f["path"], local))
+    uploads += [Upload(f"grids/{p.name}", p) for p in sorted((root / "grids").glob("*.png"))]
     return uploads
 
 

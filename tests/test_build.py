@@ -309,7 +309,7 @@ def test_ensure_built_default_dir_and_sources(env, monkeypatch):
     path = B.ensure_built([tasks["tiny_open"]], scale=SCALE, extras=False, progress=False, workers=1)
     assert path == tmp / "home" / "data" / "drake-synth-s0.08-px32-seed0"
     assert len(B.load_task_split(path, "tiny_open", "train")) == 24
-    with pytest.raises(DataError, match="--source drake --from DIR` is not available yet"):
+    with pytest.raises(DataError, match="no converted DRAKE release here; run `drake build --source drake --from DIR"):
         B.ensure_built([tasks["tiny_open"]], source="drake")
     with pytest.raises(DataError, match="--scale must be > 0"):
         B.build([tasks["tiny_open"]], tmp / "x", scale=0)

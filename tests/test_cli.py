@@ -123,7 +123,8 @@ def test_missing_dir_or_file(files, capsys):
 def test_usage_errors_and_real_data_source(files, capsys):
     _one_error_line(capsys, main(["frobnicate"]), "invalid choice")
     _one_error_line(capsys, main([]), "choose a command")
-    _one_error_line(capsys, main(["build", "--source", "drake", "--from", str(files)]), "not available yet")
+    rc = main(["build", "--source", "drake", "--from", str(files), "--tasks", "nlvr2_0"])
+    _one_error_line(capsys, rc, "NLVR2 not found", "huggingface-cli download SNUMPR/DRAKE NLVR2.tar")
 
 
 def test_no_traceback_from_a_real_process(files):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from drake.data.synth.public import QTYPES, public_context, public_sample
+from drake.data.synth.public import QTYPES, SCHEDULE, public_context, public_sample
 from drake.errors import DataError, DrakeError, UnknownNameError
 from drake.models.batching import IGNORE_INDEX, collate
 from drake.models.loading import language_model_target_regex, load_model
@@ -300,12 +300,23 @@ def test_hub_id_loads_offline_from_the_cache(members, tmp_path, monkeypatch):
 
 
 def test_public_split_is_balanced_and_separate_from_tasks():
-    kinds = [public_sample(public_context("train", i)).meta["qtype"] for i in range(120)]
+    kinds = [public_sample(public_context("train", i)).meta["qtype"] for i in range(10 * len(SCHEDULE))]
     assert {k: kinds.count(k) for k in QTYPES} == {k: 10 for k in QTYPES}
     assert kinds.count("caption") == 30
     rows = eval_rows(18, 0, 32)
     assert sorted(public_sample(public_context("test", 0)).prompt) and all(r["choices"] for r in rows)
     assert {r["qtype"] for r in rows} == set(QTYPES)
+
+
+def test_word_rows_make_every_vocabulary_word_a_target(tokenizer):
+    from drake.models.pretrain import word_rows
+
+    words = ["True", "False", "two", "apple"]
+    rows = word_rows(words, 2, seed=0, image_size=32)
+    assert sorted(r["answer"] for r in rows) == sorted(words * 2)
+    assert all(r["prompt"].endswith(r["answer"]) and len(r["images"]) == 1 for r in rows)
+    ids = tokenizer(rows[0]["prompt"])["input_ids"]
+    assert tokenizer.unk_token_id not in ids, "the copy template's words are in the vocabulary"
 
 
 def test_short_pretrain_reduces_loss_and_is_deterministic(tokenizer):

@@ -145,7 +145,8 @@ def test_data_files_are_the_manifest_files_verified(built: Path) -> None:
     paths = [u.path_in_repo for u in uploads]
     assert paths[:2] == ["README.md", "manifest.json"]
     assert sorted(paths[2:]) == sorted(
-        f"{t}/{s}-00000-of-00001.parquet" for t in ("vsr_0", "vizwiz_0") for s in ("train", "test")
+        [f"{t}/{s}-00000-of-00001.parquet" for t in ("vsr_0", "vizwiz_0") for s in ("train", "test")]
+        + [f"grids/{t}.png" for t in ("vsr_0", "vizwiz_0")]  # the card's image grids
     )
     assert ".build.lock" not in paths and not any(p.startswith(".") for p in paths)
 

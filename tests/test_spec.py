@@ -176,8 +176,23 @@ def test_repository_specs_load():
         assert all(t in tasks for t in sc.tasks + sc.unseen)
 
 
-def test_unsupported_partition_is_refused_not_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("partition", "message"),
+    [
+        ("{kind: iid}", "partition.kind must be 'dirichlet'"),
+        ("{kind: dirichlet}", "partition.alpha must be a number > 0"),
+        ("{kind: dirichlet, alpha: 0}", "partition.alpha must be a number > 0"),
+        ("{kind: dirichlet, alpha: 1, alhpa: 2}", "unknown key partition.alhpa"),
+    ],
+)
+def test_bad_partition_is_refused(tmp_path: Path, partition: str, message: str) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(SCENARIO + "partition: {kind: dirichlet, alpha: 1.0}\n")
-    with pytest.raises(SpecError, match="'partition' is not supported yet"):
+    path.write_text(SCENARIO + f"partition: {partition}\n")
+    with pytest.raises(SpecError, match=message):
         load_scenario(path)
+
+
+def test_dirichlet_partition_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO + "partition: {kind: dirichlet, alpha: 0.5}\n")
+    assert load_scenario(path).partition == {"kind": "dirichlet", "alpha": 0.5}

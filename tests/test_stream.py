@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from drake.data.stream import ClientStream, ReplayMemory, dirichlet_partition, round_schedule
+from drake.data.stream import (
+    ClientStream,
+    ReplayMemory,
+    build_streams,
+    dirichlet_partition,
+    round_schedule,
+    shared_task_partition,
+)
 from drake.errors import DataError
 from drake.spec import load_scenario
 
@@ -153,3 +160,39 @@ def test_dirichlet_partition_covers_every_index_once():
         dirichlet_partition(labels, 0, 1.0, seed=0)
     with pytest.raises(DataError):
         dirichlet_partition(labels, 2, 0.0, seed=0)
+
+
+def _shared_scenario(tmp_path: Path, partition: str = ""):
+    path = tmp_path / "shared.yaml"
+    path.write_text(
+        "name: shared\ndescription: t\nmode: static\nrounds: 2\npools:\n  p: [m, m, m]\n"
+        "clients:\n  - {id: 0, tasks: [a, b]}\n  - {id: 1, tasks: [a]}\n  - {id: 2, tasks: [a]}\n" + partition
+    )
+    return load_scenario(path)
+
+
+def test_dirichlet_partition_splits_only_shared_tasks(tmp_path):
+    labels = {"a": ["x", "y", "z"] * 40, "b": ["x", "y"] * 10}
+    sc = _shared_scenario(tmp_path, "partition: {kind: dirichlet, alpha: 0.1}\n")
+    owned = shared_task_partition(sc, labels, seed=0)
+    assert set(owned) == {0, 1, 2} and all(set(v) == {"a"} for v in owned.values())  # b has one holder
+    parts = [owned[c]["a"] for c in (0, 1, 2)]
+    assert sorted(i for p in parts for i in p) == list(range(120))  # disjoint, complete
+    # label skew: with alpha 0.1 some client holds (almost) none of some label
+    shares = [Counter(labels["a"][i] for i in p) for p in parts]
+    assert min(s.get(lab, 0) for s in shares for lab in "xyz") <= 4
+    streams = build_streams(sc, labels, seed=0, batch_size=4)
+    seen = {c: {i for r in range(2) for t, i in streams[c].arrivals(r) if t == "a"} for c in (0, 1, 2)}
+    assert [sorted(seen[c]) for c in (0, 1, 2)] == parts
+    assert {i for r in range(2) for t, i in streams[0].arrivals(r) if t == "b"} == set(range(20))
+    assert shared_task_partition(sc, labels, seed=0) == owned  # deterministic
+    assert shared_task_partition(sc, labels, seed=1) != owned
+
+
+def test_without_partition_every_holder_sees_all_rows(tmp_path):
+    labels = {"a": ["x", "y"] * 30, "b": ["x"] * 10}
+    sc = _shared_scenario(tmp_path)
+    assert shared_task_partition(sc, labels, seed=0) == {}
+    streams = build_streams(sc, labels, seed=0, batch_size=4)
+    for c in (0, 1, 2):
+        assert sorted(i for r in range(2) for t, i in streams[c].arrivals(r) if t == "a") == list(range(60))

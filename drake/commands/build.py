@@ -1,8 +1,12 @@
-"""``drake build``: generate the tasks (plus the public/easy_vqa extras and scenario streams) as parquet configs."""
+"""``drake build``: generate the tasks (plus the public/easy_vqa extras and scenario streams) as parquet configs.
+
+With ``--source drake --from DIR`` the same configs are converted from the real SNUMPR/DRAKE release instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -25,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="output dir (default: .drake/data/drake-synth-s<scale>-px<size>-seed<seed>)",
+        help="output dir (default: .drake/data/drake-synth-s<scale>-px<size>-seed<seed>, "
+        "or .drake/data/drake-real for --source drake)",
     )
     p.add_argument("--scale", type=float, default=1.0, help="rows per split = 300/100 x scale (default 1)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -35,7 +40,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--source", choices=("synth", "drake"), default="synth", help="synth (embedded) or drake (real)"
     )
-    p.add_argument("--from", dest="from_dir", metavar="DIR", help="real DRAKE download (with --source drake)")
+    p.add_argument(
+        "--from",
+        dest="from_dir",
+        metavar="DIR",
+        help="folder the SNUMPR/DRAKE <Dataset>.tar files were downloaded and untarred in (--source drake)",
+    )
     p.add_argument("--tasks-file", metavar="PATH", help="tasks.yaml to read (default: the repository's)")
     p.add_argument("--no-extras", action="store_true", help="skip the public and easy_vqa configs")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
@@ -44,23 +54,67 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from drake.data.build import build, default_data_dir
-    from drake.errors import DataError
+def _select(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """The task specs and scenarios the arguments ask for."""
     from drake.spec import load_scenario, load_tasks
 
-    if args.source == "drake":
-        raise DataError(
-            "real DRAKE data: `drake build --source drake --from DIR` is not available yet; use --source synth"
-        )
-    if args.from_dir:
-        raise DataError("--from DIR only applies to --source drake")
     table_ = load_tasks(args.tasks_file)
     scenarios = [load_scenario(name, tasks=table_) for name in args.scenario]
     # no filter: every task; only --scenario: just the tasks its streams and unseen evaluation need
     specs = table_.select(args.tasks, args.groups) if (args.tasks or args.groups or not scenarios) else []
     for s in scenarios:
         specs += [table_[t] for t in (*s.tasks, *s.unseen) if t not in {x.name for x in specs}]
+    return specs, scenarios
+
+
+def _run_drake(args: argparse.Namespace) -> int:
+    """Convert the real release (``--from DIR``) task by task; warnings go to stderr, the table to stdout."""
+    from drake.data.sources.drake_release import HUB_REPO, convert_release, default_release_dir
+    from drake.errors import DataError
+
+    if not args.from_dir:
+        raise DataError(
+            "--source drake needs --from DIR, the folder holding the untarred release: download each "
+            f"dataset with `huggingface-cli download {HUB_REPO} <Dataset>.tar --repo-type dataset --local-dir DIR` "
+            "and untar it there (`tar -xf DIR/<Dataset>.tar -C DIR`)"
+        )
+    specs, scenarios = _select(args)
+    out = args.out or default_release_dir()
+    t0 = time.perf_counter()
+    manifest = convert_release(
+        specs, args.from_dir, out, scenarios=scenarios, seed=args.seed, force=args.force,
+        progress=not args.quiet,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    rows = []
+    for spec in specs:
+        entry = manifest.tasks[spec.name]
+        if manifest.status.get(spec.name) == "built":
+            for line in entry.get("warnings", []):
+                print(f"warning: {line}", file=sys.stderr)
+        files = entry["files"]
+        source = f"{entry['dataset']}/{entry['subset']}"
+        status = manifest.status.get(spec.name, "")
+        rows.append((spec.name, source, spec.answer, files["train"]["rows"], files["test"]["rows"], status))
+    for s in scenarios:
+        files = manifest.scenarios[s.name]["files"]
+        total = sum(f["rows"] for f in files.values())
+        rows.append((s.name, "-", "stream", total, f"({len(files)} clients)", manifest.status[s.name]))
+    print(table(("config", "source", "answer", "train", "test", "status"), rows))
+    built = sum(1 for s in manifest.status.values() if s == "built")
+    print(f"{built} converted, {len(manifest.status) - built} up to date in {elapsed:.1f}s -> {out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from drake.data.build import build, default_data_dir
+    from drake.errors import DataError
+
+    if args.source == "drake":
+        return _run_drake(args)
+    if args.from_dir:
+        raise DataError("--from DIR only applies to --source drake")
+    specs, scenarios = _select(args)
     out = args.out or default_data_dir(args.scale, args.image_size, args.seed)
     t0 = time.perf_counter()
     manifest = build(

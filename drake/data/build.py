@@ -2,7 +2,8 @@
 
 Layout of a built directory (no loading script: ``datasets`` >= 4 refuses those)::
 
-    <out>/README.md                                   YAML ``configs:`` naming every config's split files
+    <out>/README.md                                   dataset card: YAML ``configs:`` naming every config's split files
+    <out>/grids/<task>.png                            a few test samples per task, linked from the card
     <out>/manifest.json                               build params, code version, per config: key, rows, sha256
     <out>/<task>/{train,test}-00000-of-00001.parquet  canonical rows, images embedded as PNG bytes
     <out>/public/..., <out>/easy_vqa/...              extra configs (pre-training split, a real mini dataset)
@@ -491,37 +492,11 @@ def _split_order(splits: Iterable[str]) -> list[str]:
 
 
 def _readme(manifest: Manifest) -> str:
-    # YAML by hand, every scalar JSON-quoted (valid YAML; "123" or "no" stay strings): yaml.safe_dump costs
-    # ~0.1 s per write and the README is rewritten after every config.
-    q = json.dumps
-    header = ["pretty_name: DRAKE-synth", "configs:"]
-    for name, entry in manifest.configs().items():
-        header += [f"- config_name: {q(name)}", "  data_files:"]
-        for split in _split_order(entry["files"]):
-            header += [f"  - split: {q(split)}", f"    path: {q(f'{name}/{split}-*.parquet')}"]
-    p = manifest.data.get("params", {})
-    lines = [
-        "---",
-        *header,
-        "---",
-        "# DRAKE-synth (built data)",
-        "",
-        "Built by `drake build`; do not edit by hand (`manifest.json` holds every file's sha256).",
-        f"Params of the last build: source={p.get('source')}, scale={p.get('scale')}, seed={p.get('seed')}, "
-        f"image_size={p.get('image_size')}.",
-        "",
-        "```python",
-        "import datasets",
-        'ds = datasets.load_dataset("<this dir>", "<config>", split="train")',
-        "```",
-        "",
-        "| config | kind | splits (rows) |",
-        "|---|---|---|",
-    ]
-    for name, entry in manifest.configs().items():
-        splits = ", ".join(f"{s} ({entry['files'][s]['rows']})" for s in _split_order(entry["files"]))
-        lines.append(f"| {name} | {entry['kind']} | {splits} |")
-    return "\n".join(lines) + "\n"
+    # the dataset card (drake/data/card.py): HF YAML header naming every config, task table, sample grids
+    from drake.data.card import render_card, save_grids
+
+    save_grids(manifest)  # only grids missing or older than their task's test file
+    return render_card(manifest)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -560,6 +535,35 @@ def _writer(rows: list[dict[str, Any]], features: Features = FEATURES) -> Callab
         return len(rows)
 
     return write
+
+
+def write_config(
+    root: Path,
+    name: str,
+    splits: Mapping[str, Iterable[Mapping[str, Any]]],
+    features: Features = FEATURES,
+    batch_rows: int = 64,
+) -> dict[str, Any]:
+    """Write each split's rows as config ``name`` under ``root`` (atomically, see ``_install``); returns the
+    manifest ``files``. Rows are pulled lazily and written in row groups, so a source bigger than memory
+    (the real DRAKE release, images embedded) streams through; an exception leaves nothing behind."""
+
+    def writer(rows: Iterable[Mapping[str, Any]]) -> Callable[[Path], int]:
+        def write(path: Path) -> int:
+            n, batch = 0, []
+            with pq.ParquetWriter(path, features.arrow_schema) as out:
+                for row in rows:
+                    batch.append(row)
+                    if len(batch) >= batch_rows:
+                        out.write_table(pa.Table.from_pylist(batch, schema=features.arrow_schema))
+                        n, batch = n + len(batch), []
+                if batch or not n:
+                    out.write_table(pa.Table.from_pylist(batch, schema=features.arrow_schema))
+            return n + len(batch)
+
+        return write
+
+    return _install(root, name, {split: writer(rows) for split, rows in splits.items()})
 
 
 def _stream_tables(
@@ -781,10 +785,10 @@ def ensure_built(
     **build_kwargs: Any,
 ) -> Path:
     """The data directory for ``tasks``, building only what is missing or stale; used by the harness."""
-    if source == "drake":
-        raise DataError(
-            "real DRAKE data: `drake build --source drake --from DIR` is not available yet; use source 'synth'"
-        )
+    if source == "drake":  # converted once by `drake build --source drake --from DIR`; never built here
+        from drake.data.sources.drake_release import ensure_converted
+
+        return ensure_converted(tasks, out_dir)
     if source != "synth":
         raise DataError(
             f"unknown data source {source!r}{did_you_mean(source, ['synth', 'drake'])}; use 'synth'"

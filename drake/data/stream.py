@@ -36,13 +36,21 @@ def _train_size(train_sizes: Mapping[str, int], task: str) -> int:
 
 
 def round_schedule(
-    client: ClientSpec, scenario: ScenarioSpec, train_sizes: Mapping[str, int], seed: int
+    client: ClientSpec,
+    scenario: ScenarioSpec,
+    train_sizes: Mapping[str, int],
+    seed: int,
+    owned: Mapping[str, Sequence[int]] | None = None,
 ) -> list[list[Item]]:
     """For each round of ``scenario``, the (task, row index) pairs that arrive at ``client``.
 
-    Every training row of the client's tasks arrives exactly once over all rounds (no row is dropped when a
-    task's size does not divide evenly: the parts differ by at most one row).
+    Every training row of the client's tasks (only the ``owned[task]`` rows where given) arrives exactly once
+    over all rounds (no row is dropped when a task's size does not divide evenly: parts differ by one row).
     """
+
+    def rows_of(task: str) -> Sequence[int]:
+        return owned[task] if owned and task in owned else range(_train_size(train_sizes, task))
+
     rounds: list[list[Item]] = [[] for _ in range(scenario.rounds)]
     if scenario.mode == "dynamic":
         for k, stage in enumerate(client.stages):
@@ -51,14 +59,14 @@ def round_schedule(
                 raise DataError(
                     f"{scenario.name}: client {client.id} stage {k} has no rounds ({start}..{end})"
                 )
-            items = [(t, i) for t in stage.tasks for i in range(_train_size(train_sizes, t))]
+            items = [(t, int(i)) for t in stage.tasks for i in rows_of(t)]
             order = np.random.default_rng(_key(seed, scenario.name, client.id, k, *stage.tasks)).permutation(
                 len(items)
             )
             for r, part in zip(range(start, end), np.array_split(order, end - start)):
                 rounds[r] = [items[j] for j in part]
     else:
-        items = [(t, i) for t in client.tasks for i in range(_train_size(train_sizes, t))]
+        items = [(t, int(i)) for t in client.tasks for i in rows_of(t)]
         order = np.random.default_rng(_key(seed, scenario.name, client.id, "static")).permutation(len(items))
         for r, part in enumerate(np.array_split(order, scenario.rounds)):
             rounds[r] = [items[j] for j in part]
@@ -157,12 +165,13 @@ class ClientStream:
         batch_size: int,
         *,
         memory_size: int = 100_000,
+        owned: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.client = client
         self.batch_size = batch_size
-        self.schedule = round_schedule(client, scenario, train_sizes, seed)
+        self.schedule = round_schedule(client, scenario, train_sizes, seed, owned)
         self.memory = ReplayMemory(memory_size, seed=_key(seed, scenario.name, client.id, "replay"))
         self.rounds_done: list[int] = []
 
@@ -206,6 +215,43 @@ class ClientStream:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.memory.load_state_dict(state["memory"])
         self.rounds_done = [int(r) for r in state["rounds_done"]]
+
+
+def build_streams(
+    scenario: ScenarioSpec, train_labels: Mapping[str, Sequence[str]], seed: int, batch_size: int
+) -> dict[int, ClientStream]:
+    """Every client's stream for one run (``train_labels[task]``: the answer of each train row)."""
+    sizes = {t: len(labels) for t, labels in train_labels.items()}
+    owned = shared_task_partition(scenario, train_labels, seed)
+    return {
+        # the seed equals drake.fl.client.derive_seed(seed, "stream", id): same streams as before this helper
+        c.id: ClientStream(c, scenario, sizes, _key(seed, "stream", c.id) >> 1, batch_size, owned=owned.get(c.id))
+        for c in scenario.clients
+    }
+
+
+def shared_task_partition(
+    scenario: ScenarioSpec, train_labels: Mapping[str, Sequence[str]], seed: int
+) -> dict[int, dict[str, list[int]]]:
+    """With ``partition: {kind: dirichlet, alpha}``, the train rows of every task held by several clients are
+    split among them by label skew (the answer is the label); a task held by one client stays whole.
+    Without a partition every holder sees all rows. Returns {client: {task: row indices}} for split tasks."""
+    if scenario.partition.get("kind") != "dirichlet":
+        return {}
+    holders: dict[str, list[int]] = {}
+    for c in scenario.clients:
+        for t in c.tasks:
+            holders.setdefault(t, []).append(c.id)
+    out: dict[int, dict[str, list[int]]] = {}
+    for task, ids in sorted(holders.items()):
+        if len(ids) < 2:
+            continue
+        if task not in train_labels:
+            raise DataError(f"no training rows known for task {task!r}; build it first (`drake build --tasks {task}`)")
+        parts = dirichlet_partition(train_labels[task], len(ids), scenario.partition["alpha"], _key(seed, "dirichlet", task))
+        for cid, part in zip(ids, parts):
+            out.setdefault(cid, {})[task] = part
+    return out
 
 
 def dirichlet_partition(labels: Sequence[str], n_clients: int, alpha: float, seed: int) -> list[list[int]]:

@@ -8,9 +8,12 @@ a resumed run reproduces an uninterrupted one exactly.
 
 from __future__ import annotations
 
+import copy
+import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from drake.data.stream import ClientStream
-from drake.errors import DataError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, TaskRows, derive_seed
+from drake.data.stream import ClientStream, build_streams
+from drake.errors import DataError, SpecError
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows, derive_seed
 from drake.fl.method import Method, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.io import atomic_write_bytes
@@ -41,6 +44,21 @@ class EngineSettings:
     max_new_tokens: int = field(default=6, metadata={"help": "greedy tokens for open-ended answers"})
     offload_budget_mb: float = field(default=512.0, metadata={"help": "client states kept in RAM before disk"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    unseen_adapt_steps: int = field(default=10, metadata={"help": "after the zero-shot unseen evaluation, fine-tune a copy of each client's personalized model this many steps on each unseen task's train split and score it again (0 = zero-shot only)"})
+    unseen_adapt_batch: int | None = field(default=None, metadata={"help": "examples per unseen-adaptation step (None = the method's batch_size)"})
+    unseen_adapt_eval_every: int = field(default=0, metadata={"help": "also score every N adaptation steps (the adapted A_AUC curve; 0 = only after the last step)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute text-model activations in backward: less GPU memory, ~30% more compute"})
+    micro_batch: int | str = field(default=0, metadata={"help": "examples per forward pass: 0 = the method's grad_accum; N = at most N; auto = the largest that fits (probed on CUDA, as 0 on CPU)"})
+
+    def __post_init__(self) -> None:
+        mb = self.micro_batch
+        if not (mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 0)):
+            raise SpecError(f"engine settings: micro_batch {mb!r}: expected auto, 0 or a positive integer")
+        for name in ("unseen_adapt_steps", "unseen_adapt_eval_every"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 0 or more")
+        if self.unseen_adapt_batch is not None and self.unseen_adapt_batch < 1:
+            raise SpecError(f"engine settings: unseen_adapt_batch {self.unseen_adapt_batch}: expected 1 or more (or none)")
 
 
 class StateStore:
@@ -110,6 +128,13 @@ class SequentialEngine:
         self.data = data
         self.settings = settings or EngineSettings()
         self.run_dir = run_dir
+        #: per architecture, micro-batches per step when ``micro_batch`` overrides the method's grad_accum
+        self.grad_accum: dict[str, int] = {}
+        if self.settings.gradient_checkpointing:
+            from drake.models.loading import enable_gradient_checkpointing
+
+            for arch in archs.values():
+                enable_gradient_checkpointing(arch.model)
 
     # ------------------------------------------------------------------------------------ helpers
     def _runtime(
@@ -123,7 +148,8 @@ class SequentialEngine:
         return ClientRuntime(
             info, arch, self.data, stream, state, seed=seed, round_idx=rnd, lr=cfg.lr,
             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.batch_size,
-            grad_accum=cfg.grad_accum, eval_batch_size=s.eval_batch_size, length_norm=s.length_norm,
+            grad_accum=self.grad_accum.get(info.architecture, cfg.grad_accum), eval_batch_size=s.eval_batch_size,
+            length_norm=s.length_norm,
             max_new_tokens=s.max_new_tokens,
         )  # fmt: skip
 
@@ -140,6 +166,35 @@ class SequentialEngine:
         torch.save(blob, buf)
         atomic_write_bytes(path, buf.getvalue())
 
+    def _hosted(self, ids: Sequence[int] | Mapping[int, Any]) -> list[int]:
+        """The clients this engine runs, in id order: all of them here; a Flower node only its own."""
+        return sorted(ids)
+
+    def _train_round(
+        self, method: Method, ctx: RoundContext, payloads: Mapping[int, Any], store: StateStore,
+        streams: Mapping[int, ClientStream], bar: Any = None,
+    ) -> tuple[list[ClientUpdate], dict[str, Any], dict[int, dict[str, float]]]:
+        """Each hosted participant's client_update, one at a time: (updates, comm bytes, train metrics)."""
+        updates: list[ClientUpdate] = []
+        round_comm: dict[str, Any] = {"round": ctx.round + 1, "up": {}, "down": {}}
+        train_log: dict[int, dict[str, float]] = {}
+        hosted = self._hosted(ctx.participants)
+        for i, cid in enumerate(hosted):
+            state = store.get(cid)
+            rt = self._runtime(method, ctx.clients[cid], streams[cid], state, ctx.seed, ctx.round)
+            payload = payloads[cid]
+            upd = method.client_update(ctx, rt, payload)
+            state.adapter = rt.adapter.get_state("all")
+            state.stream = streams[cid].state_dict()
+            store.put(cid, state)
+            updates.append(upd)
+            train_log[cid] = {k: float(v) for k, v in upd.metrics.items()}
+            down, up = (payload.nbytes, upd.nbytes) if method.communicates else (0, 0)
+            round_comm["down"][cid], round_comm["up"][cid] = down, up
+            if bar is not None:
+                bar.set_postfix(client=f"{i + 1}/{len(hosted)}", loss=f"{upd.metrics.get('loss', float('nan')):.3f}")
+        return updates, round_comm, train_log
+
     # ---------------------------------------------------------------------------------------- run
     def run(
         self,
@@ -154,11 +209,8 @@ class SequentialEngine:
         s = self.settings
         clients = {c.id: ClientInfo(c.id, c.model, c.tasks) for c in scenario.clients}
         specs = {c.id: c for c in scenario.clients}
-        train_sizes = {t: len(rows.splits["train"]) for t, rows in self.data.items()}
-        streams = {
-            c.id: ClientStream(c, scenario, train_sizes, derive_seed(seed, "stream", c.id), method.config.batch_size)
-            for c in scenario.clients
-        }
+        labels = {t: [str(r["answer"]) for r in rows.splits["train"]] for t, rows in self.data.items()}
+        streams = build_streams(scenario, labels, seed, method.config.batch_size)
         offload = self.run_dir / "client_states" if self.run_dir is not None else None
         store = StateStore(offload, s.offload_budget_mb * 2**20)
         init_adapter = {name: a.adapter.get_state("all") for name, a in self.archs.items()}
@@ -167,6 +219,7 @@ class SequentialEngine:
         comm = {"total_up": 0, "total_down": 0, "per_round": []}
         wall = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
         start_round = 0
+        self.grad_accum = self._fit_micro_batches(method, scenario)
         ckpt = self._checkpoint_path()
         if resume and ckpt is not None and ckpt.is_file():
             blob = torch.load(ckpt, weights_only=False)
@@ -188,23 +241,8 @@ class SequentialEngine:
             participants = tuple(sorted(random.Random(derive_seed(seed, "sample", rnd)).sample(ids, k)))
             ctx = RoundContext(rnd, scenario, seed, participants, clients)
             payloads = method.configure_round(ctx, server)
-            updates: list[ClientUpdate] = []
-            round_comm = {"round": rnd + 1, "up": {}, "down": {}}
-            train_log: dict[int, dict[str, float]] = {}
             t0 = time.perf_counter()
-            for i, cid in enumerate(participants):
-                state = store.get(cid)
-                rt = self._runtime(method, clients[cid], streams[cid], state, seed, rnd)
-                payload = payloads[cid]
-                upd = method.client_update(ctx, rt, payload)
-                state.adapter = rt.adapter.get_state("all")
-                state.stream = streams[cid].state_dict()
-                store.put(cid, state)
-                updates.append(upd)
-                train_log[cid] = {k: float(v) for k, v in upd.metrics.items()}
-                down, up = (payload.nbytes, upd.nbytes) if method.communicates else (0, 0)
-                round_comm["down"][cid], round_comm["up"][cid] = down, up
-                bar.set_postfix(client=f"{i + 1}/{len(participants)}", loss=f"{upd.metrics.get('loss', float('nan')):.3f}")
+            updates, round_comm, train_log = self._train_round(method, ctx, payloads, store, streams, bar)
             wall["train"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             server = method.aggregate(ctx, server, updates)
@@ -234,8 +272,12 @@ class SequentialEngine:
         t0 = time.perf_counter()
         unseen = self._evaluate_unseen(method, final_ctx, server, store, streams, seed, scenario)
         wall["eval"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        unseen_adapted = self._adapt_unseen(method, final_ctx, server, store, streams, seed, scenario)
+        wall["unseen_adapt"] = time.perf_counter() - t0
         return {
-            "history": history, "unseen": unseen, "comm": comm, "wall": wall, "server_extra": server.extra,
+            "history": history, "unseen": unseen, "unseen_adapted": unseen_adapted, "comm": comm, "wall": wall,
+            "server_extra": server.extra, "grad_accum": dict(self.grad_accum),
             "compute": {"cost_per_example": method.compute_cost(), "ratio_to_local": method.compute_ratio_to_local()},
             "metrics": {t: rows.metric for t, rows in self.data.items()},
             "n_eval": {kind: {t: self._n_eval(t, limit) for t in self.data}
@@ -260,7 +302,7 @@ class SequentialEngine:
         s = self.settings
         seen = {cid: self._seen_tasks(spec, rnd) for cid, spec in specs.items()}
         out: dict[int, dict[str, float]] = {}
-        for cid in sorted(specs):
+        for cid in self._hosted(specs):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, rnd)
             method.personalize(ctx, rt, server)
             scores: dict[str, float] = {}
@@ -275,7 +317,7 @@ class SequentialEngine:
                             scores[task] = rt.evaluate(task, limit=s.others_limit)["score"]
             out[cid] = scores
         # the client's stream position must not move because of evaluation
-        for cid in specs:
+        for cid in self._hosted(specs):
             st = store.get(cid)
             if st.stream:
                 streams[cid].load_state_dict(st.stream)
@@ -285,12 +327,132 @@ class SequentialEngine:
         if not scenario.unseen:
             return {}
         out: dict[int, dict[str, float]] = {}
-        for cid in sorted(ctx.clients):
+        for cid in self._hosted(ctx.clients):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, ctx.round)
             method.personalize(ctx, rt, server)
             out[cid] = {t: rt.evaluate(t, limit=self.settings.unseen_limit)["score"] for t in scenario.unseen}
         return out
 
+    def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, dict[str, Any]]]:
+        """FedMosaic's generalization protocol: how fast each client's learned model adapts to a new task.
+
+        A copy of each client's personalized model is fine-tuned for ``unseen_adapt_steps`` on an unseen
+        task's train split (the same seeded batches for every client, so clients differ only in what they
+        learned) and scored, every ``unseen_adapt_eval_every`` steps and after the last one. Each task starts
+        from the personalized model with a fresh optimizer. The client's saved state, its stream position,
+        torch's global RNG and the model's weights are left as they were.
+        Returns ``{client: {task: {"score": after the last step, "steps": n, "curve": {step: score}}}}``.
+        """
+        s = self.settings
+        steps = s.unseen_adapt_steps
+        if not scenario.unseen or steps <= 0:
+            return {}
+        batch = s.unseen_adapt_batch or method.config.batch_size
+        every = s.unseen_adapt_eval_every
+        stops = sorted({*range(every, steps + 1, every), steps}) if every > 0 else [steps]
+        batches = {t: self._unseen_batches(t, seed, steps, batch) for t in scenario.unseen}
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        with self._rng_kept():
+            for cid in self._hosted(ctx.clients):
+                saved = store.get(cid)
+                state = ClientState(adapter=saved.adapter, optimizer=None, stream=copy.deepcopy(saved.stream),
+                                    extra=copy.deepcopy(saved.extra))  # fmt: skip
+                rt = self._runtime(method, ctx.clients[cid], streams[cid], state, seed, ctx.round)
+                method.personalize(ctx, rt, server)
+                params = rt.adapter.parameters("all")
+                start = [p.detach().clone() for p in params]
+                scores: dict[str, dict[str, Any]] = {}
+                for task in scenario.unseen:
+                    state.optimizer, rt.steps_done, done = None, 0, 0
+                    curve: dict[int, float] = {}
+                    for stop in stops:
+                        rt.train(stop - done, batches=batches[task][done:stop])
+                        done = stop
+                        curve[stop] = rt.evaluate(task, limit=s.unseen_limit)["score"]
+                    scores[task] = {"score": curve[steps], "steps": steps, "curve": curve}
+                    with torch.no_grad():
+                        for p, p0 in zip(params, start):
+                            p.copy_(p0)
+                out[cid] = scores
+        return out
+
+    def _unseen_batches(self, task: str, seed: int, steps: int, batch: int) -> list[list[Row]]:
+        """``steps`` batches from ``task``'s train split: seeded shuffles, one epoch after another."""
+        rows = self.data[task].splits.get("train") or []
+        if not rows:
+            raise DataError(f"unseen task {task!r} has no train rows to adapt on; build its train split or set "
+                            "engine.unseen_adapt_steps=0")  # fmt: skip
+        rng = random.Random(derive_seed(seed, "unseen-adapt", task))
+        order: list[int] = []
+        while len(order) < steps * batch:
+            epoch = list(range(len(rows)))
+            rng.shuffle(epoch)
+            order += epoch
+        return [[rows[i] for i in order[k * batch : (k + 1) * batch]] for k in range(steps)]
+
+    @contextmanager
+    def _rng_kept(self) -> Iterator[None]:
+        """Torch's global RNG (CPU and the GPUs in use) as it was before the block."""
+        devices = sorted({a.loaded.device.index or 0 for a in self.archs.values() if a.loaded.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices):
+            yield
+
+    # ------------------------------------------------------------------------------ GPU memory
+    def _fit_micro_batches(self, method: Method, scenario: ScenarioSpec) -> dict[str, int]:
+        """Micro-batches per step for each architecture under ``micro_batch`` (empty: the method's own).
+
+        ``auto`` probes, on CUDA only, a forward + backward pass on the largest training rows of the
+        architecture's clients (most images, most pixels, longest text) for the largest micro-batch that
+        fits; the method's ``grad_accum`` stays a lower bound. The probe uses the plain next-token loss: a
+        method with two forward passes per step (KD, dual adapters) may need a fixed ``micro_batch``.
+        """
+        from drake.models.loading import fit_grad_accum
+
+        mb, cfg = self.settings.micro_batch, method.config
+        if mb == 0:
+            return {}
+        out: dict[str, int] = {}
+        for name, arch in self.archs.items():
+            if mb != "auto":
+                out[name] = max(cfg.grad_accum, math.ceil(cfg.batch_size / int(mb)))
+            elif arch.loaded.device.type == "cuda":
+                rows = self._largest_rows(name, scenario, cfg.batch_size)
+                k = fit_grad_accum(len(rows), lambda m, arch=arch, rows=rows: self._probe(arch, rows[:m]))
+                out[name] = max(cfg.grad_accum, math.ceil(cfg.batch_size / math.ceil(len(rows) / k)))
+        return out
+
+    def _largest_rows(self, arch: str, scenario: ScenarioSpec, n: int) -> list[Row]:
+        """The ``n`` training rows of ``arch``'s clients that cost the most memory (images, pixels, text)."""
+        tasks = dict.fromkeys(t for c in scenario.clients if c.model == arch for t in c.tasks)
+
+        def cost(row: Row) -> tuple[int, int, int]:
+            images = row.get("images") or []
+            pixels = sum(getattr(im, "width", 0) * getattr(im, "height", 0) for im in images)
+            text = len(str(row.get("prompt", ""))) + len(str(row.get("answer", ""))) + len(" ".join(row.get("choices") or []))
+            return len(images), pixels, text
+
+        rows = [r for t in tasks for r in self.data[t].splits.get("train", [])]
+        if not rows:
+            raise DataError(f"micro_batch auto: the clients of {arch!r} have no training rows to probe with")
+        return sorted(rows, key=cost, reverse=True)[:n]
+
+    @staticmethod
+    def _probe(arch: ArchModel, rows: Sequence[Row]) -> None:
+        """One training forward + backward pass on ``rows``; gradients are dropped afterwards."""
+        from drake.models.batching import collate
+
+        arch.model.train()
+        try:
+            loss = arch.model(**collate(arch.loaded, rows, with_answer=True)).loss
+            loss.backward()
+            if arch.loaded.device.type == "cuda":
+                torch.cuda.synchronize(arch.loaded.device)
+        finally:
+            for p in arch.adapter.parameters("all"):
+                p.grad = None
+            arch.model.eval()
+
 
 ENGINES: Registry = Registry("engine")
 ENGINES.register("sequential", SequentialEngine, summary="in-process, one client at a time (default)")
+ENGINES.register("flower", "drake.fl.flower_engine:FlowerEngine", summary="each client on a Flower SuperNode (extra: drake-bench[flower])")

@@ -7,8 +7,9 @@ frozen and in eval mode; methods attach adapters on top.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA (what the paper's 1B-8B models train in), float32 elsewhere (CPU bf16 is slow)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def _offline() -> bool:
@@ -170,7 +176,7 @@ def load_model(
 
     display, source = resolve(name_or_path, pretrain_if_missing=pretrain_if_missing, progress=progress)
     dev = resolve_device(device)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dtype = dtype or default_dtype(dev)
     local_only = _offline() or Path(source).exists()
     hub = {"local_files_only": local_only, "cache_dir": str(cache_dir) if cache_dir else None}
     try:
@@ -192,8 +198,7 @@ def load_model(
         p.requires_grad_(False)
     model.eval()
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_gradient_checkpointing(model)
     text = config.text_config
     meta: dict[str, Any] = {}
     if Path(source).is_dir():
@@ -217,3 +222,96 @@ def load_model(
 def load_pool(names: Sequence[str], **kwargs: Any) -> dict[str, LoadedModel]:
     """One frozen base model per distinct architecture name, in first-seen order."""
     return {name: load_model(name, **kwargs) for name in dict.fromkeys(names)}
+
+
+# ------------------------------------------------------------------------------------- GPU memory
+
+
+def text_model(model: Any) -> Any:
+    """The causal LM's decoder stack inside a LLaVA-style model, also through peft or method wrappers."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and hasattr(module.config, "text_config"):
+            return module.get_decoder()
+    if isinstance(model, PreTrainedModel):
+        return model.get_decoder() if hasattr(model, "get_decoder") else model
+    raise DrakeError(f"{type(model).__name__}: no LLaVA-style model inside, so no text model to checkpoint")
+
+
+def enable_gradient_checkpointing(model: Any) -> Any:
+    """Recompute the text model's activations in backward instead of keeping them (GPU memory for time).
+
+    Only the text model: the vision tower is frozen and gets no gradient, so checkpointing it saves
+    nothing. Non-reentrant checkpointing gives LoRA weights inside the checkpointed blocks their gradients
+    even though the blocks' inputs (frozen embeddings) need none, so peft's input-grad hook is not needed.
+    Works before or after adapters are attached (peft wraps the same modules). Returns the text model.
+    """
+    text = text_model(model)
+    kwargs = {"use_reentrant": False}
+    if hasattr(text, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        text.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        text.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return text
+
+
+def is_oom(exc: BaseException) -> bool:
+    """An accelerator out-of-memory error, whichever way torch reports it."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_accelerator_memory() -> None:
+    """Drop what a failed (out-of-memory) attempt left behind."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fit_grad_accum(
+    batch_size: int,
+    try_micro_batch: Callable[[int], None],
+    *,
+    on_oom: Callable[[], None] | None = free_accelerator_memory,
+) -> int:
+    """The fewest micro-batches k whose size ``ceil(batch_size / k)`` runs ``try_micro_batch`` without OOM.
+
+    ``try_micro_batch(m)`` runs one forward + backward pass on ``m`` (worst-case) examples. Memory grows
+    with ``m``, so a binary search over k needs O(log batch_size) attempts. Errors other than OOM
+    propagate; when even one example does not fit, a DrakeError says what to change.
+    """
+    if batch_size < 1:
+        raise DrakeError(f"batch_size {batch_size}: must be at least 1")
+    tried: dict[int, bool] = {}
+
+    def fits(k: int) -> bool:
+        size = -(-batch_size // k)
+        if size not in tried:
+            try:
+                try_micro_batch(size)
+                tried[size] = True
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+                if not is_oom(exc):
+                    raise
+                tried[size] = False
+            if not tried[size] and on_oom is not None:
+                on_oom()
+        return tried[size]
+
+    if fits(1):
+        return 1
+    if not fits(batch_size):
+        raise DrakeError(
+            "micro_batch auto: even one example per forward pass runs out of GPU memory; set "
+            "engine.gradient_checkpointing=true, use a smaller model or a GPU with more memory"
+        )
+    fails, ok = 1, batch_size  # fits(fails) is False, fits(ok) is True
+    while ok - fails > 1:
+        mid = (fails + ok) // 2
+        if fits(mid):
+            ok = mid
+        else:
+            fails = mid
+    return ok

@@ -24,14 +24,21 @@ from typing import Any
 
 import torch
 
-from drake.data.synth.public import PUBLIC_VERSION, QTYPES, SCHEDULE, public_context, public_sample
+from drake.data.synth.public import (
+    PUBLIC_VERSION,
+    QTYPES,
+    SCHEDULE,
+    public_context,
+    public_sample,
+    word_sample,
+)
 from drake.models.batching import IGNORE_INDEX, encode_answers, encode_prompts, pad_batch
 from drake.models.scoring import predict_choices
 from drake.models.tokenizer import default_vocab, make_tokenizer
 from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
 from drake.spec import fingerprint
 
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 META_FILE = "drake_pretrain.json"
 
 
@@ -79,6 +86,15 @@ def draw_rows(split: str, n: int, seed: int, image_size: int, progress: bool = F
     if progress:
         it = tqdm(it, desc=f"public {split} data", unit="sample", leave=False)
     return [sample_row(split, i, seed, image_size) for i in it]
+
+
+def word_rows(words: Sequence[str], per_word: int, seed: int, image_size: int) -> list[dict[str, Any]]:
+    """``per_word`` copy rows for every vocabulary word (see public.WORD_PROMPT for why)."""
+    out = []
+    for k, word in enumerate(w for _ in range(per_word) for w in words):
+        s = word_sample(public_context("words", k, seed, image_size), word)
+        out.append({"images": s.images, "prompt": s.prompt, "choices": None, "answer": s.answer, "qtype": "word"})
+    return out
 
 
 def eval_rows(n_eval: int, seed: int, image_size: int) -> list[dict[str, Any]]:
@@ -268,6 +284,7 @@ def pretrain(
         tokenizer = make_tokenizer(vocab)
         net, processor = build_model(spec, tokenizer, seed=r.seed)
         rows = draw_rows("train", r.n_train, r.seed, spec.image_size, progress=progress)
+        rows += word_rows(vocab, r.words_per_vocab_word, r.seed, spec.image_size)
         held_out = eval_rows(r.n_eval, r.seed, spec.image_size)
         curve: list[tuple[int, float]] = []
         eval_s = 0.0

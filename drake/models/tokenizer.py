@@ -103,8 +103,9 @@ def _task_texts(n_per_task: int, seed: int, strict: bool) -> Iterator[str]:
 
 
 def _public_texts(n_public: int, seed: int) -> Iterator[str]:
-    from drake.data.synth.public import public_context, public_sample
+    from drake.data.synth.public import WORD_PROMPT, public_context, public_sample
 
+    yield WORD_PROMPT
     for split, n in (("train", n_public), ("test", n_public // 4)):
         for i in range(n):
             s = public_sample(public_context(split, i, seed))

@@ -31,6 +31,7 @@ class Recipe:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     n_train: int = 16_000  # public train samples drawn once, then cycled in a seeded order
+    words_per_vocab_word: int = 4  # copy rows per vocabulary word (public.word_sample), on top of n_train
     n_eval: int = 900  # held-out public test items (multiple choice only are scored)
     seed: int = 0
 

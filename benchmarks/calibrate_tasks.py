@@ -1,0 +1,137 @@
+"""Per-task calibration of DRAKE-synth with the tiny zoo models (issue [K].3).
+
+For every task: a fresh LoRA adapter on one frozen pre-trained zoo model is fine-tuned on that task alone
+(single client, fixed budget: ``--steps`` AdamW steps of ``--batch`` examples drawn from the train split)
+and scored on the test split. The band we want: clearly learnable (>= chance + 10 points) but not solved
+(< 95%). Writes ``benchmarks/results/calibration.json`` (read by the dataset card) and prints a table.
+
+    python benchmarks/calibrate_tasks.py                      # all 47 tasks, tiny-llama-m, 100 x 8
+    python benchmarks/calibrate_tasks.py --tasks vsr_0 nlvr2_0 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drake.adapters.lora import apply_lora  # noqa: E402
+from drake.data.build import ensure_built  # noqa: E402
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
+from drake.fl.method import MethodConfig  # noqa: E402
+from drake.fl.types import ClientInfo  # noqa: E402
+from drake.io import atomic_write_json  # noqa: E402
+from drake.models.loading import load_model  # noqa: E402
+from drake.runner import load_rows, set_threads  # noqa: E402
+from drake.spec import load_tasks  # noqa: E402
+
+LOW, HIGH = 10.0, 95.0  # the band: accuracy >= chance + LOW points and < HIGH percent
+
+
+def chance(rows: list[dict]) -> float | None:
+    """Expected accuracy of a uniform guess among the listed choices (None for open tasks)."""
+    if not rows or not rows[0]["choices"]:
+        return None
+    return sum(1.0 / len(r["choices"]) for r in rows) / len(rows)
+
+
+def batches_for(train: list[dict], steps: int, batch: int, seed: int) -> list[list[dict]]:
+    """``steps`` batches from epochs of seeded shuffles of the train split."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < steps * batch:
+        epoch = list(range(len(train)))
+        rng.shuffle(epoch)
+        order += epoch
+    return [[train[i] for i in order[s * batch : (s + 1) * batch]] for s in range(steps)]
+
+
+def calibrate(args: argparse.Namespace) -> dict:
+    tasks = load_tasks()
+    names = args.tasks or list(tasks)
+    specs = [tasks[n] for n in names]
+    data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
+    data = load_rows(Path(data_dir), specs)
+    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
+    loaded = load_model(args.model, device="cpu", progress=False)
+    model, handle = apply_lora(loaded.model, cfg.lora())
+    arch = ArchModel(args.model, loaded, model, handle)
+    init = {k: v.clone() for k, v in handle.get_state("all").items()}
+    out: dict = {}
+    for name in names:
+        t0 = time.perf_counter()
+        handle.set_state(init)
+        rt = ClientRuntime(
+            ClientInfo(0, args.model, (name,)), arch, data, None, ClientState(), seed=args.seed, round_idx=0,  # type: ignore[arg-type]
+            lr=cfg.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
+        )  # fmt: skip
+        zero = rt.evaluate(name, limit=args.limit)["score"] if args.zero_shot else None
+        batches = batches_for(data[name].splits["train"], args.steps, args.batch, derive_seed(args.seed, name))
+        log = rt.train(args.steps, batches=batches)
+        acc = rt.evaluate(name, limit=args.limit)["score"]
+        ch = chance(data[name].splits["test"])
+        out[name] = {"accuracy": acc, "chance": ch, "zero_shot": zero, "final_loss": log["loss"],
+                     "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        print(row(name, out[name]), flush=True)
+    return out
+
+
+def verdict(r: dict) -> str:
+    acc, ch = 100 * r["accuracy"], r["chance"]
+    if ch is None:
+        return "open"
+    if acc < 100 * ch + LOW:
+        return "TOO HARD"
+    if acc >= HIGH:
+        return "TOO EASY"
+    return "ok"
+
+
+def row(name: str, r: dict) -> str:
+    ch = "open" if r["chance"] is None else f"{100 * r['chance']:.1f}"
+    zs = "-" if r["zero_shot"] is None else f"{100 * r['zero_shot']:.1f}"
+    return f"{name:22s} chance {ch:>5s}  zero-shot {zs:>5s}  tuned {100 * r['accuracy']:5.1f}  loss {r['final_loss']:.3f}  {verdict(r)}  ({r['seconds']}s)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-llama-m")
+    p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps (dynamic scenario: 5 rounds x 20 per task)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=MethodConfig.lr)
+    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--limit", type=int, default=None, help="test items per task (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zero-shot", action="store_true", help="also score the base model before tuning")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"))
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    results = calibrate(args)
+    record = {
+        "command": shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])]),
+        "model": args.model,
+        "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale},
+        "band": {"min_points_above_chance": LOW, "max_accuracy": HIGH},
+        "tasks": results,
+    }
+    if args.out:
+        atomic_write_json(Path(args.out), record)
+    bad = [t for t, r in results.items() if verdict(r) not in ("ok", "open")]
+    print(f"{len(results) - len(bad)}/{len(results)} tasks in band; outside: {', '.join(bad) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
