@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.methods import METHODS
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
 from drake.spec import load_scenario
+from tests.records import strip_timing
 
 FAST = ["--scale", "0.1", "--no-progress", "--set", "local_steps=2", "--set", "batch_size=4",
         "--set", "engine.others_limit=4", "--set", "engine.self_limit=6", "--set", "engine.unseen_limit=4"]  # fmt: skip
@@ -23,19 +23,6 @@ def _args(scenario: Path, out: Path, *extra: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     return p.parse_args(["--scenario", str(scenario), "--out", str(out), *FAST, *extra])
-
-
-def _strip_timing(seed_result: dict) -> dict:
-    """The record minus wall-clock measurements (everything else must be identical)."""
-
-    def drop(obj):
-        if isinstance(obj, dict):
-            return {k: drop(v) for k, v in obj.items() if not k.endswith("seconds") and k != "wall_by_phase"}
-        if isinstance(obj, list):
-            return [drop(v) for v in obj]
-        return obj
-
-    return drop(json.loads(json.dumps(seed_result)))
 
 
 # ------------------------------------------------------------------------------------- pure units
@@ -106,7 +93,7 @@ def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp
     else:
         assert first["comm_bytes"]["total_up"] > 0
     again = _run_seed(_args(tiny_scenario, tmp_path / "b", "--method", method))
-    assert _strip_timing(first) == _strip_timing(again)
+    assert strip_timing(first) == strip_timing(again)
 
 
 def test_resume_is_identical_to_an_uninterrupted_run(tiny_scenario: Path, tmp_path: Path) -> None:
@@ -124,7 +111,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(tiny_scenario: Path, tmp_pa
         _run_seed(args, callbacks=[kill_after_first_round])
     assert (tmp_path / "resumed" / "work" / "checkpoint.pt").is_file()
     resumed = _run_seed(args, resume=True)
-    assert _strip_timing(resumed) == _strip_timing(full)
+    assert strip_timing(resumed) == strip_timing(full)
 
 
 def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path: Path, capsys) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
+from tests.records import strip_timing
 
 pytestmark = pytest.mark.flower
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +39,6 @@ def _record(args: argparse.Namespace, callbacks=()) -> dict:
     return seed_record(0, plan.scenario, raw, wall_seconds=0.0)
 
 
-def _strip_timing(record: dict) -> dict:
-    """The record as JSON minus wall-clock measurements (everything else must be identical)."""
-
-    def drop(obj):
-        if isinstance(obj, dict):
-            return {k: drop(v) for k, v in obj.items() if not k.endswith("seconds") and k != "wall_by_phase"}
-        if isinstance(obj, list):
-            return [drop(v) for v in obj]
-        return obj
-
-    return drop(json.loads(json.dumps(record)))
-
-
 @pytest.mark.parametrize(("method", "nodes"), [("fedavg", 2), ("fedmosaic", 3)])
 def test_flower_matches_sequential_exactly(method: str, nodes: int, tiny_scenario: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("DRAKE_FLOWER_NODES", str(nodes))
@@ -63,7 +51,7 @@ def test_flower_matches_sequential_exactly(method: str, nodes: int, tiny_scenari
     assert len(placement["nodes"]) == nodes and sorted(c for cs in placement["nodes"].values() for c in cs) == [0, 1, 2]
     assert flower["comm_bytes"]["total_up"] > 0 and flower["final"]["0"]["unseen_adapted"]
     # the same seeded hooks on the same machine and thread count: bit-identical numbers, not just close ones
-    assert _strip_timing(flower) == _strip_timing(seq)
+    assert strip_timing(flower) == strip_timing(seq)
 
 
 def _kill_after_first_push(monkeypatch, pid_of) -> dict[str, float]:

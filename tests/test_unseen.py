@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from drake.fl.client import ClientRuntime
 from drake.fl.engine import EngineSettings, StateStore
 from drake.results import load_result, make_record, recompute_summary, validate_result, write_result
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
+from tests.records import strip_timing
 
 FAST = ["--scale", "0.1", "--no-progress", "--method", "fedavg", "--set", "local_steps=2", "--set", "batch_size=4",
         "--set", "engine.others_limit=4", "--set", "engine.self_limit=4", "--set", "engine.unseen_limit=6"]  # fmt: skip
@@ -55,19 +55,6 @@ def _same(a: Any, b: Any) -> bool:
     if hasattr(a, "__dict__") and type(a) is type(b):
         return _same(vars(a), vars(b))
     return a == b
-
-
-def _strip(seed_result: dict) -> dict:
-    """The record minus wall-clock times (everything else must be reproducible)."""
-
-    def drop(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: drop(v) for k, v in obj.items() if not k.endswith("seconds") and k != "wall_by_phase"}
-        if isinstance(obj, list):
-            return [drop(v) for v in obj]
-        return obj
-
-    return drop(json.loads(json.dumps(seed_result)))
 
 
 def _run(args: argparse.Namespace, monkeypatch: pytest.MonkeyPatch, *, resume: bool = False, callbacks=()) -> dict:
@@ -161,7 +148,7 @@ def test_adapted_scores_come_from_a_changed_model(runs: dict[str, dict]) -> None
 
 def test_adaptation_changes_nothing_else(runs: dict[str, dict]) -> None:
     a, z = runs["adapted"], runs["zero"]
-    ra, rz = _strip(a["record"]), _strip(z["record"])
+    ra, rz = strip_timing(a["record"]), strip_timing(z["record"])
     for f in ra["final"].values():
         f.pop("unseen_adapted")
     assert ra == rz  # Self/Others per round, final own/others/unseen zero-shot, comm, training losses
@@ -171,7 +158,7 @@ def test_adaptation_changes_nothing_else(runs: dict[str, dict]) -> None:
 
 
 def test_adaptation_is_deterministic_and_resume_reproduces_it(runs: dict[str, dict]) -> None:
-    assert _strip(runs["resumed"]["record"]) == _strip(runs["adapted"]["record"])
+    assert strip_timing(runs["resumed"]["record"]) == strip_timing(runs["adapted"]["record"])
     assert _same(runs["resumed"]["states"], runs["adapted"]["states"])
 
 

@@ -217,6 +217,20 @@ class ClientStream:
         self.rounds_done = [int(r) for r in state["rounds_done"]]
 
 
+def epoch_batches(rows: Sequence[Any], steps: int, batch_size: int, seed: int) -> list[list[Any]]:
+    """``steps`` batches of ``rows``: seeded shuffles, one epoch after another (no replay memory; used for
+    single-task fine-tuning: unseen-task adaptation and per-task calibration)."""
+    import random
+
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        epoch = list(range(len(rows)))
+        rng.shuffle(epoch)
+        order += epoch
+    return [[rows[i] for i in order[k * batch_size : (k + 1) * batch_size]] for k in range(steps)]
+
+
 def build_streams(
     scenario: ScenarioSpec, train_labels: Mapping[str, Sequence[str]], seed: int, batch_size: int
 ) -> dict[int, ClientStream]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from drake.data.stream import ClientStream, build_streams
+from drake.data.stream import ClientStream, build_streams, epoch_batches
 from drake.errors import DataError, SpecError
 from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows, derive_seed
 from drake.fl.method import Method, ServerState
@@ -382,13 +382,7 @@ class SequentialEngine:
         if not rows:
             raise DataError(f"unseen task {task!r} has no train rows to adapt on; build its train split or set "
                             "engine.unseen_adapt_steps=0")  # fmt: skip
-        rng = random.Random(derive_seed(seed, "unseen-adapt", task))
-        order: list[int] = []
-        while len(order) < steps * batch:
-            epoch = list(range(len(rows)))
-            rng.shuffle(epoch)
-            order += epoch
-        return [[rows[i] for i in order[k * batch : (k + 1) * batch]] for k in range(steps)]
+        return epoch_batches(rows, steps, batch, derive_seed(seed, "unseen-adapt", task))
 
     @contextmanager
     def _rng_kept(self) -> Iterator[None]:

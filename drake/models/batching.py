@@ -8,9 +8,11 @@ sees the same tokens.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from drake.models.prompting import add_special_tokens, format_answer, format_prompt
@@ -37,7 +39,7 @@ def encode_prompts(rows: Sequence[Row], processor: Any) -> tuple[list[list[int]]
         )
     kwargs: dict[str, Any] = {"add_special_tokens": add_special_tokens(processor)}
     if images:
-        enc = processor(text=texts, images=images, return_tensors=None, padding=False, **kwargs)
+        enc = _process(processor, texts, images, kwargs)
     else:
         enc = _tokenizer(processor)(texts, padding=False, **kwargs)
     extra = {}
@@ -48,9 +50,52 @@ def encode_prompts(rows: Sequence[Row], processor: Any) -> tuple[list[list[int]]
     return [list(ids) for ids in enc["input_ids"]], extra
 
 
-def _stack(value: Any) -> Any:
-    import numpy as np
+#: processors whose resize and RGB conversion were checked to be no-ops on images already at their size
+_NO_OP_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
+
+def _already_fit(processor: Any, images: Sequence[Any]) -> bool:
+    """True when every image is an RGB PIL image of exactly the size the image processor resizes to (and
+    crops to, if it crops): resizing and converting it then change nothing but cost a third of a collate."""
+    ip = getattr(processor, "image_processor", None)
+    size = getattr(ip, "size", None)
+    height, width = getattr(size, "height", None), getattr(size, "width", None)
+    if not height or not width:
+        return False
+    crop = getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else size
+    if (getattr(crop, "height", None), getattr(crop, "width", None)) != (height, width):
+        return False
+    return all(
+        getattr(im, "mode", None) == "RGB" and getattr(im, "size", None) == (width, height) for im in images
+    )
+
+
+def _process(processor: Any, texts: list[str], images: list[Any], kwargs: dict[str, Any]) -> Any:
+    """``processor(text, images)``, skipping the no-op resize/RGB conversion of images already at the target
+    size; the first such batch of each processor is processed both ways and must match exactly."""
+    full = {"return_tensors": None, "padding": False, **kwargs}
+    try:
+        verdict = _NO_OP_CHECKED.get(processor)
+    except TypeError:  # not weak-referenceable: never checked, so always the full path
+        verdict = False
+    if verdict is False or not _already_fit(processor, images):
+        return processor(text=texts, images=images, **full)
+    if verdict:
+        return processor(text=texts, images=images, do_resize=False, do_convert_rgb=False, **full)
+    slow = processor(text=texts, images=images, **full)
+    try:
+        fast = processor(text=texts, images=images, do_resize=False, do_convert_rgb=False, **full)
+        same = fast["input_ids"] == slow["input_ids"] and all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(fast["pixel_values"], slow["pixel_values"])
+        )
+    except (TypeError, ValueError):  # a processor without these switches
+        same = False
+    _NO_OP_CHECKED[processor] = same
+    return slow
+
+
+def _stack(value: Any) -> Any:
     return np.stack([np.asarray(v) for v in value]) if isinstance(value, list) else value
 
 
