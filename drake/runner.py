@@ -117,6 +117,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     data_dir = Path(
         ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
     )
+    _pretrain_zoo_members(scenario.architectures, progress=settings.progress)
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
     resolved = {"method": method_cls.name, **to_dict(config), "engine_settings": engine_dict}
@@ -130,6 +131,16 @@ def set_threads(threads: int | None) -> None:
     """Torch intra-op threads: explicit, or 1 on small machines (see --threads)."""
     cores = os.cpu_count() or 1
     torch.set_num_threads(threads if threads else (1 if cores <= 2 else min(cores, 8)))
+
+
+def _pretrain_zoo_members(architectures: Sequence[str], *, progress: bool) -> None:
+    """Zoo members not yet cached are pre-trained now, side by side (first run only)."""
+    from drake.models.pretrain import cached_path, is_cached, pretrain_many
+    from drake.models.zoo import ZOO
+
+    missing = [a for a in architectures if a in ZOO and not is_cached(cached_path(a))]
+    if missing:
+        pretrain_many(missing, progress=progress)
 
 
 def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:

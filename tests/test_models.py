@@ -19,6 +19,7 @@ from drake.models.pretrain import (
     deterministic,
     eval_rows,
     pretrain,
+    pretrain_many,
     read_meta,
     train,
 )
@@ -346,6 +347,20 @@ def test_pretrain_caches_a_loadable_folder(tmp_path, monkeypatch):
     assert not [p for p in Path(tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temp dirs left
     loaded = load_model(path, device="cpu")
     assert loaded.meta["name"] == "tiny-qwen-s" and loaded.num_layers == spec.text_layers
+
+
+def test_pretrain_many_side_by_side_gives_the_weights_of_one_by_one(tmp_path, monkeypatch):
+    """Two lanes (spawned processes, one thread each) write the same bytes as training one member at a time."""
+    small = dict(steps=3, batch_size=8, n_train=64, n_eval=18)
+    specs = [get_spec(n).with_overrides(**small) for n in ("tiny-llama-s", "tiny-qwen-s")]
+    weights = {}
+    for jobs in (1, 2):
+        monkeypatch.setenv("DRAKE_HOME", str(tmp_path / f"jobs{jobs}"))
+        paths = pretrain_many(specs, jobs=jobs, progress=False, log=lambda m: None)
+        assert sorted(paths) == ["tiny-llama-s", "tiny-qwen-s"]
+        weights[jobs] = {n: (p / "model.safetensors").read_bytes() for n, p in paths.items()}
+        assert all(read_meta(p)["threads"] == 1 for p in paths.values())
+    assert weights[1] == weights[2]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from drake.commands import table
@@ -17,10 +16,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="train again even when a cached folder exists")
     p.add_argument(
-        "--threads",
+        "--jobs",
         type=int,
         default=None,
-        help="torch CPU threads (default: min(2, cores), the setting the recipes are budgeted for)",
+        metavar="N",
+        help="members trained at once, one torch thread each (default: one per CPU core)",
     )
     p.add_argument(
         "--set",
@@ -53,19 +53,22 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drake.models.pretrain import cached_path, is_cached, pretrain, read_meta
+    from drake.errors import SpecError
+    from drake.models.pretrain import cached_path, is_cached, pretrain_many, read_meta
     from drake.models.zoo import ZOO, get_spec
 
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError(f"--jobs {args.jobs}: expected 1 or more")
     names = sorted(ZOO) if args.model == ["all"] else [get_spec(n).name for n in args.model]
     overrides = _parse_set(args.set)
-    threads = args.threads or min(2, os.cpu_count() or 1)
+    specs = [get_spec(n).with_overrides(**overrides) if overrides else get_spec(n) for n in names]
+    cached = {s.name: is_cached(cached_path(s)) and not args.force for s in specs}
+    paths = pretrain_many(
+        specs, jobs=args.jobs, force=args.force, progress=not args.quiet, eval_every=args.eval_every
+    )
     rows = []
-    for name in names:
-        spec = get_spec(name).with_overrides(**overrides) if overrides else get_spec(name)
-        cached = is_cached(cached_path(spec)) and not args.force
-        path = pretrain(
-            spec, force=args.force, threads=threads, progress=not args.quiet, eval_every=args.eval_every
-        )
+    for spec in specs:
+        name, path = spec.name, paths[spec.name]
         meta = read_meta(path) or {}
         acc = meta.get("heldout_accuracy", {})
         rows.append(
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{meta.get('train_seconds', 0) / 60:.1f}",
                 f"{acc.get('overall', float('nan')):.3f}",
                 f"{acc.get('chance', float('nan')):.2f}",
-                "cached" if cached else "trained",
+                "cached" if cached[name] else "trained",
                 path,
             )
         )

@@ -38,8 +38,12 @@ from drake.models.tokenizer import default_vocab, make_tokenizer
 from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
 from drake.spec import fingerprint
 
-PRETRAIN_VERSION = 2
+PRETRAIN_VERSION = 3
 META_FILE = "drake_pretrain.json"
+#: torch threads per member: on 2 cores, two one-thread members side by side train ~1.4x faster than one
+#: member at a time on two threads (measured, tiny-llama-s: 0.268 s/step on each of two lanes vs 0.193
+#: s/step alone on two threads), and one thread makes the weights independent of the core count.
+RECIPE_THREADS = 1
 
 
 def cache_key(spec: ModelSpec, vocab: Sequence[str]) -> str:
@@ -203,6 +207,7 @@ def train(
     *,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    bar_position: int | None = None,
 ) -> list[float]:
     """Run ``spec.recipe.steps`` AdamW steps on ``rows``; returns the loss of every step."""
     from tqdm.auto import tqdm
@@ -224,6 +229,7 @@ def train(
         desc=f"pretrain {spec.name}",
         unit="step",
         disable=not progress,
+        position=bar_position,
     )
     encoded = PreEncoded(processor, rows)
     for step, idx in enumerate(bar):
@@ -263,15 +269,17 @@ def pretrain(
     home: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
-    threads: int | None = None,
+    threads: int = RECIPE_THREADS,
     vocab: Sequence[str] | None = None,
     eval_every: int = 0,
     log: Callable[[str], None] = print,
+    bar_position: int | None = None,
 ) -> Path:
     """Pre-train one member (unless cached) and return its folder.
 
-    ``threads`` sets torch's CPU threads for the run; ``vocab`` replaces the project vocabulary (tests);
-    ``eval_every`` > 0 also records a held-out accuracy curve (for tuning recipes; slower).
+    ``threads`` sets torch's CPU threads for the run (the recipes are budgeted, and their weights are
+    reproducible, at one thread); ``vocab`` replaces the project vocabulary (tests); ``eval_every`` > 0
+    also records a held-out accuracy curve (for tuning recipes; slower).
     """
     spec = get_spec(model) if isinstance(model, str) else model
     home_path = Path(home) if home else models_home()
@@ -300,7 +308,7 @@ def pretrain(
                 eval_s += time.perf_counter() - t
 
         t0 = time.perf_counter()
-        losses = train(net, processor, rows, spec, progress=progress, on_step=on_step)
+        losses = train(net, processor, rows, spec, progress=progress, on_step=on_step, bar_position=bar_position)
         train_s = time.perf_counter() - t0 - eval_s
         acc = evaluate_public(net, processor, held_out)
     curve.append((r.steps, round(acc["overall"], 4)))
@@ -311,7 +319,7 @@ def pretrain(
         "parameters": count_parameters(net),
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(train_s / max(1, r.steps), 4),
-        "threads": torch.get_num_threads() if threads is None else threads,
+        "threads": threads,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "first_loss": round(sum(losses[:20]) / max(1, len(losses[:20])), 4),
         "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
@@ -325,6 +333,50 @@ def pretrain(
         f"(chance {acc['chance']:.2f}) -> {final}"
     )
     return final
+
+
+def pretrain_many(
+    specs: Sequence[ModelSpec | str],
+    *,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    eval_every: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Pre-train every member not yet cached, up to ``jobs`` at once (default: one per core), and return
+    ``{name: folder}``. Members run in their own processes with one torch thread each, largest first, so
+    the lanes finish close together; the weights are the same as from ``pretrain`` one by one."""
+    resolved = [get_spec(s) if isinstance(s, str) else s for s in specs]
+    todo = [s for s in resolved if force or not is_cached(cached_path(s))]
+    jobs = max(1, min(len(todo), jobs or os.cpu_count() or 1))
+    todo.sort(key=_cost, reverse=True)
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_pretrain_job, s, force, progress, eval_every, k % jobs) for k, s in enumerate(todo)
+            ]
+            for f in futures:
+                log(f.result()[1])
+    else:
+        for s in todo:
+            pretrain(s, force=force, progress=progress, eval_every=eval_every, log=log)
+    return {s.name: cached_path(s) for s in resolved}
+
+
+def _cost(spec: ModelSpec) -> float:
+    """Relative training cost: steps x batch x (text + vision width^2 x depth)."""
+    width = spec.text_hidden**2 * spec.text_layers + spec.vision_hidden**2 * spec.vision_layers
+    return spec.recipe.steps * spec.recipe.batch_size * width
+
+
+def _pretrain_job(spec: ModelSpec, force: bool, progress: bool, eval_every: int, position: int) -> tuple[Path, str]:
+    lines: list[str] = []
+    path = pretrain(spec, force=force, progress=progress, eval_every=eval_every, log=lines.append, bar_position=position)
+    return path, "\n".join(lines)
 
 
 def _save_atomic(model: Any, processor: Any, meta: dict[str, Any], final: Path) -> None:
