@@ -1,0 +1,257 @@
+"""Measured task affinity of DRAKE-synth: does fine-tuning on task i help task j? (issue [K].1)
+
+The dynamic scenario puts related tasks on nearby clients (0-2 fashion/edit, 3-5 concepts, 6-9 QA). This
+script checks that the designed relatedness is real for a tiny zoo model: for every task i, a fresh LoRA
+adapter (the same seeded init for every row) is fine-tuned on i alone (``--steps`` AdamW steps of
+``--batch`` train examples) and scored on the test split of every task j. The gain
+``gain[i][j] = score_after_i[j] - base[j]`` (points) is relative to the untuned adapter (LoRA's B is zero,
+so the base is the zero-shot model). Related pairs should show positive off-diagonal gain; the summary
+compares the mean off-diagonal gain within a client group with the mean across groups.
+
+Writes ``benchmarks/results/task_affinity.json`` and a heatmap ``task_affinity.png`` next to it.
+
+    python benchmarks/task_affinity.py                                 # 12 tasks, tiny-llama-m, 100 x 8
+    python benchmarks/task_affinity.py --tasks vsr_0 irfl_3 iconqa_1 --steps 50 --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drake.adapters.lora import apply_lora  # noqa: E402
+from drake.data.build import ensure_built  # noqa: E402
+from drake.data.stream import epoch_batches  # noqa: E402
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
+from drake.fl.method import MethodConfig  # noqa: E402
+from drake.fl.types import ClientInfo  # noqa: E402
+from drake.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from drake.models.loading import load_model  # noqa: E402
+from drake.runner import load_rows, set_threads  # noqa: E402
+from drake.spec import load_scenario, load_tasks  # noqa: E402
+
+SCENARIO = "drake-dynamic"
+#: client id ranges of drake-dynamic -> the group name used in the summary and the heatmap
+CLIENT_GROUPS = (("fashion/edit", range(0, 3)), ("concepts", range(3, 6)), ("QA", range(6, 10)))
+OTHER = "other"  # a task no drake-dynamic client holds (e.g. an unseen task)
+#: 4 choice tasks per group: the best above chance in benchmarks/results/calibration.json (tiny-llama-m,
+#: 100 x 8), with fashion200k_1 in for cirr_0 so every group has a same-family pair (designed relatedness)
+DEFAULT_TASKS = (
+    "vsr_0", "fashion200k_2", "fashion200k_1", "vision_0",
+    "bongard_ow_1", "irfl_3", "irfl_0", "mitstates_0",
+    "iconqa_1", "iconqa_0", "tqa_0", "dvqa_0",
+)  # fmt: skip
+DPI = 100
+
+
+def task_groups(names: Sequence[str], scenario: str = SCENARIO) -> dict[str, str]:
+    """Each task's client group in ``scenario`` (the first client that holds it), else ``OTHER``."""
+    spec = load_scenario(scenario)
+    by_client = {c: g for g, ids in CLIENT_GROUPS for c in ids}
+    out: dict[str, str] = {}
+    for client in spec.clients:
+        for t in client.tasks:
+            out.setdefault(t, by_client.get(client.id, OTHER))
+    return {n: out.get(n, OTHER) for n in names}
+
+
+def order_by_group(names: Sequence[str], groups: Mapping[str, str]) -> list[str]:
+    """``names`` sorted by group (CLIENT_GROUPS order, OTHER last), keeping the given order inside a group."""
+    rank = {g: k for k, (g, _) in enumerate(CLIENT_GROUPS)}
+    return sorted(dict.fromkeys(names), key=lambda n: rank.get(groups[n], len(rank)))
+
+
+def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """Base scores and the gain matrix (points; row i = tuned on names[i], column j = scored on names[j])."""
+    tasks = load_tasks()
+    specs = [tasks[n] for n in names]
+    data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
+    data = load_rows(Path(data_dir), specs)
+    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
+    loaded = load_model(args.model, device="cpu", progress=False)
+    torch.manual_seed(derive_seed(args.seed, "adapter-init"))
+    model, handle = apply_lora(loaded.model, cfg.lora())
+    arch = ArchModel(str(args.model), loaded, model, handle)
+    init = {k: v.clone() for k, v in handle.get_state("all").items()}
+
+    def runtime() -> ClientRuntime:
+        return ClientRuntime(
+            ClientInfo(0, str(args.model), tuple(names)), arch, data, None, ClientState(), seed=args.seed,  # type: ignore[arg-type]
+            round_idx=0, lr=cfg.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
+        )  # fmt: skip
+
+    def scores(rt: ClientRuntime) -> list[float]:
+        return [100 * rt.evaluate(j, limit=args.limit)["score"] for j in names]
+
+    t0 = time.perf_counter()
+    handle.set_state(init)
+    base = scores(runtime())
+    print(f"{'base':22s} " + " ".join(f"{s:6.1f}" for s in base), flush=True)
+    gain, loss, seconds = [], {}, {"base": round(time.perf_counter() - t0, 1)}
+    for i in names:
+        t0 = time.perf_counter()
+        handle.set_state(init)
+        rt = runtime()
+        batches = epoch_batches(data[i].splits["train"], args.steps, args.batch, derive_seed(args.seed, i))
+        t1 = time.perf_counter()
+        loss[i] = rt.train(args.steps, batches=batches)["loss"]
+        t2 = time.perf_counter()
+        gain.append([after - b for after, b in zip(scores(rt), base)])
+        seconds[i] = {"train": round(t2 - t1, 1), "eval": round(time.perf_counter() - t2, 1)}
+        print(f"{i:22s} " + " ".join(f"{g:+6.1f}" for g in gain[-1]) + f"  ({round(time.perf_counter() - t0, 1)}s)",
+              flush=True)  # fmt: skip
+    handle.set_state(init)
+    return {"base": dict(zip(names, base)), "gain": gain, "final_loss": loss, "seconds": seconds}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.2f}"
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def summarize(
+    gain: Sequence[Sequence[float]], names: Sequence[str], groups: Mapping[str, str]
+) -> dict[str, Any]:
+    """Mean gain on the diagonal, off the diagonal within a group and across groups, and per group block."""
+    n = len(names)
+    off = [(i, j) for i in range(n) for j in range(n) if i != j]
+    within = [gain[i][j] for i, j in off if groups[names[i]] == groups[names[j]]]
+    across = [gain[i][j] for i, j in off if groups[names[i]] != groups[names[j]]]
+    order = list(dict.fromkeys(groups[t] for t in names))
+    blocks = {
+        gi: {gj: _mean([gain[i][j] for i, j in off if groups[names[i]] == gi and groups[names[j]] == gj])
+             for gj in order}
+        for gi in order
+    }  # fmt: skip
+    w, a = _mean(within), _mean(across)
+    return {
+        "diagonal": _mean([gain[i][i] for i in range(n)]),
+        "within_group": w,
+        "across_groups": a,
+        "within_minus_across": None if w is None or a is None else w - a,
+        "pairs": {"within_group": len(within), "across_groups": len(across)},
+        "blocks": blocks,
+    }
+
+
+def plot_affinity(
+    gain: Sequence[Sequence[float]],
+    names: Sequence[str],
+    groups: Mapping[str, str],
+    path: str | Path,
+    *,
+    title: str = "task affinity",
+) -> Path:
+    """Heatmap of ``gain`` (rows: tuned on, columns: scored on) with a 0-centred diverging colormap, lines
+    between consecutive groups and every value written in its cell; a reproducible PNG, written atomically."""
+    n = len(names)
+    if len(gain) != n or any(len(r) != n for r in gain):
+        raise ValueError(f"gain must be {n} x {n} for {n} task names")
+    top = max((abs(v) for r in gain for v in r if math.isfinite(v)), default=0.0) or 1.0
+    size = max(4.0, 1.6 + 0.55 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(gain, cmap="RdBu_r", vmin=-top, vmax=top, aspect="equal")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="gain over base (points)")
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("evaluated on (j)")
+    ax.set_ylabel("fine-tuned on (i)")
+    for i in range(n):
+        for j in range(n):
+            v = gain[i][j]
+            ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * top else "black", fontweight="bold" if i == j else "normal")  # fmt: skip
+    starts = [k for k in range(n) if k == 0 or groups[names[k]] != groups[names[k - 1]]]
+    for k in starts[1:]:
+        ax.axhline(k - 0.5, color="black", linewidth=1.5)
+        ax.axvline(k - 0.5, color="black", linewidth=1.5)
+    for k, end in zip(starts, [*starts[1:], n]):
+        ax.text(
+            (k + end - 1) / 2, -0.7, groups[names[k]], ha="center", va="bottom", fontsize=9, fontweight="bold"
+        )
+    ax.set_title(title, fontsize=10, pad=24)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-llama-m", help="zoo name or model folder")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps per fine-tune (as calibrate_tasks.py)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=MethodConfig.lr)
+    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--limit", type=int, default=100, help="test items per task (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/task_affinity.json"),
+                   help="JSON path; the heatmap goes next to it (same name, .png)")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Measure, summarize, write JSON + PNG (unless ``--out ''``); return the record."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    args = parse_args(argv)
+    set_threads(args.threads)
+    groups = task_groups(args.tasks)
+    names = order_by_group(args.tasks, groups)
+    t0 = time.perf_counter()
+    m = measure(args, names)
+    summary = summarize(m["gain"], names, groups)
+    budget = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
+              "limit": args.limit, "seed": args.seed}  # fmt: skip
+    record = {
+        "command": shlex.join(["python", "benchmarks/task_affinity.py", *argv]),
+        "model": str(args.model),
+        "budget": budget,
+        "scenario": SCENARIO,
+        "tasks": names,
+        "groups": {n: groups[n] for n in names},
+        "base": m["base"],
+        "gain": m["gain"],
+        "gain_axes": "gain[i][j]: points on tasks[j] after fine-tuning on tasks[i] only, minus base[tasks[j]]",
+        "summary": summary,
+        "final_loss": m["final_loss"],
+        "seconds": {**m["seconds"], "total": round(time.perf_counter() - t0, 1)},
+    }
+    print(f"mean gain: diagonal {_fmt(summary['diagonal'])}  within group {_fmt(summary['within_group'])}  "
+          f"across groups {_fmt(summary['across_groups'])}  (points, off-diagonal)")  # fmt: skip
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out, record)
+        title = (f"Task affinity ({args.model}): gain in points after {args.steps} steps x {args.batch}, "
+                 f"{args.limit or 'all'} test items\nwithin group {_fmt(summary['within_group'])}, "
+                 f"across {_fmt(summary['across_groups'])}, diagonal {_fmt(summary['diagonal'])}")  # fmt: skip
+        plot_affinity(m["gain"], names, groups, out.with_suffix(".png"), title=title)
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
