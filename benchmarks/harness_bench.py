@@ -12,9 +12,9 @@
               of rounds with few steps, every client evaluated). Goal <= 1.3.
 (d) eval      multiple-choice answers per CPU second of the scorer before the shared-prompt change (every
               (row, choice) pair encoded and run on its own: ``score_pairs``) and now (``choice_scores``), task
-              by task as the engine scores, with a peft LoRA adapter (FedAvg & co.: shared prompt) and
-              FedMosaic's PQ-LoRA (sample gate: pairwise, images once per row); the picks must not differ
-              beyond float-rounding ties.
+              by task as the engine scores, with a peft LoRA adapter (FedAvg & co.) and FedMosaic's
+              PQ-LoRA (its sample gate averages the prompt only, so it shares the prompt too); the picks
+              must not differ beyond float-rounding ties.
 
 Every measurement runs in its own subprocess, so each peak RSS is clean. Times are CPU seconds of the one
 torch thread (wall seconds are printed too): on a machine shared with other jobs they are far steadier.

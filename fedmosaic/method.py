@@ -17,6 +17,8 @@ Choices where the official code and the paper differ (see also ``pqlora/layer.py
   FedMosaic 94 steps vs 100 for SFT to FLOP-match W_s's extra forwards.
 - ``grad_ratio`` keeps the first 40% of the sketch's rows, as the code does; the paper's sensitivity plot
   labels the axis in the opposite sense, so the code's meaning is used.
+- The sample gate averages the prompt tokens only (``gate_tokens="prompt"``; the code also averages the
+  answer tokens in training): the same gate in training and at test time, see ``pqlora/layer.py``.
 - Learning rates: P/Q get ``pq_lr_scale`` x lr (official 5e-5 vs 2e-5); the gate stays in the base group,
   which is where the official name matching puts ``w_gate`` (``w_noise``, which never trains, is dropped).
 - Uploads: local P/Q always, local LoRA A/B only when another client shares the architecture (the code
@@ -43,7 +45,7 @@ from drake.fl.types import ClientInfo, ClientUpdate, Payload, RoundContext, nbyt
 from fedmosaic import relevance as R
 from fedmosaic.align import AlignSettings, align_to_anchor
 from fedmosaic.pqlora import PQLoraConfig, PQLoraModel, block_layers, inject_pqlora
-from fedmosaic.pqlora.config import GATES
+from fedmosaic.pqlora.config import GATE_TOKENS, GATES
 from fedmosaic.pqlora.layer import one_thread
 
 
@@ -84,6 +86,7 @@ class FedMosaicConfig(MethodConfig):
     align_cache: str = field(default="", metadata={"help": "folder of aligned A/B (default <models home>/pqlora-align)"})
     gate: str = field(default="sample", metadata={"help": "sample: input-dependent beta(h); scalar: one beta"})
     gate_noise: float = field(default=0.0, metadata={"help": "gate-logit noise std in training (official 0.6931)"})
+    gate_tokens: str = field(default="prompt", metadata={"help": "tokens the sample gate averages: prompt (images + question) or all (the answer too, official)"})
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -96,6 +99,8 @@ class FedMosaicConfig(MethodConfig):
             raise SpecError(f"fedmosaic: grad_every and num_blocks must be positive, got {self.grad_every}, {self.num_blocks}")
         if self.gate not in GATES:
             raise SpecError(f"fedmosaic: unknown gate {self.gate!r}; use one of {', '.join(GATES)}")
+        if self.gate_tokens not in GATE_TOKENS:
+            raise SpecError(f"fedmosaic: unknown gate_tokens {self.gate_tokens!r}; use one of {', '.join(GATE_TOKENS)}")
 
     @property
     def pq_enabled(self) -> bool:
@@ -105,7 +110,7 @@ class FedMosaicConfig(MethodConfig):
         return PQLoraConfig(
             r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             target_modules=tuple(self.lora_targets), num_blocks=self.num_blocks, use_pq=self.pq_enabled,
-            gate=self.gate, gate_noise=self.gate_noise,
+            gate=self.gate, gate_noise=self.gate_noise, gate_tokens=self.gate_tokens,
         )  # fmt: skip
 
     def alignment(self) -> AlignSettings:

@@ -193,6 +193,31 @@ def test_sample_gate_ignores_padding() -> None:
     assert not torch.equal(layer.beta(x), layer.beta(x))
 
 
+@pytest.mark.parametrize("tokens", ["prompt", "all"])
+def test_gate_tokens_answer_and_decoding(tokens: str) -> None:
+    """``prompt``: the answer tokens (labels) are left out, and decoding reuses the prompt's gate; ``all``
+    (official): the answer tokens count, and a decode step gates on its own token."""
+    torch.manual_seed(3)
+    ctx = GateContext(tokens)
+    layer = Linear(nn.Linear(6, 5), "default", r=2, lora_alpha=4, lora_dropout=0.0, use_pq=True, gate="sample",
+                   gate_noise=0.0, context=ctx).eval()  # fmt: skip
+    with torch.no_grad():
+        layer.pqlora_gate["default"].normal_()
+    x = torch.randn(1, 6, 6)
+    ctx.set_mask(torch.ones(1, 4, dtype=torch.long))
+    prompt = layer.beta(x[:, :4].clone())  # prefill: the 4 prompt tokens
+    ctx.set_mask(torch.ones(1, 5, dtype=torch.long))
+    decode = layer.beta(x[:, 4:5].clone())  # one new token, the cache holds the prompt
+    ctx.labels = torch.tensor([[-100, -100, -100, -100, 7, 8]])
+    ctx.set_mask(torch.ones(1, 6, dtype=torch.long))
+    train = layer.beta(x)  # teacher forcing: prompt + answer
+    ctx.labels = None
+    if tokens == "prompt":
+        assert torch.allclose(train, prompt, atol=1e-6) and torch.equal(decode, prompt)
+    else:
+        assert not torch.allclose(train, prompt, atol=1e-4) and not torch.allclose(decode, prompt, atol=1e-4)
+
+
 def test_model_gate_extremes_and_pq_state_across_architectures(tok, rows) -> None:
     src = inject_pqlora(_loaded("tiny-llama-s", tok).model, R8)
     dst_loaded = _loaded("tiny-qwen-m", tok)

@@ -2,8 +2,8 @@
 
 The reference is ``score_pairs`` over every (row, choice) pair, each encoded on its own (the scorer before
 the fast paths). The shared-prompt path runs the prompt and its images once per row and must agree wherever
-``shares_prompt`` allows it; models that pool over the whole sequence (PQ-LoRA's sample gate) must be
-detected and scored pairwise, with each row's images still encoded once.
+``shares_prompt`` allows it; models that pool over the whole sequence (PQ-LoRA's gate over all tokens) must
+be detected and scored pairwise, with each row's images still encoded once.
 """
 
 from __future__ import annotations
@@ -159,11 +159,11 @@ def test_eager_attention_gets_an_additive_mask(rows, untrained_models) -> None:
     assert_same_picks(loaded, loaded.model, rows, length_norm=True)
 
 
-def test_pqlora_sample_gate_is_scored_pairwise(rows, pretrained) -> None:
-    """The sample gate averages each layer input over *all* tokens, the choice's included: the prompt's
+def test_pqlora_gate_over_all_tokens_is_scored_pairwise(rows, pretrained) -> None:
+    """The official gate averages each layer input over *all* tokens, the choice's included: the prompt's
     states depend on the choice, so sharing the prompt would change the numbers (checked) and is refused."""
     loaded = load_model(pretrained, device="cpu")
-    pq = inject_pqlora(loaded.model, PQLoraConfig(r=4, lora_alpha=8, gate="sample"))
+    pq = inject_pqlora(loaded.model, PQLoraConfig(r=4, lora_alpha=8, gate="sample", gate_tokens="all"))
     _randomize(pq, "pqlora_", scale=0.3)
     pq.eval()
     assert not shares_prompt(pq) and image_encoder(pq) is not None
@@ -171,6 +171,24 @@ def test_pqlora_sample_gate_is_scored_pairwise(rows, pretrained) -> None:
     pairs = reference(loaded, pq, rows, length_norm=True)
     forced = choice_scores(loaded, rows, model=pq, batch_size=7, share_prompt=True)
     assert max(abs(x - y) for a, b in zip(pairs, forced) for x, y in zip(a, b)) > 1e-3
+
+
+@pytest.mark.parametrize("length_norm", [True, False])
+def test_pqlora_gate_over_the_prompt_shares_the_prompt(rows, pretrained, length_norm) -> None:
+    """The default gate averages the prompt only and is told where it is: one forward per row, same picks."""
+    loaded = load_model(pretrained, device="cpu")
+    pq = inject_pqlora(loaded.model, PQLoraConfig(r=4, lora_alpha=8, gate="sample"))
+    _randomize(pq, "pqlora_", scale=0.3)
+    pq.eval()
+    assert shares_prompt(pq)
+    assert_same_picks(loaded, pq, rows, length_norm=length_norm)  # shared prompt vs the pair reference
+    assert_same_picks(loaded, pq, rows, length_norm=length_norm, share_prompt=False)
+    gate_all = inject_pqlora(load_model(pretrained, device="cpu").model,
+                             PQLoraConfig(r=4, lora_alpha=8, gate="sample", gate_tokens="all"))  # fmt: skip
+    gate_all.load_state_dict(pq.state_dict())
+    gate_all.eval()
+    a, b = reference(loaded, pq, rows, length_norm=length_norm), reference(loaded, gate_all, rows, length_norm=length_norm)
+    assert max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)) > 1e-3  # the gate's tokens matter
 
 
 def test_wrapper_models_are_scored_pairwise(rows, pretrained) -> None:
@@ -189,11 +207,12 @@ def test_wrapper_models_are_scored_pairwise(rows, pretrained) -> None:
 def test_pqlora_scalar_gate_may_declare_itself_causal(rows, pretrained, length_norm) -> None:
     """A module from outside torch/transformers/peft is trusted only when it says so (``prefix_causal``)."""
     loaded = load_model(pretrained, device="cpu")
-    pq = inject_pqlora(loaded.model, PQLoraConfig(r=4, lora_alpha=8, gate="scalar"))
+    pq = inject_pqlora(loaded.model, PQLoraConfig(r=4, lora_alpha=8, gate="scalar", gate_tokens="all"))
     _randomize(pq, "pqlora_", scale=0.3)
+    assert shares_prompt(pq)  # one learnable beta per layer: it declares that nothing depends on later tokens
+    pq.prefix_causal = None
     assert not shares_prompt(pq)  # unknown modules: scored as pairs until declared
-    pq.prefix_causal = True  # one learnable beta per layer: nothing depends on later tokens
-    assert shares_prompt(pq)
+    pq.prefix_causal = True
     assert_same_picks(loaded, pq, rows, length_norm=length_norm)
     pq.layers[next(iter(pq.layers))].prefix_causal = False  # a False anywhere inside wins
     assert not shares_prompt(pq)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,6 +67,13 @@ def _device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
+def _prompt_scope(model: Any, prompt: torch.Tensor) -> AbstractContextManager[Any]:
+    """Tell a model that pools over its prompt (``prompt_tokens``, e.g. FedMosaic's PQ-LoRA gate) which
+    tokens of the forward are the prompt (B, T; True = prompt); other models ignore it."""
+    scope = getattr(model, "prompt_tokens", None)
+    return scope(prompt) if callable(scope) else nullcontext()
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """0, 1, 2, ... over the real tokens of each row (padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -83,9 +91,10 @@ def shares_prompt(model: nn.Module) -> bool:
     custom 4D mask. Checked: a LLaVA-style model with full attention everywhere (no sliding window, no
     flash attention); peft adapters only of the LoRA kind (prompt tuning prepends tokens); and every module
     from torch/transformers/peft, or declaring ``prefix_causal`` (True: it and the modules inside it keep
-    the model causal; False anywhere: score pairs). A module that pools over the whole
-    sequence (PQ-LoRA's per-sample gate averages its input over all tokens, the choice included) or reads
-    the raw 2D mask and ids (FedDPA's per-row mix) must not claim it; such models are scored as pairs.
+    the model causal; False anywhere: score pairs). A module that pools over the sequence may claim it only
+    when it pools over the prompt alone and takes the prompt's mask through ``prompt_tokens`` (FedMosaic's
+    PQ-LoRA with ``gate_tokens="prompt"``); one that pools over the choice too (``gate_tokens="all"``) or
+    reads the raw 2D mask and ids (FedDPA's per-row mix) must not; such models are scored as pairs.
     """
     from drake.models.loading import LLAVA_MODEL_TYPES
 
@@ -142,13 +151,15 @@ def _pair_logprobs(
 ) -> list[float]:
     """Score of each left-padded ``prompt + answer`` sequence of ``batch`` (answer tokens marked in labels)."""
     keep = int((labels != IGNORE_INDEX).sum(-1).max().item()) + 1
-    out = model(
-        **batch,
-        position_ids=position_ids(batch["attention_mask"]),
-        logits_to_keep=keep,
-        use_cache=False,
-        **kwargs,
-    )
+    prompt = batch["attention_mask"].bool() & (labels == IGNORE_INDEX).to(batch["attention_mask"].device)
+    with _prompt_scope(model, prompt):
+        out = model(
+            **batch,
+            position_ids=position_ids(batch["attention_mask"]),
+            logits_to_keep=keep,
+            use_cache=False,
+            **kwargs,
+        )
     logits = out.logits[:, :-1].float()  # predictions of the last keep-1 tokens
     target = labels[:, -(keep - 1) :].to(logits.device)
     mask = target != IGNORE_INDEX
@@ -243,7 +254,7 @@ def score_rows_pairwise(
 
     The same sequences as ``score_pairs``, but each row's prompt is encoded and its images are run through
     the vision tower once, not once per choice (exact: the tower sees no text). For models that cannot
-    share the prompt itself (``shares_prompt`` is False), e.g. PQ-LoRA's sample gate.
+    share the prompt itself (``shares_prompt`` is False), e.g. PQ-LoRA's gate over all tokens.
     """
     model, processor = _model_and_processor(source, model)
     has_images = any(r.get("images") for r in rows)
@@ -327,6 +338,7 @@ def _shared_prompt_batch(enc: _Encoded, rows: Sequence[int], pad_id: int) -> dic
     return {
         "inputs": {"input_ids": ids, "position_ids": pos, **enc.images_of(rows)},
         "allowed": allowed[:, None],
+        "prompt": seg == -1,
         "keep": keep,
         "where": torch.as_tensor(where, dtype=torch.long).reshape(-1, 4),
     }
@@ -367,7 +379,8 @@ def score_rows_shared(
                 allowed, torch.zeros((), dtype=mask_dtype, device=device), torch.finfo(mask_dtype).min
             )
         inputs = to_device(built["inputs"], device, dtype)
-        out = model(**inputs, attention_mask=allowed, logits_to_keep=built["keep"], use_cache=False)
+        with _prompt_scope(model, built["prompt"].to(device)):
+            out = model(**inputs, attention_mask=allowed, logits_to_keep=built["keep"], use_cache=False)
         b, at, tok_id, pair = built["where"].to(out.logits.device).unbind(-1)
         logp = torch.log_softmax(
             out.logits[b, at].float(), dim=-1

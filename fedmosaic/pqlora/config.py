@@ -14,6 +14,7 @@ from drake.errors import SpecError
 from drake.models.loading import TEXT_LINEAR
 
 GATES = ("sample", "scalar")
+GATE_TOKENS = ("prompt", "all")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class PQLoraConfig:
     use_pq: bool = field(default=True, metadata={"help": "False: dual LoRA on every layer (no PQ layers)"})
     gate: str = field(default="sample", metadata={"help": "sample: beta(h) per sample (official); scalar: one beta"})
     gate_noise: float = field(default=0.0, metadata={"help": "per-token gate-logit noise std in training (official 0.6931)"})
+    gate_tokens: str = field(default="prompt", metadata={"help": "tokens the sample gate averages: prompt (images + question) or all (the answer too, official)"})
     init_seed: int = field(default=0, metadata={"help": "seed of the frozen orthonormal A/B at PQ layers"})
 
     def __post_init__(self) -> None:
@@ -42,6 +44,8 @@ class PQLoraConfig:
             raise SpecError(f"PQ-LoRA: r ({self.r}) and num_blocks ({self.num_blocks}) must be positive")
         if self.gate not in GATES:
             raise SpecError(f"PQ-LoRA: unknown gate {self.gate!r}; use one of {', '.join(GATES)}")
+        if self.gate_tokens not in GATE_TOKENS:
+            raise SpecError(f"PQ-LoRA: unknown gate_tokens {self.gate_tokens!r}; use one of {', '.join(GATE_TOKENS)}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise SpecError(f"PQ-LoRA: lora_dropout must be in [0, 1), got {self.lora_dropout}")
 

@@ -15,6 +15,13 @@ Known differences from the official code (we follow the paper where they differ,
   including padding. ``gate="sample"`` (default) keeps the input-dependent per-sample gate but averages
   over real tokens only (the attention mask is captured from the text model's forward), so a sample's beta
   does not depend on how it was batched; ``gate="scalar"`` is the literal one-learnable-beta reading.
+- Gate tokens: with ``gate_tokens="prompt"`` (default) the sample gate averages the *input* tokens only (the
+  images and the question; in training the answer tokens, marked by the labels, are left out), and
+  generation reuses the prompt's gate for every new token. The official code averages the answer tokens
+  too in training (teacher forcing) but sees only the prompt when it predicts the first answer token at
+  test time; the prompt-only gate is the same function in training and at test time, and it lets choice
+  scoring run the prompt once for all choices (``prompt_tokens``). ``gate_tokens="all"`` is the code's
+  reading (every real token; at decode time the newest token only).
 - Gate noise: the official noise std is softplus(h . w_noise) + 1e-5, but it is computed under no_grad, so
   ``w_noise`` never receives a gradient and stays at its zero init: the std is the constant
   softplus(0) + 1e-5 = 0.6931 per token. The paper does not mention noise; the default is off
@@ -39,30 +46,56 @@ from typing import Any
 import torch
 from torch import nn
 
+from drake.models.batching import IGNORE_INDEX
+
 ADAPTER_DTYPE = torch.float32
 
 
 class GateContext:
-    """Shared by every layer of one model: per-forward token weights for the sample gate, and a one-slot
-    cache of the token mean of the last input (q/k/v, and gate/up, receive the same tensor)."""
+    """Shared by every layer of one model: which tokens the sample gate averages in the current forward, and
+    a one-slot cache of the token mean of the last input (q/k/v, and gate/up, receive the same tensor).
 
-    def __init__(self) -> None:
+    The token mask is the text model's 2D attention mask (``tokens == "all"``); with ``tokens == "prompt"``
+    it is ``prompt`` when a scorer set it (``PQLoraModel.prompt_tokens``), else the attention mask without
+    the answer tokens when the forward has ``labels``. With a KV cache a forward sees only the newest
+    positions: ``tokens == "prompt"`` then reuses each layer's mean from the last full (prefill) forward.
+    """
+
+    def __init__(self, tokens: str = "prompt") -> None:
+        self.tokens = tokens
         self.mask: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None  # set by PQLoraModel.forward for the duration of a forward
+        self.prompt: torch.Tensor | None = None  # set by PQLoraModel.prompt_tokens
         self._weights: dict[int, torch.Tensor] = {}
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._prefill: dict[int, torch.Tensor] = {}  # layer id -> its prompt mean in the last full forward
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
-        self.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if self.tokens == "prompt" and self.prompt is not None:
+            mask = self.prompt
+        elif self.tokens == "prompt" and mask is not None and self.labels is not None:
+            if self.labels.shape != mask.shape:
+                raise ValueError(f"labels {tuple(self.labels.shape)} do not match the attention mask {tuple(mask.shape)}")
+            mask = mask.bool() & (self.labels == IGNORE_INDEX).to(mask.device)
+        self.mask = mask
         self._weights.clear()
         self._last = None
 
-    def token_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``x`` (B, T, d) over each sample's real tokens -> (B, d); padding has weight 0."""
+    def token_mean(self, x: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Mean of ``x`` (B, T, d) over each sample's gate tokens -> (B, d); padding has weight 0."""
         last = self._last
         if last is not None and last[0] is x:
             return last[1]
-        w = self._token_weights(x)
-        mean = x.mean(1) if w is None else torch.bmm(w, x).squeeze(1)
+        mask = self.mask
+        decoding = mask is not None and mask.shape[0] == x.shape[0] and x.shape[1] < mask.shape[1]
+        if decoding and self.tokens == "prompt" and layer in self._prefill:
+            mean = self._prefill[layer]
+        else:
+            w = self._token_weights(x)
+            mean = x.mean(1) if w is None else torch.bmm(w, x).squeeze(1)
+            if layer is not None and not decoding:
+                self._prefill[layer] = mean.detach()
         self._last = (x, mean)
         return mean
 
@@ -205,7 +238,7 @@ class Linear(nn.Module, PQLoraLayer):
         w = self.pqlora_gate[a]
         if self.gate == "scalar":
             return torch.sigmoid(w).reshape(1, 1, 1)
-        logit = self.context.token_mean(x).to(w.dtype) @ w  # (B,)
+        logit = self.context.token_mean(x, id(self)).to(w.dtype) @ w  # (B,)
         if self.training and self.gate_noise > 0:
             tokens = self.context._token_weights(x)
             n = torch.full_like(logit, float(x.shape[1])) if tokens is None else 1.0 / tokens.amax((1, 2)).to(w.dtype)

@@ -106,7 +106,10 @@ class PQLoraModel(nn.Module):
         self.model = model
         self.pq_config = config  # ``config`` stays the wrapped model's (HF code reads it)
         self.adapter_name = adapter_name
-        self.context = GateContext()
+        self.context = GateContext(config.gate_tokens)
+        #: scoring may run one prompt for all choices (drake.models.scoring.shares_prompt) when no layer
+        #: output depends on the answer tokens: a scalar gate, or a sample gate over the prompt only
+        self.prefix_causal = config.gate == "scalar" or config.gate_tokens == "prompt"
         for p in model.parameters():
             p.requires_grad_(False)
         located = locate_linears(model, config)
@@ -137,7 +140,21 @@ class PQLoraModel(nn.Module):
         self.context.set_mask(kwargs.get("attention_mask"))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
+        self.context.labels = kwargs.get("labels")  # the answer tokens, left out of a prompt gate
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            self.context.labels = None
+
+    @contextmanager
+    def prompt_tokens(self, mask: torch.Tensor) -> Iterator[None]:
+        """Forwards inside see ``mask`` (B, T; 1 = prompt token) as the tokens the gate averages: how a scorer
+        that packs several answers after one prompt (or pads pairs) tells the gate where the prompt is."""
+        self.context.prompt = mask
+        try:
+            yield
+        finally:
+            self.context.prompt = None
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         return self.model.generate(*args, **kwargs)
