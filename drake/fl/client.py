@@ -53,7 +53,7 @@ class TaskRows:
     name: str
     answer: str  # "choice" | "open"
     metric: str
-    splits: dict[str, list[Row]]
+    splits: dict[str, Sequence[Row]]  # lists, or LazyRows (images decoded when a row is read)
 
 
 @dataclass
@@ -245,7 +245,7 @@ class ClientRuntime:
     def evaluate(self, task: str, *, split: str = "test", limit: int | None = None) -> dict[str, float]:
         """Score the current model on ``task``: {"score": mean metric, "n": examples}."""
         spec = self.data[task]
-        rows = spec.splits[split][:limit] if limit else spec.splits[split]
+        rows = list(spec.splits[split][:limit] if limit else spec.splits[split])  # decoded once
         self.model.eval()
         if self.before_eval is not None:
             self.before_eval(rows)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from drake.data.rows import column
 from drake.data.stream import ClientStream, build_streams, epoch_batches
 from drake.errors import DataError, SpecError
 from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows, derive_seed
@@ -209,7 +210,7 @@ class SequentialEngine:
         s = self.settings
         clients = {c.id: ClientInfo(c.id, c.model, c.tasks) for c in scenario.clients}
         specs = {c.id: c for c in scenario.clients}
-        labels = {t: [str(r["answer"]) for r in rows.splits["train"]] for t, rows in self.data.items()}
+        labels = {t: [str(a) for a in column(rows.splits["train"], "answer")] for t, rows in self.data.items()}
         streams = build_streams(scenario, labels, seed, method.config.batch_size)
         offload = self.run_dir / "client_states" if self.run_dir is not None else None
         store = StateStore(offload, s.offload_budget_mb * 2**20)
