@@ -135,12 +135,10 @@ def set_threads(threads: int | None) -> None:
 
 def _pretrain_zoo_members(architectures: Sequence[str], *, progress: bool) -> None:
     """Zoo members not yet cached are pre-trained now, side by side (first run only)."""
-    from drake.models.pretrain import cached_path, is_cached, pretrain_many
+    from drake.models.pretrain import pretrain_many
     from drake.models.zoo import ZOO
 
-    missing = [a for a in architectures if a in ZOO and not is_cached(cached_path(a))]
-    if missing:
-        pretrain_many(missing, progress=progress)
+    pretrain_many([a for a in architectures if a in ZOO], progress=progress)
 
 
 def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:

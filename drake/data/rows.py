@@ -58,9 +58,7 @@ def _decoded(record: Row) -> Row:
     return dict(record, images=[_open(im) for im in images])
 
 
-def _open(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
+def _open(image: Row) -> Image.Image:
     if image.get("bytes") is not None:
         return Image.open(io.BytesIO(image["bytes"]))
     return Image.open(image["path"])

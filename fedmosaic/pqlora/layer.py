@@ -83,20 +83,22 @@ class GateContext:
         self._last = None
 
     def token_mean(self, x: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """Mean of ``x`` (B, T, d) over each sample's gate tokens -> (B, d); padding has weight 0."""
-        last = self._last
-        if last is not None and last[0] is x:
-            return last[1]
+        """Mean of ``x`` (B, T, d) over each sample's gate tokens -> (B, d); padding has weight 0.
+
+        ``layer`` (the calling layer's id) keys the prefill means that decode steps reuse."""
         mask = self.mask
         decoding = mask is not None and mask.shape[0] == x.shape[0] and x.shape[1] < mask.shape[1]
         if decoding and self.tokens == "prompt" and layer in self._prefill:
-            mean = self._prefill[layer]
+            return self._prefill[layer]
+        last = self._last
+        if last is not None and last[0] is x:
+            mean = last[1]
         else:
             w = self._token_weights(x)
             mean = x.mean(1) if w is None else torch.bmm(w, x).squeeze(1)
-            if layer is not None and not decoding:
-                self._prefill[layer] = mean.detach()
-        self._last = (x, mean)
+            self._last = (x, mean)
+        if layer is not None and not decoding and self.tokens == "prompt":
+            self._prefill[layer] = mean.detach()  # every layer, also those served by the one-slot cache
         return mean
 
     def _token_weights(self, x: torch.Tensor) -> torch.Tensor | None:
