@@ -7,6 +7,7 @@ and scored on the test split. The band we want: clearly learnable (>= chance + 1
 
     python benchmarks/calibrate_tasks.py                      # all 47 tasks, tiny-llama-m, 100 x 8
     python benchmarks/calibrate_tasks.py --tasks vsr_0 nlvr2_0 --steps 200
+    python benchmarks/calibrate_tasks.py --jobs 2               # two tasks at a time, one thread each
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     out: dict = {}
     for name in names:
         t0 = time.perf_counter()
+        torch.manual_seed(derive_seed(args.seed, "calibrate", name))  # a task's result is independent of the others
         handle.set_state(init)
         rt = ClientRuntime(
             ClientInfo(0, args.model, (name,)), arch, data, None, ClientState(), seed=args.seed, round_idx=0,  # type: ignore[arg-type]
@@ -71,6 +73,26 @@ def calibrate(args: argparse.Namespace) -> dict:
                      "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
         print(row(name, out[name]), flush=True)
     return out
+
+
+def calibrate_parallel(args: argparse.Namespace) -> dict:
+    """``calibrate`` over ``args.jobs`` processes (one torch thread each), tasks dealt round-robin."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = args.tasks or list(load_tasks())
+    ensure_built([load_tasks()[n] for n in names], args.data_dir, source="synth", scale=args.scale, image_size=32)
+    parts = [names[k :: args.jobs] for k in range(args.jobs)]
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, argparse.Namespace(**{**vars(args), "tasks": part})) for part in parts]
+        done = {k: v for f in futures for k, v in f.result().items()}
+    return {n: done[n] for n in names}
+
+
+def _worker(args: argparse.Namespace) -> dict:
+    set_threads(1)
+    torch.manual_seed(args.seed)  # as main() does: the LoRA init draws from it
+    return calibrate(args)
 
 
 def verdict(r: dict) -> str:
@@ -103,11 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zero-shot", action="store_true", help="also score the base model before tuning")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=1, help="tasks calibrated side by side, one process and thread each")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"))
     args = p.parse_args(argv)
     set_threads(args.threads)
     torch.manual_seed(args.seed)
-    results = calibrate(args)
+    results = calibrate_parallel(args) if args.jobs > 1 else calibrate(args)
     record = {
         "command": shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])]),
         "model": args.model,

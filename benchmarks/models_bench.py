@@ -79,9 +79,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     # train-step time on fresh public batches (same shapes as pre-training)
     rows = draw_rows("train", 64 * (args.timing_steps + 3), 1, spec.image_size)
-    trainable = [p for p in model.parameters()]
-    for p in trainable:
-        p.requires_grad_(True)
+    for name, p in model.named_parameters():  # as in pre-training: a member with a tower donor freezes it
+        p.requires_grad_(spec.tower is None or "vision_tower" not in name)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4)
     model.train()
     times, tokens = [], 0

@@ -25,7 +25,7 @@ from drake.models.pretrain import (
 )
 from drake.models.scoring import choice_scores, generate_answers, score_choices
 from drake.models.tokenizer import IMAGE, SPECIALS, UNK, default_vocab, detokenize, make_tokenizer, words_of
-from drake.models.zoo import ZOO, build_model, count_parameters, get_spec
+from drake.models.zoo import ZOO, ModelSpec, build_model, count_parameters, get_spec
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,18 @@ def test_multi_image_forward_backward(members, name):
 def test_unknown_override_is_a_spec_error():
     with pytest.raises(DrakeError, match="text_hiden.*did you mean 'text_hidden'"):
         get_spec("tiny-llama-s").with_overrides(text_hiden=64)
+
+
+def test_members_share_one_tower_donor_and_must_match_its_vision_settings():
+    towers = {ZOO[name].tower for name in ZOO}
+    assert len(towers) == 1 and None not in towers
+    spec = get_spec("tiny-qwen-m").with_overrides(**{"tower.steps": 7})
+    assert spec.tower.recipe.steps == 7 and spec.recipe.steps == get_spec("tiny-qwen-m").recipe.steps
+    with pytest.raises(DrakeError, match="differ from those of its tower donor.*tower=None"):
+        get_spec("tiny-llama-s").with_overrides(vision_hidden=64)
+    assert get_spec("tiny-llama-s").with_overrides(vision_hidden=64, tower=None).tower is None
+    with pytest.raises(DrakeError, match="no tower donor"):
+        get_spec("tiny-llama-s").with_overrides(tower=None, **{"tower.steps": 3})
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -334,13 +346,20 @@ def test_short_pretrain_reduces_loss_and_is_deterministic(tokenizer):
     assert len(order) == 40 and all(len({len(rows[i]["images"]) for i in b}) == 1 for b in order)
 
 
+def _small(name: str) -> ModelSpec:
+    """A zoo member with a few-step recipe, for it and for its tower donor."""
+    small = dict(steps=3, batch_size=8, n_train=64, n_eval=18, words_per_vocab_word=0)
+    return get_spec(name).with_overrides(**small, **{f"tower.{k}": v for k, v in small.items()})
+
+
 def test_pretrain_caches_a_loadable_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DRAKE_HOME", str(tmp_path))
-    spec = get_spec("tiny-qwen-s").with_overrides(steps=3, batch_size=8, n_train=64, n_eval=18)
+    spec = _small("tiny-qwen-s")
     path = pretrain(spec, progress=False, log=lambda m: None)
     assert path.parent == tmp_path / "models" and path.name.startswith("tiny-qwen-s-")
     meta = read_meta(path)
     assert meta["versions"]["pretrain"] == PRETRAIN_VERSION and "overall" in meta["heldout_accuracy"]
+    assert meta["tower"].startswith("tiny-siglip-captioner-") and (path.parent / meta["tower"]).is_dir()
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert pretrain(spec, progress=False) == path  # cached: not trained again
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
@@ -350,9 +369,11 @@ def test_pretrain_caches_a_loadable_folder(tmp_path, monkeypatch):
 
 
 def test_pretrain_many_side_by_side_gives_the_weights_of_one_by_one(tmp_path, monkeypatch):
-    """Two lanes (spawned processes, one thread each) write the same bytes as training one member at a time."""
-    small = dict(steps=3, batch_size=8, n_train=64, n_eval=18)
-    specs = [get_spec(n).with_overrides(**small) for n in ("tiny-llama-s", "tiny-qwen-s")]
+    """Two lanes (spawned processes, one thread each) write the same bytes as training one member at a time;
+    the shared tower is trained once, and every member carries it unchanged (frozen)."""
+    from safetensors.torch import load_file
+
+    specs = [_small(n) for n in ("tiny-llama-s", "tiny-qwen-s")]
     weights = {}
     for jobs in (1, 2):
         monkeypatch.setenv("DRAKE_HOME", str(tmp_path / f"jobs{jobs}"))
@@ -360,6 +381,13 @@ def test_pretrain_many_side_by_side_gives_the_weights_of_one_by_one(tmp_path, mo
         assert sorted(paths) == ["tiny-llama-s", "tiny-qwen-s"]
         weights[jobs] = {n: (p / "model.safetensors").read_bytes() for n, p in paths.items()}
         assert all(read_meta(p)["threads"] == 1 for p in paths.values())
+        towers = [p for p in (tmp_path / f"jobs{jobs}" / "models").iterdir() if p.name.startswith("tiny-siglip")]
+        assert len(towers) == 1
+        donor = load_file(towers[0] / "model.safetensors")
+        for p in paths.values():
+            member = load_file(p / "model.safetensors")
+            tower_keys = [k for k in member if "vision_tower." in k]
+            assert tower_keys and all(torch.equal(member[k], donor[k]) for k in tower_keys)
     assert weights[1] == weights[2]
 
 

@@ -66,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     paths = pretrain_many(
         specs, jobs=args.jobs, force=args.force, progress=not args.quiet, eval_every=args.eval_every
     )
+    towers = {cached_path(s.tower): s.tower for s in specs if s.tower is not None}
     rows = []
-    for spec in specs:
-        name, path = spec.name, paths[spec.name]
+    for spec in [*towers.values(), *specs]:
+        name, path = spec.name, paths.get(spec.name) or cached_path(spec)
         meta = read_meta(path) or {}
         acc = meta.get("heldout_accuracy", {})
         rows.append(
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{meta.get('train_seconds', 0) / 60:.1f}",
                 f"{acc.get('overall', float('nan')):.3f}",
                 f"{acc.get('chance', float('nan')):.2f}",
-                "cached" if cached[name] else "trained",
+                "shared tower" if name not in cached else "cached" if cached[name] else "trained",
                 path,
             )
         )

@@ -38,7 +38,7 @@ from drake.models.tokenizer import default_vocab, make_tokenizer
 from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
 from drake.spec import fingerprint
 
-PRETRAIN_VERSION = 3
+PRETRAIN_VERSION = 4
 META_FILE = "drake_pretrain.json"
 #: torch threads per member: on 2 cores, two one-thread members side by side train ~1.4x faster than one
 #: member at a time on two threads (measured, tiny-llama-s: 0.268 s/step on each of two lanes vs 0.193
@@ -214,8 +214,9 @@ def train(
 
     r = spec.recipe
     device = next(model.parameters()).device
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # not a frozen tower
+    decay = [p for n, p in params if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=r.lr,
@@ -236,7 +237,7 @@ def train(
         batch = {k: v.to(device) for k, v in encoded.batch(idx).items()}
         loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        torch.nn.utils.clip_grad_norm_(decay + no_decay, r.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -288,9 +289,14 @@ def pretrain(
     if is_cached(final) and not force:
         return final
     r = spec.recipe
+    tower = None
+    if spec.tower is not None:
+        tower = pretrain(spec.tower, home=home_path, progress=progress, threads=threads, vocab=vocab, log=log)
     with deterministic(threads):
         tokenizer = make_tokenizer(vocab)
         net, processor = build_model(spec, tokenizer, seed=r.seed)
+        if tower is not None:
+            load_frozen_tower(net, tower)
         rows = draw_rows("train", r.n_train, r.seed, spec.image_size, progress=progress)
         rows += word_rows(vocab, r.words_per_vocab_word, r.seed, spec.image_size)
         held_out = eval_rows(r.n_eval, r.seed, spec.image_size)
@@ -316,6 +322,7 @@ def pretrain(
         "name": spec.name,
         "spec": spec.to_dict(),
         "cache_key": final.name.rsplit("-", 1)[-1],
+        "tower": tower.name if tower is not None else None,
         "parameters": count_parameters(net),
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(train_s / max(1, r.steps), 4),
@@ -335,6 +342,15 @@ def pretrain(
     return final
 
 
+def load_frozen_tower(model: Any, donor: Path) -> None:
+    """Load the vision tower of the pre-trained member in ``donor`` into ``model`` and freeze it."""
+    from transformers import LlavaForConditionalGeneration
+
+    source = LlavaForConditionalGeneration.from_pretrained(donor).model.vision_tower
+    model.model.vision_tower.load_state_dict(source.state_dict())  # strict: every tensor, same shapes
+    model.model.vision_tower.requires_grad_(False)
+
+
 def pretrain_many(
     specs: Sequence[ModelSpec | str],
     *,
@@ -349,8 +365,19 @@ def pretrain_many(
     the lanes finish close together; the weights are the same as from ``pretrain`` one by one."""
     resolved = [get_spec(s) if isinstance(s, str) else s for s in specs]
     todo = [s for s in resolved if force or not is_cached(cached_path(s))]
+    # the shared towers first (members load them); each is trained once, however many members share it
+    towers = {cached_path(s.tower): s.tower for s in todo if s.tower is not None}
+    stages = [[t for p, t in towers.items() if force or not is_cached(p)], todo]
+    for stage in stages:
+        _train_side_by_side(stage, jobs, force, progress, eval_every, log)
+    return {s.name: cached_path(s) for s in resolved}
+
+
+def _train_side_by_side(
+    todo: list[ModelSpec], jobs: int | None, force: bool, progress: bool, eval_every: int, log: Callable[[str], None]
+) -> None:
     jobs = max(1, min(len(todo), jobs or os.cpu_count() or 1))
-    todo.sort(key=_cost, reverse=True)
+    todo = sorted(todo, key=_cost, reverse=True)
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -364,7 +391,6 @@ def pretrain_many(
     else:
         for s in todo:
             pretrain(s, force=force, progress=progress, eval_every=eval_every, log=log)
-    return {s.name: cached_path(s) for s in resolved}
 
 
 def _cost(spec: ModelSpec) -> float:

@@ -1,0 +1,28 @@
+"""benchmarks/calibrate_tasks.py: a task's calibration does not depend on which other tasks share its process."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from drake.spec import REPO_ROOT
+
+
+def test_two_jobs_give_the_numbers_of_one(
+    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))  # importable by name in the spawned workers too
+    calibrate = importlib.import_module("calibrate_tasks")
+    common = ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "vsr_0", "irfl_3", "iconqa_2",
+              "--steps", "3", "--batch", "4", "--limit", "6", "--scale", "0.05", "--data-dir", str(tmp_path / "data"),
+              "--threads", "1"]  # fmt: skip
+    for jobs in (1, 2):
+        calibrate.main([*common, "--jobs", str(jobs), "--out", str(tmp_path / f"jobs{jobs}.json")])
+    one, two = (json.loads((tmp_path / f"jobs{j}.json").read_text())["tasks"] for j in (1, 2))
+    assert sorted(two) == ["iconqa_2", "irfl_3", "vsr_0"]
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert {t: strip(r) for t, r in one.items()} == {t: strip(r) for t, r in two.items()}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["final_loss"] > 0 for r in one.values())
