@@ -65,14 +65,14 @@ def _split_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 def load_rows(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, TaskRows]:
     """Every split of the given tasks in memory, images kept encoded until a row is read (``LazyRows``)."""
-    from drake.data.build import load_task_split
+    from drake.data.build import read_split
     from drake.data.rows import LazyRows
 
     out = {}
     for spec in task_specs:
         splits = {}
         for split in ("train", "test"):
-            splits[split] = LazyRows.from_dataset(load_task_split(data_dir, spec.name, split))
+            splits[split] = LazyRows(read_split(data_dir, spec.name, split))
         out[spec.name] = TaskRows(spec.name, spec.answer, spec.metric, splits)
     return out
 

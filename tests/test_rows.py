@@ -1,8 +1,11 @@
-"""LazyRows: the rows ``datasets`` gives, with images kept encoded until read, in far less memory."""
+"""LazyRows: the rows ``datasets`` gives, with images kept encoded until read, in far less memory; read
+without ``datasets``."""
 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +53,22 @@ def test_lazy_rows_hold_bytes_not_pixels(built: Path) -> None:
     rows = load_rows(built, [load_tasks()["nlvr2_0"]])["nlvr2_0"].splits["train"]
     lazy, decoded = len(pickle.dumps(rows)), len(pickle.dumps([np.asarray(i) for r in rows for i in r["images"]]))
     assert lazy < decoded / 3
+
+
+def test_reading_rows_imports_neither_datasets_nor_pandas(built: Path) -> None:
+    """A run reads its rows straight from parquet: ``datasets`` and pandas cost ~100 MB of RSS it never needs."""
+    code = (
+        "import sys; from drake.data.build import read_split; "
+        f"rows = read_split({str(built)!r}, 'nlvr2_0', 'train'); "
+        "assert rows and 'bytes' in rows[0]['images'][0]; "
+        "print(sorted(m for m in ('datasets', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_ensure_built_leaves_an_up_to_date_directory_alone(built: Path) -> None:
+    tasks = load_tasks()
+    stamps = [(built / f).stat().st_mtime_ns for f in ("README.md", "manifest.json")]
+    ensure_built([tasks[t] for t in TASKS], built, scale=0.05, extras=False, progress=False)
+    assert [(built / f).stat().st_mtime_ns for f in ("README.md", "manifest.json")] == stamps

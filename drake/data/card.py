@@ -64,7 +64,8 @@ def load_calibration(path: str | Path | None = None) -> dict[str, Any] | None:
 def _file_stats(path: str, _sha256: str, images: bool = True) -> dict[str, Any]:
     """Choices per row (min, max; None if open), chance and, if ``images``, images per row (min, max) of one
     split file. The image column holds the image bytes: left unread when the spec gives the count."""
-    table = pq.read_table(path, columns=["images", "choices"] if images else ["choices"])
+    with pq.ParquetFile(path) as f:  # not pq.read_table: it imports pandas (via pyarrow.dataset) into every run
+        table = f.read(columns=["images", "choices"] if images else ["choices"], use_threads=False)
     n_choice = pc.list_value_length(table["choices"])  # null where choices is None (open)
     valid = [k for k in n_choice.to_pylist() if k]
     out = {

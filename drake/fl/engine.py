@@ -28,6 +28,7 @@ from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows
 from drake.fl.method import Method, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.io import atomic_write_bytes
+from drake.malloc import release_large_blocks
 from drake.registry import Registry
 from drake.spec import ScenarioSpec
 
@@ -125,6 +126,7 @@ class SequentialEngine:
         *,
         run_dir: Path | None = None,
     ) -> None:
+        release_large_blocks()  # activations freed by each step go back to the OS (see drake/malloc.py)
         self.archs = archs
         self.data = data
         self.settings = settings or EngineSettings()
