@@ -24,11 +24,6 @@ class LazyRows(Sequence[Row]):
     def __init__(self, records: Sequence[Row]) -> None:
         self._records = list(records)
 
-    @classmethod
-    def from_dataset(cls, ds: Any) -> LazyRows:
-        """The rows of a ``datasets.Dataset`` as stored (Arrow -> Python), without decoding any image."""
-        return cls(ds.with_format("arrow")[:].to_pylist())
-
     def __len__(self) -> int:
         return len(self._records)
 
