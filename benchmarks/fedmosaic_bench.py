@@ -62,7 +62,8 @@ def run(method: str, scenario: Path, out: Path, sets: list[str], scale: float) -
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     argv = ["--method", method, "--scenario", str(scenario), "--out", str(out), "--scale", str(scale), "--no-progress",
-            "--set", "engine.self_limit=1", "--set", "engine.others_limit=1", "--set", "engine.eval_others=false"]
+            "--engine", "sequential", "--set", "engine.self_limit=1", "--set", "engine.others_limit=1",
+            "--set", "engine.eval_others=false"]
     for s in sets:
         argv += ["--set", s]
     plan = plan_from_args(p.parse_args(argv))

@@ -15,6 +15,9 @@
               by task as the engine scores, with a peft LoRA adapter (FedAvg & co.) and FedMosaic's
               PQ-LoRA (its sample gate averages the prompt only, so it shares the prompt too); the picks
               must not differ beyond float-rounding ties.
+(e) engines   wall time of one run of (b)'s first workload with ``--engine processes`` (one worker per core)
+              over ``--engine sequential`` (the same process count as (b): one torch thread); the two runs'
+              records must be identical. Goal: faster on 2+ cores (the default engine on CPU machines).
 
 Every measurement runs in its own subprocess, so each peak RSS is clean. Times are CPU seconds of the one
 torch thread (wall seconds are printed too): on a machine shared with other jobs they are far steadier.
@@ -28,6 +31,7 @@ Models are the zoo configs with random weights (cost does not depend on the weig
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -93,13 +97,13 @@ def write_scenario(
     return path
 
 
-def plan_for(scenario: Path, out: Path, sets: list[str], scale: float) -> Any:
+def plan_for(scenario: Path, out: Path, sets: list[str], scale: float, engine: str = "sequential") -> Any:
     from drake.runner import add_run_arguments, plan_from_args
 
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     argv = ["--method", "fedavg", "--scenario", str(scenario), "--out", str(out), "--scale", str(scale),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--engine", engine]  # fmt: skip
     for s in sets:
         argv += ["--set", s]
     return plan_from_args(p.parse_args(argv))
@@ -203,12 +207,15 @@ def work_engine(a: dict[str, Any]) -> dict[str, Any]:
     sets = [f"local_steps={a['steps']}", f"batch_size={a['batch']}", "lora_targets=q_proj,v_proj,o_proj",
             "engine.eval_others=false", f"engine.self_limit={a['self_limit']}"]  # fmt: skip
     before = peak_rss_mb()
-    plan = plan_for(scen, work / scen.stem, sets, a["scale"])
+    name = a.get("engine", "sequential")
+    plan = plan_for(scen, work / f"{scen.stem}-{name}", sets, a["scale"], name)
     engine, method = make_engine(plan, 0, None)
     t0 = time.perf_counter()
     raw = engine.run(method, plan.scenario, seed=0)
+    numbers = json.dumps([raw["history"], raw["comm"], raw["unseen"]], sort_keys=True, default=str)
     return {"rss_mb": peak_rss_mb(), "rss_after_imports_mb": before, "wall": time.perf_counter() - t0,
-            "phases": raw["wall"], "rows_in_memory": sum(len(s) for t in engine.data.values() for s in t.splits.values())}  # fmt: skip
+            "phases": raw["wall"], "rows_in_memory": sum(len(s) for t in engine.data.values() for s in t.splits.values()),
+            "numbers": hashlib.sha256(numbers.encode()).hexdigest()[:16]}  # fmt: skip
 
 
 def work_plain(a: dict[str, Any]) -> dict[str, Any]:
@@ -384,7 +391,7 @@ def main() -> int:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads per worker (the harness default on 2 cores)"
     )
-    ap.add_argument("--only", nargs="+", choices=("a", "b", "c", "d"), default=["a", "b", "c", "d"])
+    ap.add_argument("--only", nargs="+", choices=("a", "b", "c", "d", "e"), default=["a", "b", "c", "d", "e"])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--args", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -459,6 +466,19 @@ def main() -> int:
                          f"CPU {m['before'][1]:.1f} s -> {m['now'][1]:.1f} s (wall {m['before'][0]:.1f} -> "
                          f"{m['now'][0]:.1f} s); picks differing beyond ties: {m['flips']}; "
                          f"max |score diff| {m['max_diff']:.1e}")  # fmt: skip
+
+    if "e" in args.only:
+        kw = {**common, "rounds": 2 if q else 3, "steps": 6 if q else 20, "batch": 16, "self_limit": 100,
+              "eval_rounds": [2] if q else [1, 3], "clients": 10, "per_round": 10, "tasks": TASKS}  # fmt: skip
+        seq = spawn("engine", args.threads, **kw, engine="sequential")
+        par = spawn("engine", args.threads, **kw, engine="processes")
+        ratio = seq["wall"] / par["wall"]
+        same = seq["numbers"] == par["numbers"]
+        rows.append(("(e) wall sequential / processes engine", f"{seq['wall']:.0f} / {par['wall']:.0f} s = {ratio:.2f}x",
+                     "> 1x, same numbers", verdict(ratio > 1 and same)))  # fmt: skip
+        notes.append(f"(e) {kw['clients']} clients, {kw['rounds']} rounds of {kw['steps']} steps, {os.cpu_count()} cores; "
+                     f"train {seq['phases']['train']:.0f} -> {par['phases']['train']:.0f} s, eval "
+                     f"{seq['phases']['eval']:.0f} -> {par['phases']['eval']:.0f} s; records identical: {same}")  # fmt: skip
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average {load:.2f}; total {time.perf_counter() - t_start:.0f} s")

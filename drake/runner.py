@@ -42,7 +42,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="output directory for results, plots and checkpoints")
     p.add_argument("--config", default=None, help="YAML file of method settings (and `engine:` settings)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting; engine.* keys go to the engine (repeatable)")
-    p.add_argument("--engine", default="sequential", help="engine (default sequential)")
+    p.add_argument("--engine", default=os.environ.get("DRAKE_ENGINE") or "auto",
+                   help="engine: auto (processes on a CPU machine with 2+ cores, else sequential), sequential, processes "
+                   "or flower; all give the same numbers (default: $DRAKE_ENGINE, else auto)")
     p.add_argument("--scale", type=float, default=1.0, help="DRAKE-synth size multiplier (1.0: 300 train / 100 test per task)")
     p.add_argument("--image-size", type=int, default=32, help="DRAKE-synth image size in pixels")
     p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under .drake/)")
@@ -99,6 +101,17 @@ class RunPlan:
         return f"{self.method_cls.name}--{self.scenario.name}-{self.scenario.pool}--{self.config_hash[:8]}"
 
 
+def resolve_engine(name: str, clients: int, device: str) -> str:
+    """``auto``: clients on worker processes when there are cores to spare and no GPU, else one at a time."""
+    if name != "auto":
+        ENGINES.get(name)  # unknown engine -> error with suggestions
+        return name
+    from drake.fl.process_engine import default_workers
+
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "processes" if not gpu and default_workers(clients) >= 2 else "sequential"
+
+
 def plan_from_args(args: argparse.Namespace) -> RunPlan:
     """Resolve specs, configs and data (building DRAKE-synth if needed); fail early on bad input."""
     from drake import results as R
@@ -107,7 +120,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     tasks = load_tasks()
     scenario = load_scenario(args.scenario, pool=args.pool, tasks=tasks)
     method_cls = METHODS.get(args.method)
-    ENGINES.get(args.engine)  # unknown engine -> error with suggestions
+    engine = resolve_engine(args.engine, len(scenario.clients), args.device)
     values, engine_values = _split_overrides(args)
     config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
     engine_values.setdefault("progress", not args.no_progress)
@@ -120,9 +133,10 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     _pretrain_zoo_members(scenario.architectures, progress=settings.progress)
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
+    engine_dict.pop("workers")  # where the clients run, not what they compute: same numbers, same hash
     resolved = {"method": method_cls.name, **to_dict(config), "engine_settings": engine_dict}
     return RunPlan(
-        scenario, method_cls, config, settings, args.engine, task_specs, data_dir, load_rows(data_dir, task_specs),
+        scenario, method_cls, config, settings, engine, task_specs, data_dir, load_rows(data_dir, task_specs),
         data_params, resolved, R.config_hash(resolved, scenario.fingerprint(), data_params), args.device,
     )  # fmt: skip
 

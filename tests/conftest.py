@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# runs stay in the test process (spies and monkeypatches see the clients); tests/test_process_engine.py and
+# tests/test_flower.py check that the other engines give the same numbers
+os.environ.setdefault("DRAKE_ENGINE", "sequential")
 
 import torch  # noqa: E402
 

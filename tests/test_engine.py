@@ -96,7 +96,8 @@ def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp
     assert strip_timing(first) == strip_timing(again)
 
 
-def test_resume_is_identical_to_an_uninterrupted_run(tiny_scenario: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sequential", "processes"])
+def test_resume_is_identical_to_an_uninterrupted_run(engine: str, tiny_scenario: Path, tmp_path: Path) -> None:
     full = _run_seed(_args(tiny_scenario, tmp_path / "full"))
 
     class Killed(Exception):
@@ -106,7 +107,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(tiny_scenario: Path, tmp_pa
         if entry["round"] == 1:
             raise Killed
 
-    args = _args(tiny_scenario, tmp_path / "resumed")
+    args = _args(tiny_scenario, tmp_path / "resumed", "--engine", engine, "--set", "engine.workers=2")
     with pytest.raises(Killed):
         _run_seed(args, callbacks=[kill_after_first_round])
     assert (tmp_path / "resumed" / "work" / "checkpoint.pt").is_file()

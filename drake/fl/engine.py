@@ -50,13 +50,14 @@ class EngineSettings:
     unseen_adapt_batch: int | None = field(default=None, metadata={"help": "examples per unseen-adaptation step (None = the method's batch_size)"})
     unseen_adapt_eval_every: int = field(default=0, metadata={"help": "also score every N adaptation steps (the adapted A_AUC curve; 0 = only after the last step)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute text-model activations in backward: less GPU memory, ~30% more compute"})
+    workers: int = field(default=0, metadata={"help": "--engine processes: worker processes (0 = one per core at the run's torch threads, at most one per client)"})
     micro_batch: int | str = field(default=0, metadata={"help": "examples per forward pass: 0 = the method's grad_accum; N = at most N; auto = the largest that fits (probed on CUDA, as 0 on CPU)"})
 
     def __post_init__(self) -> None:
         mb = self.micro_batch
         if not (mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 0)):
             raise SpecError(f"engine settings: micro_batch {mb!r}: expected auto, 0 or a positive integer")
-        for name in ("unseen_adapt_steps", "unseen_adapt_eval_every"):
+        for name in ("unseen_adapt_steps", "unseen_adapt_eval_every", "workers"):
             if getattr(self, name) < 0:
                 raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 0 or more")
         if self.unseen_adapt_batch is not None and self.unseen_adapt_batch < 1:
@@ -451,5 +452,6 @@ class SequentialEngine:
 
 
 ENGINES: Registry = Registry("engine")
-ENGINES.register("sequential", SequentialEngine, summary="in-process, one client at a time (default)")
+ENGINES.register("sequential", SequentialEngine, summary="in-process, one client at a time (auto's pick on a GPU or a single core)")
+ENGINES.register("processes", "drake.fl.process_engine:ProcessEngine", summary="clients dealt over local worker processes, all at once (auto's pick on 2+ CPU cores; same numbers)")
 ENGINES.register("flower", "drake.fl.flower_engine:FlowerEngine", summary="each client on a Flower SuperNode (extra: drake-bench[flower])")

@@ -4,7 +4,7 @@
 - ``server_app`` connects back to the ``drake run`` process (address and key in the run config's relay
   file, readable only on the server's machine) and turns its requests into Flower Messages on the Grid:
   push one message per node, pull the replies, list the connected nodes.
-- ``client_app`` answers "train" and "evaluate" messages with drake.fl.flower_engine.serve_node and keeps
+- ``client_app`` answers "train" and "evaluate" messages with drake.fl.nodes.serve_node and keeps
   the node's job and client states in the node's persistent ``context.state`` between messages.
 """
 
@@ -73,7 +73,7 @@ def _serve(grid: Grid, context: Context) -> None:
 
 # ------------------------------------------------------------------------------------------ client
 def _answer(msg: Message, context: Context) -> Message:
-    from drake.fl.flower_engine import serve_node
+    from drake.fl.nodes import serve_node
 
     state = context.state
     job = bytes(state[JOB]["blob"]) if JOB in state else None

@@ -5,15 +5,12 @@ Who runs what:
   aggregate, comm accounting, callbacks, the returned record) runs here unchanged;
 - a Flower ServerApp (drake/fl/flower_app.py), started by the SuperLink, holds the Grid and relays
   messages between this process (an authenticated loopback pipe) and the SuperNodes (Message API);
-- each SuperNode hosts a fixed share of the clients (round-robin over the sorted node ids) and runs
-  SequentialEngine's client-side hooks for them (``NodeEngine``), keeping each client's state (adapter,
-  optimizer, stream position, method extras) in the node's persistent Flower context between messages.
+- each SuperNode hosts a fixed share of the clients (round-robin over the sorted node ids) and answers with
+  ``drake.fl.nodes.serve_node``, keeping each client's state (adapter, optimizer, stream position, method
+  extras) in the node's persistent Flower context between messages.
 
-One message per node and phase: "train" carries the payloads of the node's participants, "evaluate" the
-server state the node's clients need for ``personalize``. The first message to a node also carries the job
-(method, config, scenario, seed, settings), its clients' initial states and streams, and the rows they use.
-Every hook that runs remotely is the SequentialEngine method of the same name, so both engines compute the
-same numbers (exactly, on the same machine and thread count).
+The messages and the hooks they run are those of every ``NodesEngine`` (drake/fl/nodes.py), so this engine
+computes the same numbers as the sequential one (exactly, on the same machine and thread count).
 
 Without ``DRAKE_FLOWER_SUPERLINK`` the engine starts its own SuperLink and ``DRAKE_FLOWER_NODES`` SuperNodes
 on 127.0.0.1 (``--insecure``, loopback only) and stops them afterwards; docs/flower.md has the recipes.
@@ -23,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.util
-import io
 import ipaddress
 import json
 import os
@@ -43,13 +38,10 @@ from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from drake.errors import DrakeError, SpecError
-from drake.fl.client import ArchModel, TaskRows
-from drake.fl.engine import EngineSettings, SequentialEngine, StateStore
-from drake.fl.method import Method, ServerState
-from drake.fl.types import ClientUpdate, RoundContext
+from drake.fl.method import Method
+from drake.fl.nodes import NodeError, NodesEngine, loads, log_exchange
+from drake.fl.types import RoundContext
 
 INSTALL_HINT = "pip install drake-bench[flower]"
 if importlib.util.find_spec("flwr") is None:
@@ -73,19 +65,8 @@ FLOWER_ENV = {
 REPO = Path(__file__).resolve().parents[2]
 
 
-class FlowerError(DrakeError):
+class FlowerError(NodeError):
     """The federation failed: a node was lost, timed out or raised, or Flower did not start."""
-
-
-def dumps(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def loads(blob: bytes) -> Any:
-    """Unpickle a blob from the other end of the run (nodes already run the code the SuperLink sends them)."""
-    return torch.load(io.BytesIO(blob), weights_only=False)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -127,126 +108,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def model_digest(arch: ArchModel) -> str:
-    """sha256 of a model's full state (base weights and adapters), to check that a node built the same one."""
-    h = hashlib.sha256()
-    for key, value in sorted(arch.model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------ node side
-#: the SequentialEngine hooks a node runs for its clients: hook(method, ctx, payloads | server, store, streams, ...)
-NODE_HOOKS = frozenset({"_train_round", "_evaluate_all", "_evaluate_unseen", "_adapt_unseen"})
-
-class NodeEngine(SequentialEngine):
-    """One SuperNode's share of a run: SequentialEngine's client-side hooks for the clients placed here."""
-
-    name = "flower-node"
-
-    def __init__(
-        self, archs: Mapping[str, ArchModel], data: Mapping[str, TaskRows], settings: EngineSettings, hosted: Sequence[int]
-    ) -> None:
-        super().__init__(archs, data, settings)
-        self.hosted = frozenset(hosted)
-
-    def _hosted(self, ids: Sequence[int] | Mapping[int, Any]) -> list[int]:
-        return sorted(cid for cid in ids if cid in self.hosted)
-
-
-def _build_node(job: Mapping[str, Any], node_config: Mapping[str, Any]) -> tuple[NodeEngine, Method]:
-    """The node's engine and method, built exactly as ``drake run`` builds them (same seeds, same models)."""
-    from drake.methods import METHODS
-    from drake.runner import RunPlan, make_engine, set_threads
-
-    set_threads(int(node_config.get("threads", 0) or 0) or int(job["threads"]))
-    plan = RunPlan(
-        scenario=job["scenario"], method_cls=METHODS.get(job["method"]), config=job["config"],
-        settings=job["settings"], engine="sequential", task_specs=[], data_dir=None, data=job["data"],
-        data_params={}, resolved={}, config_hash="", device=str(node_config.get("device", "auto")),
-    )  # fmt: skip
-    base, method = make_engine(plan, int(job["seed"]), None)
-    engine = NodeEngine(base.archs, base.data, base.settings, job["hosted"])
-    engine.grad_accum = dict(job["grad_accum"])
-    return engine, method
-
-
-def serve_node(
-    request_blob: bytes, job_blob: bytes | None, clients_blob: bytes | None, node_config: Mapping[str, Any]
-) -> tuple[bytes, bytes | None, bytes | None]:
-    """Serve one message on a node: (reply, job to keep, client states to keep); None keeps what is there.
-
-    Errors come back as ``{"error": one line}`` (the traceback goes to the node's log), so the server can
-    stop the run with a clear message instead of waiting.
-    """
-    t0 = time.perf_counter()
-    try:
-        request = loads(request_blob)
-        setup = request.get("setup")
-        if setup is not None:
-            job_blob, job, saved = dumps(setup["job"]), setup["job"], {"states": setup["states"], "streams": setup["streams"]}
-        elif job_blob is None or clients_blob is None:
-            raise FlowerError("this node holds no state for the run (was it restarted?); rerun the scenario")
-        else:
-            job, saved = loads(job_blob), loads(clients_blob)
-        engine, method = _build_node(job, node_config)
-        built = time.perf_counter()
-        if setup is not None:
-            digest = {name: model_digest(arch) for name, arch in engine.archs.items()}
-            differ = sorted(a for a in digest if digest[a] != job["digest"].get(a))
-            if differ:
-                raise FlowerError(
-                    f"the node built different initial models for {', '.join(differ)} than the server "
-                    "(other base model files, drake version or method code); give every node the same install"
-                )
-        store = StateStore(None, float("inf"))
-        for cid, state in saved["states"].items():
-            store.put(cid, state)
-        if not {hook for hook, _, _ in request["calls"]} <= NODE_HOOKS:
-            raise FlowerError(f"unknown hook in {[h for h, _, _ in request['calls']]}; server and node run different drake versions")
-        results = [
-            getattr(engine, hook)(method, request["ctx"], first, store, saved["streams"], *rest)
-            for hook, first, rest in request["calls"]
-        ]
-        saved["states"] = {cid: store.get(cid) for cid in saved["states"]}
-        seconds = {"build": built - t0, "work": time.perf_counter() - built}
-        return dumps({"results": results, "seconds": seconds}), (job_blob if setup is not None else None), dumps(saved)
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the server as one line
-        import traceback
-
-        traceback.print_exc()
-        line = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return dumps({"error": line}), None, None
-
-
-def node_rows(
-    data: Mapping[str, TaskRows], scenario: Any, hosted: Sequence[int], s: EngineSettings
-) -> dict[str, TaskRows]:
-    """The rows a node needs: its clients' training rows and the test rows its evaluations score."""
-    own = {t for c in scenario.clients if c.id in hosted for t in c.tasks}
-    train = own | (set(scenario.unseen) if s.unseen_adapt_steps > 0 else set())
-    others = (s.others_limit or None) if s.eval_others else 0
-
-    def widest(*limits: int | None) -> int | None:
-        return None if any(x is None for x in limits) else max(limits)  # type: ignore[type-var]
-
-    out = {}
-    for name, rows in data.items():
-        if name in own:
-            limit = widest(s.self_limit or None, others)
-        elif name in scenario.unseen:
-            limit = s.unseen_limit or None
-        else:
-            limit = others
-        test = rows.splits.get("test", [])
-        out[name] = TaskRows(
-            rows.name, rows.answer, rows.metric,
-            {"train": rows.splits.get("train", []) if name in train else [], "test": test if limit is None else test[:limit]},
-        )  # fmt: skip
-    return out
 
 
 # ---------------------------------------------------------------------------------------- federation
@@ -433,16 +294,9 @@ class _Session:
     timeout: float
     federation: LocalFederation | None
     run_id: str
-    hosts: dict[int, list[int]]  # node id -> client ids placed there
-    digest: dict[str, str]
-    ready: set[int] = dataclasses.field(default_factory=set)
-    cached: Any = None  # (key, result) of a hook answered ahead of its call (unseen adaptation)
-
-    def node_of(self, cid: int) -> int:
-        return next(node for node, cids in self.hosts.items() if cid in cids)
 
 
-class FlowerEngine(SequentialEngine):
+class FlowerEngine(NodesEngine):
     """SequentialEngine's loop on a real SuperLink + SuperNodes; client state lives on the nodes."""
 
     name = "flower"
@@ -452,16 +306,12 @@ class FlowerEngine(SequentialEngine):
     ) -> dict[str, Any]:
         if resume:
             raise SpecError("--resume does not work with --engine flower (client state lives on the SuperNodes); rerun without it")
-        self._method, self._seed = method, seed
-        with self._connect(scenario):
+        with self._connect(method, seed, scenario):
             return super().run(method, scenario, seed=seed, callbacks=callbacks)
-
-    def _checkpoint_path(self) -> Path | None:
-        return None  # client states are on the nodes, so a server-side checkpoint could not resume the run
 
     # ------------------------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def _connect(self, scenario: Any) -> Iterator[None]:
+    def _connect(self, method: Method, seed: int, scenario: Any) -> Iterator[None]:
         """Start (or reach) the federation, submit the app, wait for the ServerApp and the nodes, place clients."""
         keep = self.run_dir is not None
         home = (self.run_dir / "flower") if self.run_dir is not None else Path(tempfile.mkdtemp(prefix="drake-flower-"))
@@ -487,13 +337,10 @@ class FlowerEngine(SequentialEngine):
 
             relay.accept(start_timeout, check)
             nodes = self._wait_nodes(relay, federation, start_timeout, check)
-            hosts = {node: [] for node in nodes}
-            for i, c in enumerate(sorted(c.id for c in scenario.clients)):
-                hosts[nodes[i % len(nodes)]].append(c)
-            digest = {name: model_digest(arch) for name, arch in self.archs.items()}
-            self._session = _Session(relay, home, _env_float(ENV_TIMEOUT, 900.0), federation, run_id, hosts, digest)
+            self._start(method, seed, self.place(nodes, [c.id for c in scenario.clients]))
+            self._session = _Session(relay, home, _env_float(ENV_TIMEOUT, 900.0), federation, run_id)
             (home / "placement.json").write_text(json.dumps(
-                {"run_id": run_id, "superlink": address, "nodes": {str(n): c for n, c in hosts.items()},
+                {"run_id": run_id, "superlink": address, "nodes": {str(n): c for n, c in self.hosts.items()},
                  "pids": federation.pids() if federation is not None else {}}, indent=1
             ))  # fmt: skip
             yield
@@ -520,35 +367,16 @@ class FlowerEngine(SequentialEngine):
             time.sleep(0.5)
 
     # ------------------------------------------------------------------------------ messaging
-    def _job(self, node: int, ctx: RoundContext, store: StateStore, streams: Mapping[int, Any]) -> dict[str, Any]:
-        s, hosted = self._session, self._session.hosts[node]
-        job = {
-            "method": self._method.name, "config": self._method.config, "scenario": ctx.scenario, "seed": ctx.seed,
-            "settings": dataclasses.replace(self.settings, progress=False), "hosted": hosted,
-            "data": node_rows(self.data, ctx.scenario, hosted, self.settings),
-            "grad_accum": dict(self.grad_accum), "threads": torch.get_num_threads(), "digest": s.digest,
-        }  # fmt: skip
-        return {"job": job, "states": {c: store.get(c) for c in hosted}, "streams": {c: streams[c] for c in hosted}}
-
-    def _exchange(
-        self, kind: str, ctx: RoundContext, calls: Mapping[int, list[tuple[str, Any, tuple]]], store: StateStore,
-        streams: Mapping[int, Any],
-    ) -> dict[int, list[Any]]:
-        """One message per node (``calls``: node -> [(hook, first argument, other arguments)]); their results."""
+    def _send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
+        """Push one message per node through the ServerApp and pull the replies (the round trip is logged)."""
         s = self._session
-        batch = []
-        for node, node_calls in calls.items():
-            request: dict[str, Any] = {"ctx": ctx, "calls": node_calls}
-            if node not in s.ready:
-                request["setup"] = self._job(node, ctx, store, streams)
-            batch.append((node, kind, dumps(request)))
+        batch = [(node, kind, blob) for node, blob in requests.items()]
         t0 = time.perf_counter()
         ids = s.relay.call("push", batch, str(ctx.round + 1))
         if len(ids) != len(batch) or not all(ids):
             raise FlowerError(f"the SuperLink refused the {kind} messages of round {ctx.round + 1} (too large?)")
-        pending = dict(zip(ids, calls))
-        out: dict[int, list[Any]] = {}
-        seconds: dict[int, dict[str, float]] = {}
+        pending = dict(zip(ids, requests))
+        out: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + s.timeout
         where = f"{kind} of round {ctx.round + 1}"
         while pending:
@@ -559,8 +387,7 @@ class FlowerEngine(SequentialEngine):
                 reply = loads(blob) if blob is not None else {"error": error}
                 if reply.get("error"):
                     raise FlowerError(f"node {node} (clients {self._clients_of(node)}) failed in {where}: {reply['error']}")
-                out[node] = reply["results"]
-                seconds[node] = reply.get("seconds", {})
+                out[node] = reply
             if not pending:
                 break
             lost = ", ".join(f"{n} (clients {self._clients_of(n)})" for n in pending.values())
@@ -576,72 +403,5 @@ class FlowerEngine(SequentialEngine):
                     f"with it, so the run stops (restart the node and rerun; {ENV_TIMEOUT} sets the limit)"
                 )  # fmt: skip
             time.sleep(0.2)
-        s.ready.update(calls)
-        with open(s.home / "exchanges.jsonl", "a") as f:  # where the time goes: message round trip vs node work
-            f.write(json.dumps({"kind": kind, "round": ctx.round + 1, "seconds": time.perf_counter() - t0,
-                                "bytes_out": sum(len(b) for _, _, b in batch), "nodes": {str(n): v for n, v in seconds.items()}}) + "\n")  # fmt: skip
-        return out
-
-    def _clients_of(self, node: int) -> str:
-        return ", ".join(map(str, self._session.hosts.get(node, []))) or "none"
-
-    def _server_view(self, server: ServerState, node: int, ctx: RoundContext) -> ServerState:
-        """What ``personalize`` on a node may read: its architectures' globals and its clients' own globals."""
-        hosted = self._session.hosts[node]
-        archs = {ctx.clients[c].architecture for c in hosted}
-        return ServerState(
-            per_arch={a: v for a, v in server.per_arch.items() if a in archs},
-            per_client={c: v for c, v in server.per_client.items() if c in hosted},
-        )
-
-    def _evaluate_on_nodes(self, hooks: Sequence[str], ctx, server, store, streams, *rest) -> list[dict]:
-        """Run evaluation ``hooks`` on every node that hosts clients; each hook's results merged by client id."""
-        nodes = [n for n, cids in self._session.hosts.items() if cids]
-        calls = {n: [(h, self._server_view(server, n, ctx), rest) for h in hooks] for n in nodes}
-        replies = self._exchange("evaluate", ctx, calls, store, streams)
-        return [dict(sorted(((c, v) for n in nodes for c, v in replies[n][i].items()), key=lambda kv: kv[0])) for i in range(len(hooks))]
-
-    # ------------------------------------------------------------------------ SequentialEngine hooks
-    def _train_round(
-        self, method: Method, ctx: RoundContext, payloads: Mapping[int, Any], store: StateStore,
-        streams: Mapping[int, Any], bar: Any = None,
-    ) -> tuple[list[ClientUpdate], dict[str, Any], dict[int, dict[str, float]]]:
-        per_node: dict[int, dict[int, Any]] = {}
-        for cid in ctx.participants:
-            per_node.setdefault(self._session.node_of(cid), {})[cid] = payloads[cid]
-        calls = {node: [("_train_round", node_payloads, ())] for node, node_payloads in per_node.items()}
-        replies = self._exchange("train", ctx, calls, store, streams)
-        updates: list[ClientUpdate] = []
-        comm: dict[str, Any] = {"round": ctx.round + 1, "up": {}, "down": {}}
-        log: dict[int, dict[str, float]] = {}
-        for node in calls:
-            node_updates, node_comm, node_log = replies[node][0]
-            updates += node_updates
-            comm["up"].update(node_comm["up"])
-            comm["down"].update(node_comm["down"])
-            log.update(node_log)
-        order = {cid: i for i, cid in enumerate(ctx.participants)}
-        updates.sort(key=lambda u: order[u.client_id])
-        comm["up"] = {c: comm["up"][c] for c in ctx.participants if c in comm["up"]}
-        comm["down"] = {c: comm["down"][c] for c in ctx.participants if c in comm["down"]}
-        if bar is not None:
-            bar.set_postfix(nodes=len(calls), clients=len(updates))
-        return updates, comm, {c: log[c] for c in ctx.participants if c in log}
-
-    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, float]]:
-        (out,) = self._evaluate_on_nodes(["_evaluate_all"], ctx, server, store, streams, specs, seed, rnd)
-        return out
-
-    def _evaluate_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, float]]:
-        # the unseen adaptation that follows gets the same arguments: both travel in one message per node
-        hooks = ["_evaluate_unseen", "_adapt_unseen"]
-        unseen, adapted = self._evaluate_on_nodes(hooks, ctx, server, store, streams, seed, scenario)
-        self._session.cached = ((id(server), ctx.round), adapted)
-        return unseen
-
-    def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, Any]]:
-        cached, self._session.cached = self._session.cached, None
-        if cached is not None and cached[0] == (id(server), ctx.round):
-            return cached[1]
-        (out,) = self._evaluate_on_nodes(["_adapt_unseen"], ctx, server, store, streams, seed, scenario)
+        log_exchange(s.home / "exchanges.jsonl", kind, ctx, time.perf_counter() - t0, requests, out)
         return out

@@ -1,0 +1,312 @@
+"""Engines whose clients live in other processes ("nodes"): the part that does not depend on the transport.
+
+The server process runs SequentialEngine.run's loop unchanged (sampling, configure_round, aggregate, comm
+accounting, callbacks, the returned record); ``NodesEngine`` replaces its four client-side hooks with one
+message per node and phase. A node answers with ``serve_node``: it runs the SequentialEngine hook of the same
+name for the clients placed on it (``NodeEngine``), so every engine built on this computes the same numbers
+(exactly, on the same machine and thread count). The first message to a node also carries the job (method,
+config, scenario, seed, settings), its clients' initial states and streams, and the rows they use.
+
+Transports: ``ProcessEngine`` (drake/fl/process_engine.py, worker processes on this machine) and
+``FlowerEngine`` (drake/fl/flower_engine.py, Flower SuperNodes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from drake.errors import DrakeError
+from drake.fl.client import ArchModel, TaskRows
+from drake.fl.engine import EngineSettings, SequentialEngine, StateStore
+from drake.fl.method import Method, ServerState
+from drake.fl.types import ClientUpdate, RoundContext
+
+
+class NodeError(DrakeError):
+    """A node failed: it was lost, timed out or raised, or it built other models than the server."""
+
+
+def dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def loads(blob: bytes) -> Any:
+    """Unpickle a blob from the other end of the run (nodes already run the code the SuperLink sends them)."""
+    return torch.load(io.BytesIO(blob), weights_only=False)
+
+
+
+def model_digest(arch: ArchModel) -> str:
+    """sha256 of a model's full state (base weights and adapters), to check that a node built the same one."""
+    h = hashlib.sha256()
+    for key, value in sorted(arch.model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+
+#: the SequentialEngine hooks a node runs for its clients: hook(method, ctx, payloads | server, store, streams, ...)
+NODE_HOOKS = frozenset({"_train_round", "_evaluate_all", "_evaluate_unseen", "_adapt_unseen"})
+
+class NodeEngine(SequentialEngine):
+    """One node's share of a run: SequentialEngine's client-side hooks for the clients placed here."""
+
+    name = "node"
+
+    def __init__(
+        self, archs: Mapping[str, ArchModel], data: Mapping[str, TaskRows], settings: EngineSettings, hosted: Sequence[int]
+    ) -> None:
+        super().__init__(archs, data, settings)
+        self.hosted = frozenset(hosted)
+
+    def _hosted(self, ids: Sequence[int] | Mapping[int, Any]) -> list[int]:
+        return sorted(cid for cid in ids if cid in self.hosted)
+
+
+def build_node(job: Mapping[str, Any], node_config: Mapping[str, Any]) -> tuple[NodeEngine, Method]:
+    """The node's engine and method, built exactly as ``drake run`` builds them (same seeds, same models)."""
+    from drake.methods import METHODS
+    from drake.runner import RunPlan, make_engine, set_threads
+
+    set_threads(int(node_config.get("threads", 0) or 0) or int(job["threads"]))
+    plan = RunPlan(
+        scenario=job["scenario"], method_cls=METHODS.get(job["method"]), config=job["config"],
+        settings=job["settings"], engine="sequential", task_specs=[], data_dir=None, data=job["data"],
+        data_params={}, resolved={}, config_hash="", device=str(node_config.get("device", "auto")),
+    )  # fmt: skip
+    base, method = make_engine(plan, int(job["seed"]), None)
+    engine = NodeEngine(base.archs, base.data, base.settings, job["hosted"])
+    engine.grad_accum = dict(job["grad_accum"])
+    return engine, method
+
+
+def serve_node(
+    request_blob: bytes, job_blob: bytes | None, clients_blob: bytes | None, node_config: Mapping[str, Any],
+    cache: dict[str, Any] | None = None,
+) -> tuple[bytes, bytes | None, bytes | None]:
+    """Serve one message on a node: (reply, job to keep, client states to keep); None keeps what is there.
+
+    ``cache`` (a dict the caller keeps between messages, for nodes that live as long as the run) holds the
+    engine and method built for the current job, so later messages skip unpickling the job and rebuilding
+    the models (~1.5 s a message on the default scenario). Errors come back as ``{"error": one line}`` (the
+    traceback goes to the node's log), so the server can stop the run with a clear message instead of waiting.
+    """
+    t0 = time.perf_counter()
+    try:
+        request = loads(request_blob)
+        setup = request.get("setup")
+        if setup is not None:
+            job_blob, job, saved = dumps(setup["job"]), setup["job"], {"states": setup["states"], "streams": setup["streams"]}
+        elif job_blob is None or clients_blob is None:
+            raise NodeError("this node holds no state for the run (was it restarted?); rerun the scenario")
+        else:
+            saved = loads(clients_blob)
+        if cache is not None and setup is None and cache.get("job_blob") is job_blob:
+            engine, method = cache["built"]
+        else:
+            job = job if setup is not None else loads(job_blob)
+            engine, method = build_node(job, node_config)
+            if cache is not None:
+                cache.update(job_blob=job_blob, built=(engine, method))
+        built = time.perf_counter()
+        if setup is not None:
+            digest = {name: model_digest(arch) for name, arch in engine.archs.items()}
+            differ = sorted(a for a in digest if digest[a] != job["digest"].get(a))
+            if differ:
+                raise NodeError(
+                    f"the node built different initial models for {', '.join(differ)} than the server "
+                    "(other base model files, drake version or method code); give every node the same install"
+                )
+        store = StateStore(None, float("inf"))
+        for cid, state in saved["states"].items():
+            store.put(cid, state)
+        if not {hook for hook, _, _ in request["calls"]} <= NODE_HOOKS:
+            raise NodeError(f"unknown hook in {[h for h, _, _ in request['calls']]}; server and node run different drake versions")
+        results = [
+            getattr(engine, hook)(method, request["ctx"], first, store, saved["streams"], *rest)
+            for hook, first, rest in request["calls"]
+        ]
+        saved["states"] = {cid: store.get(cid) for cid in saved["states"]}
+        seconds = {"build": built - t0, "work": time.perf_counter() - built}
+        return dumps({"results": results, "seconds": seconds}), (job_blob if setup is not None else None), dumps(saved)
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the server as one line
+        import traceback
+
+        traceback.print_exc()
+        line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return dumps({"error": line}), None, None
+
+
+def node_rows(
+    data: Mapping[str, TaskRows], scenario: Any, hosted: Sequence[int], s: EngineSettings
+) -> dict[str, TaskRows]:
+    """The rows a node needs: its clients' training rows and the test rows its evaluations score."""
+    own = {t for c in scenario.clients if c.id in hosted for t in c.tasks}
+    train = own | (set(scenario.unseen) if s.unseen_adapt_steps > 0 else set())
+    others = (s.others_limit or None) if s.eval_others else 0
+
+    def widest(*limits: int | None) -> int | None:
+        return None if any(x is None for x in limits) else max(limits)  # type: ignore[type-var]
+
+    out = {}
+    for name, rows in data.items():
+        if name in own:
+            limit = widest(s.self_limit or None, others)
+        elif name in scenario.unseen:
+            limit = s.unseen_limit or None
+        else:
+            limit = others
+        test = rows.splits.get("test", [])
+        out[name] = TaskRows(
+            rows.name, rows.answer, rows.metric,
+            {"train": rows.splits.get("train", []) if name in train else [], "test": test if limit is None else test[:limit]},
+        )  # fmt: skip
+    return out
+
+
+def log_exchange(path, kind: str, ctx: RoundContext, seconds: float, requests: Mapping[int, bytes],
+                 replies: Mapping[int, Mapping[str, Any]]) -> None:
+    """One JSON line per exchange: where the time goes (round trip vs each node's build and work)."""
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps({"kind": kind, "round": ctx.round + 1, "seconds": seconds,
+                            "bytes_out": sum(len(b) for b in requests.values()),
+                            "nodes": {str(n): r.get("seconds", {}) for n, r in replies.items()}}) + "\n")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- server side
+class NodesEngine(SequentialEngine):
+    """SequentialEngine's loop with every client's work on a node; subclasses provide ``_send``.
+
+    ``self.hosts`` (node id -> client ids) is set by the subclass before the first round.
+    """
+
+    hosts: dict[int, list[int]]
+
+    def _start(self, method: Method, seed: int, hosts: Mapping[int, Sequence[int]]) -> None:
+        """Remember the run and the placement (call before ``SequentialEngine.run``)."""
+        self._method, self._seed = method, seed
+        self.hosts = {node: list(cids) for node, cids in hosts.items()}
+        self._digest = {name: model_digest(arch) for name, arch in self.archs.items()}
+        self._ready: set[int] = set()
+        self._cached: Any = None  # (key, result) of a hook answered ahead of its call (unseen adaptation)
+
+    @staticmethod
+    def place(nodes: Sequence[int], client_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Clients dealt round-robin over the sorted node ids."""
+        hosts: dict[int, list[int]] = {node: [] for node in nodes}
+        for i, cid in enumerate(sorted(client_ids)):
+            hosts[nodes[i % len(nodes)]].append(cid)
+        return hosts
+
+    def _checkpoint_path(self):
+        return None  # client states live on the nodes, so a server-side checkpoint could not resume the run
+
+    def _send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
+        """Deliver one request per node and return each node's decoded reply (``{"results", "seconds"}``);
+        raise NodeError (one line naming the node, its clients and the phase) when a node fails."""
+        raise NotImplementedError
+
+    def _job(self, node: int, ctx: RoundContext, store: StateStore, streams: Mapping[int, Any]) -> dict[str, Any]:
+        hosted = self.hosts[node]
+        job = {
+            "method": self._method.name, "config": self._method.config, "scenario": ctx.scenario, "seed": ctx.seed,
+            "settings": dataclasses.replace(self.settings, progress=False), "hosted": hosted,
+            "data": node_rows(self.data, ctx.scenario, hosted, self.settings),
+            "grad_accum": dict(self.grad_accum), "threads": torch.get_num_threads(), "digest": self._digest,
+        }  # fmt: skip
+        return {"job": job, "states": {c: store.get(c) for c in hosted}, "streams": {c: streams[c] for c in hosted}}
+
+    def _exchange(
+        self, kind: str, ctx: RoundContext, calls: Mapping[int, list[tuple[str, Any, tuple]]], store: StateStore,
+        streams: Mapping[int, Any],
+    ) -> dict[int, list[Any]]:
+        """One message per node (``calls``: node -> [(hook, first argument, other arguments)]); their results."""
+        requests = {}
+        for node, node_calls in calls.items():
+            request: dict[str, Any] = {"ctx": ctx, "calls": node_calls}
+            if node not in self._ready:
+                request["setup"] = self._job(node, ctx, store, streams)
+            requests[node] = dumps(request)
+        replies = self._send(kind, ctx, requests)
+        self._ready.update(calls)
+        for reply in replies.values():  # engines whose nodes send their clients' states back keep them current
+            for cid, state in reply.get("states", {}).items():
+                store.put(cid, state)
+        return {node: reply["results"] for node, reply in replies.items()}
+
+    def _clients_of(self, node: int) -> str:
+        return ", ".join(map(str, self.hosts.get(node, []))) or "none"
+
+    def _server_view(self, server: ServerState, node: int, ctx: RoundContext) -> ServerState:
+        """What ``personalize`` on a node may read: its architectures' globals and its clients' own globals."""
+        hosted = self.hosts[node]
+        archs = {ctx.clients[c].architecture for c in hosted}
+        return ServerState(
+            per_arch={a: v for a, v in server.per_arch.items() if a in archs},
+            per_client={c: v for c, v in server.per_client.items() if c in hosted},
+        )
+
+    def _evaluate_on_nodes(self, hooks: Sequence[str], ctx, server, store, streams, *rest) -> list[dict]:
+        """Run evaluation ``hooks`` on every node that hosts clients; each hook's results merged by client id."""
+        nodes = [n for n, cids in self.hosts.items() if cids]
+        calls = {n: [(h, self._server_view(server, n, ctx), rest) for h in hooks] for n in nodes}
+        replies = self._exchange("evaluate", ctx, calls, store, streams)
+        return [dict(sorted(((c, v) for n in nodes for c, v in replies[n][i].items()), key=lambda kv: kv[0])) for i in range(len(hooks))]
+
+    # ------------------------------------------------------------------------ SequentialEngine hooks
+    def _train_round(
+        self, method: Method, ctx: RoundContext, payloads: Mapping[int, Any], store: StateStore,
+        streams: Mapping[int, Any], bar: Any = None,
+    ) -> tuple[list[ClientUpdate], dict[str, Any], dict[int, dict[str, float]]]:
+        per_node: dict[int, dict[int, Any]] = {}
+        for cid in ctx.participants:
+            node = next(n for n, cids in self.hosts.items() if cid in cids)
+            per_node.setdefault(node, {})[cid] = payloads[cid]
+        calls = {node: [("_train_round", node_payloads, ())] for node, node_payloads in per_node.items()}
+        replies = self._exchange("train", ctx, calls, store, streams)
+        updates: list[ClientUpdate] = []
+        comm: dict[str, Any] = {"round": ctx.round + 1, "up": {}, "down": {}}
+        log: dict[int, dict[str, float]] = {}
+        for node in calls:
+            node_updates, node_comm, node_log = replies[node][0]
+            updates += node_updates
+            comm["up"].update(node_comm["up"])
+            comm["down"].update(node_comm["down"])
+            log.update(node_log)
+        order = {cid: i for i, cid in enumerate(ctx.participants)}
+        updates.sort(key=lambda u: order[u.client_id])
+        comm["up"] = {c: comm["up"][c] for c in ctx.participants if c in comm["up"]}
+        comm["down"] = {c: comm["down"][c] for c in ctx.participants if c in comm["down"]}
+        if bar is not None:
+            bar.set_postfix(nodes=len(calls), clients=len(updates))
+        return updates, comm, {c: log[c] for c in ctx.participants if c in log}
+
+    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, float]]:
+        (out,) = self._evaluate_on_nodes(["_evaluate_all"], ctx, server, store, streams, specs, seed, rnd)
+        return out
+
+    def _evaluate_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, float]]:
+        # the unseen adaptation that follows gets the same arguments: both travel in one message per node
+        hooks = ["_evaluate_unseen", "_adapt_unseen"]
+        unseen, adapted = self._evaluate_on_nodes(hooks, ctx, server, store, streams, seed, scenario)
+        self._cached = ((id(server), ctx.round), adapted)
+        return unseen
+
+    def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, Any]]:
+        cached, self._cached = self._cached, None
+        if cached is not None and cached[0] == (id(server), ctx.round):
+            return cached[1]
+        (out,) = self._evaluate_on_nodes(["_adapt_unseen"], ctx, server, store, streams, seed, scenario)
+        return out
