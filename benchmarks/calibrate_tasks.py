@@ -80,8 +80,9 @@ def calibrate_parallel(args: argparse.Namespace) -> dict:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    names = args.tasks or list(load_tasks())
-    ensure_built([load_tasks()[n] for n in names], args.data_dir, source="synth", scale=args.scale, image_size=32)
+    tasks = load_tasks()
+    names = args.tasks or list(tasks)
+    ensure_built([tasks[n] for n in names], args.data_dir, source="synth", scale=args.scale, image_size=32)
     parts = [names[k :: args.jobs] for k in range(args.jobs)]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_worker, argparse.Namespace(**{**vars(args), "tasks": part})) for part in parts]

@@ -24,7 +24,7 @@ def test_processes_match_sequential_exactly(method: str, tiny_scenario: Path, tm
     assert strip_timing(two) == strip_timing(seq)
 
 
-def test_a_dead_worker_stops_the_run_with_one_line(tiny_scenario: Path, tmp_path: Path) -> None:
+def test_a_dead_worker_stops_the_run_with_one_line(tiny_scenario: Path, tmp_path: Path, monkeypatch) -> None:
     from drake.fl.process_engine import ProcessEngine
 
     original = ProcessEngine._send
@@ -34,12 +34,9 @@ def test_a_dead_worker_stops_the_run_with_one_line(tiny_scenario: Path, tmp_path
             os.kill(self._procs[1].pid, signal.SIGKILL)
         return original(self, kind, ctx, requests)
 
-    ProcessEngine._send = send  # type: ignore[method-assign]
-    try:
-        with pytest.raises(NodeError, match=r"worker 1 \(clients [0-9, ]+\) exited during train of round 2 .*--resume"):
-            _run_seed(_args(tiny_scenario, tmp_path / "dead", "--engine", "processes", "--set", "engine.workers=2"))
-    finally:
-        ProcessEngine._send = original  # type: ignore[method-assign]
+    monkeypatch.setattr(ProcessEngine, "_send", send)
+    with pytest.raises(NodeError, match=r"worker 1 \(clients [0-9, ]+\) exited during train of round 2 .*--resume"):
+        _run_seed(_args(tiny_scenario, tmp_path / "dead", "--engine", "processes", "--set", "engine.workers=2"))
 
 
 def test_auto_picks_processes_on_a_multicore_cpu_machine(monkeypatch) -> None:

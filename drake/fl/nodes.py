@@ -18,6 +18,7 @@ import hashlib
 import io
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -174,7 +175,7 @@ def node_rows(
     return out
 
 
-def log_exchange(path, kind: str, ctx: RoundContext, seconds: float, requests: Mapping[int, bytes],
+def log_exchange(path: Path, kind: str, ctx: RoundContext, seconds: float, requests: Mapping[int, bytes],
                  replies: Mapping[int, Mapping[str, Any]]) -> None:
     """One JSON line per exchange: where the time goes (round trip vs each node's build and work)."""
     import json

@@ -80,11 +80,12 @@ class ProcessEngine(NodesEngine):
             images = sum(len(r.get("images") or []) for r in rows) / max(1, len(rows))
             return size[client.model] * (image_tokens[client.model] * images + 40)
 
+        costs = {c.id: cost(c) for c in scenario.clients}
         load, hosts = [0.0] * n, {w: [] for w in range(n)}
-        for client in sorted(scenario.clients, key=lambda c: (-cost(c), c.id)):
+        for cid in sorted(costs, key=lambda c: (-costs[c], c)):
             w = min(range(n), key=lambda k: (load[k], k))
-            load[w] += cost(client)
-            hosts[w].append(client.id)
+            load[w] += costs[cid]
+            hosts[w].append(cid)
         return {w: sorted(cids) for w, cids in hosts.items()}
 
     def _checkpoint_path(self):
@@ -135,7 +136,7 @@ class ProcessEngine(NodesEngine):
     def _call(self, node: int, where: str, fn: Any) -> Any:
         try:
             return fn()
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):  # BrokenPipeError is an OSError
             proc = self._procs[node]
             proc.join(timeout=5)
             resume = " (rerun with --resume to continue from the last finished round)" if self.run_dir else ""
