@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from drake.fl.method import Method, MethodConfig, ServerState, group_by_architecture, weighted_mean
 from drake.fl.types import ClientUpdate, RoundContext
@@ -35,3 +35,11 @@ class FedAvg(Method[MethodConfig]):
         global_state = server.per_arch.get(client.architecture)
         if global_state:
             client.adapter.set_state(global_state)
+
+    def eval_key(self, ctx: RoundContext, client, server: ServerState) -> Hashable | None:
+        """The clients of an architecture all evaluate its global adapter, where it is their whole adapter
+        (not with local keys, e.g. FedPer's personal layers, nor under a subclass's own ``personalize``)."""
+        global_state = server.per_arch.get(client.architecture)
+        if type(self).personalize is not FedAvg.personalize or not global_state:
+            return None
+        return "global" if set(global_state) == set(client.adapter.names("all")) else None

@@ -96,6 +96,31 @@ def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp
     assert strip_timing(first) == strip_timing(again)
 
 
+@pytest.mark.parametrize(("method", "shared"), [("fedavg", True), ("fedper", False)])
+def test_clients_with_one_model_are_scored_once_with_the_same_numbers(
+    method: str, shared: bool, tiny_scenario: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """eval_key: clients 0 and 2 (same architecture) share FedAvg's global adapter; FedPer keeps local keys."""
+    from drake.fl.client import ClientRuntime
+
+    calls: list[str] = []
+    evaluate = ClientRuntime.evaluate
+
+    def counted(self, task, **kw):
+        calls.append(task)
+        return evaluate(self, task, **kw)
+
+    monkeypatch.setattr(ClientRuntime, "evaluate", counted)
+    memo = _run_seed(_args(tiny_scenario, tmp_path / "memo", "--method", method))
+    n_memo = len(calls)
+    calls.clear()
+    monkeypatch.setattr(METHODS.get(method), "eval_key", lambda self, ctx, client, server: None)
+    plain = _run_seed(_args(tiny_scenario, tmp_path / "plain", "--method", method))
+    assert strip_timing(memo) == strip_timing(plain)
+    assert all(f["unseen"] and f["unseen_adapted"] for f in memo["final"].values())
+    assert (n_memo < len(calls)) == shared
+
+
 @pytest.mark.parametrize("engine", ["sequential", "processes"])
 def test_resume_is_identical_to_an_uninterrupted_run(engine: str, tiny_scenario: Path, tmp_path: Path) -> None:
     full = _run_seed(_args(tiny_scenario, tmp_path / "full"))

@@ -139,10 +139,13 @@ def test_adapted_scores_come_from_a_changed_model(runs: dict[str, dict]) -> None
         assert entry["curve"]["0"] == rec["final"][cid]["unseen"][UNSEEN]["score"]
         assert entry["curve"]["3"] == entry["score"]
         prints = [fp for c, fp in unseen_calls if c == int(cid)]
+        if cid == "2":  # holds client 0's model (FedAvg's global of their architecture): scored once for both
+            assert prints == [] and entry == rec["final"]["0"]["unseen_adapted"][UNSEEN]
+            continue
         assert len(prints) == 3  # zero-shot, after step 2, after step 3
         assert len(set(prints)) == 3, "adaptation steps did not change the scored model"
-    # the zero-shot run scores each client once on the unseen task, and records no adapted scores
-    assert len([1 for _, t, _ in runs["zero"]["scored"] if t == UNSEEN]) == 3
+    # the zero-shot run scores each model once on the unseen task, and records no adapted scores
+    assert len([1 for _, t, _ in runs["zero"]["scored"] if t == UNSEEN]) == 2
     assert all("unseen_adapted" not in f for f in runs["zero"]["record"]["final"].values())
 
 

@@ -36,6 +36,11 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def has_dropout(model: nn.Module) -> bool:
+    """Whether training ``model`` draws random dropout masks (seeded per client: two clients' runs differ)."""
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+
+
 @dataclass
 class ArchModel:
     """One frozen base model of an architecture with the method's adapters attached."""

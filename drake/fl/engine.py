@@ -12,7 +12,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from drake.data.rows import column
 from drake.data.stream import ClientStream, build_streams, epoch_batches
 from drake.errors import DataError, SpecError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows, derive_seed
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, TaskRows, derive_seed, has_dropout
 from drake.fl.method import Method, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.io import atomic_write_bytes
@@ -306,19 +306,21 @@ class SequentialEngine:
         s = self.settings
         seen = {cid: self._seen_tasks(spec, rnd) for cid, spec in specs.items()}
         out: dict[int, dict[str, float]] = {}
+        memo: dict[Hashable, Any] = {}
         for cid in self._hosted(specs):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, rnd)
             method.personalize(ctx, rt, server)
+            score = self._scorer(method, ctx, rt, server, memo)
             scores: dict[str, float] = {}
             for task in seen[cid]:
-                scores[task] = rt.evaluate(task, limit=s.self_limit)["score"]
+                scores[task] = score(task, s.self_limit)
             if s.eval_others:
                 for other, tasks in seen.items():
                     if other == cid:
                         continue
                     for task in tasks:
                         if task not in scores:
-                            scores[task] = rt.evaluate(task, limit=s.others_limit)["score"]
+                            scores[task] = score(task, s.others_limit)
             out[cid] = scores
         # the client's stream position must not move because of evaluation
         for cid in self._hosted(specs):
@@ -331,11 +333,35 @@ class SequentialEngine:
         if not scenario.unseen:
             return {}
         out: dict[int, dict[str, float]] = {}
+        memo: dict[Hashable, Any] = {}
         for cid in self._hosted(ctx.clients):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, ctx.round)
             method.personalize(ctx, rt, server)
-            out[cid] = {t: rt.evaluate(t, limit=self.settings.unseen_limit)["score"] for t in scenario.unseen}
+            score = self._scorer(method, ctx, rt, server, memo)
+            out[cid] = {t: score(t, self.settings.unseen_limit) for t in scenario.unseen}
         return out
+
+    def _scorer(self, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState,
+                memo: dict[Hashable, Any]) -> Callable[[str, int | None], float]:
+        """``score(task, limit)`` for a personalized client: clients with the same ``method.eval_key`` (the
+        same model) share one evaluation per task and limit within ``memo``, the rest score on their own."""
+        key = self._eval_key(method, ctx, rt, server)
+
+        def score(task: str, limit: int | None) -> float:
+            if key is None:
+                return rt.evaluate(task, limit=limit)["score"]
+            if (key, task, limit) not in memo:
+                memo[key, task, limit] = rt.evaluate(task, limit=limit)["score"]
+            return memo[key, task, limit]
+
+        return score
+
+    @staticmethod
+    def _eval_key(method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState) -> Hashable | None:
+        """The method's ``eval_key`` (and the architecture: each has its own base model); None where the
+        method watches the rows it scores (``before_eval``) or does not give one."""
+        key = method.eval_key(ctx, rt, server) if rt.before_eval is None else None
+        return None if key is None else (rt.architecture, key)
 
     def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, dict[str, Any]]]:
         """FedMosaic's generalization protocol: how fast each client's learned model adapts to a new task.
@@ -356,6 +382,7 @@ class SequentialEngine:
         stops = sorted({*range(every, steps + 1, every), steps}) if every > 0 else [steps]
         batches = {t: self._unseen_batches(t, seed, steps, batch) for t in scenario.unseen}
         out: dict[int, dict[str, dict[str, Any]]] = {}
+        memo: dict[Hashable, dict[str, dict[str, Any]]] = {}
         with self._rng_kept():
             for cid in self._hosted(ctx.clients):
                 saved = store.get(cid)
@@ -363,6 +390,11 @@ class SequentialEngine:
                                     extra=copy.deepcopy(saved.extra))  # fmt: skip
                 rt = self._runtime(method, ctx.clients[cid], streams[cid], state, seed, ctx.round)
                 method.personalize(ctx, rt, server)
+                # the same model trained on the same batches ends the same, unless dropout (seeded per client) acts
+                key = None if has_dropout(rt.model) else self._eval_key(method, ctx, rt, server)
+                if key is not None and key in memo:
+                    out[cid] = copy.deepcopy(memo[key])
+                    continue
                 params = rt.adapter.parameters("all")
                 start = [p.detach().clone() for p in params]
                 scores: dict[str, dict[str, Any]] = {}
@@ -378,6 +410,8 @@ class SequentialEngine:
                         for p, p0 in zip(params, start):
                             p.copy_(p0)
                 out[cid] = scores
+                if key is not None:
+                    memo[key] = copy.deepcopy(scores)
         return out
 
     def _unseen_batches(self, task: str, seed: int, steps: int, batch: int) -> list[list[Row]]:

@@ -14,7 +14,7 @@ Hooks and where they run:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -128,6 +128,13 @@ class Method(ABC, Generic[C]):
 
     def personalize(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> None:
         """Put the model to evaluate in place (default: the client's own current adapter)."""
+
+    def eval_key(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> Hashable | None:
+        """After ``personalize``: a key equal for clients (of one architecture) that now hold the same model,
+        so the engine scores it, and fine-tunes it on the unseen tasks, once for all of them. None (the
+        default): every client is scored on its own. Give one only where it is exact: same weights, adapter
+        mix and evaluation code."""
+        return None
 
 
 def group_by_architecture(

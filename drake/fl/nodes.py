@@ -201,7 +201,6 @@ class NodesEngine(SequentialEngine):
         self.hosts = {node: list(cids) for node, cids in hosts.items()}
         self._digest = {name: model_digest(arch) for name, arch in self.archs.items()}
         self._ready: set[int] = set()
-        self._cached: Any = None  # (key, result) of a hook answered ahead of its call (unseen adaptation)
 
     @staticmethod
     def place(nodes: Sequence[int], client_ids: Sequence[int]) -> dict[int, list[int]]:
@@ -259,12 +258,12 @@ class NodesEngine(SequentialEngine):
             per_client={c: v for c, v in server.per_client.items() if c in hosted},
         )
 
-    def _evaluate_on_nodes(self, hooks: Sequence[str], ctx, server, store, streams, *rest) -> list[dict]:
-        """Run evaluation ``hooks`` on every node that hosts clients; each hook's results merged by client id."""
+    def _evaluate_on_nodes(self, hook: str, ctx, server, store, streams, *rest) -> dict:
+        """Run the evaluation ``hook`` on every node that hosts clients; its results merged by client id."""
         nodes = [n for n, cids in self.hosts.items() if cids]
-        calls = {n: [(h, self._server_view(server, n, ctx), rest) for h in hooks] for n in nodes}
+        calls = {n: [(hook, self._server_view(server, n, ctx), rest)] for n in nodes}
         replies = self._exchange("evaluate", ctx, calls, store, streams)
-        return [dict(sorted(((c, v) for n in nodes for c, v in replies[n][i].items()), key=lambda kv: kv[0])) for i in range(len(hooks))]
+        return dict(sorted(((c, v) for n in nodes for c, v in replies[n][0].items()), key=lambda kv: kv[0]))
 
     # ------------------------------------------------------------------------ SequentialEngine hooks
     def _train_round(
@@ -295,19 +294,15 @@ class NodesEngine(SequentialEngine):
         return updates, comm, {c: log[c] for c in ctx.participants if c in log}
 
     def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, float]]:
-        (out,) = self._evaluate_on_nodes(["_evaluate_all"], ctx, server, store, streams, specs, seed, rnd)
-        return out
+        return self._evaluate_on_nodes("_evaluate_all", ctx, server, store, streams, specs, seed, rnd)
 
     def _evaluate_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, float]]:
-        # the unseen adaptation that follows gets the same arguments: both travel in one message per node
-        hooks = ["_evaluate_unseen", "_adapt_unseen"]
-        unseen, adapted = self._evaluate_on_nodes(hooks, ctx, server, store, streams, seed, scenario)
-        self._cached = ((id(server), ctx.round), adapted)
-        return unseen
+        if not scenario.unseen:
+            return {}
+        return self._evaluate_on_nodes("_evaluate_unseen", ctx, server, store, streams, seed, scenario)
 
     def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, Any]]:
-        cached, self._cached = self._cached, None
-        if cached is not None and cached[0] == (id(server), ctx.round):
-            return cached[1]
-        (out,) = self._evaluate_on_nodes(["_adapt_unseen"], ctx, server, store, streams, seed, scenario)
-        return out
+        # a message of its own (not one with the zero-shot scoring), so the run's wall time has it as a phase
+        if not scenario.unseen or self.settings.unseen_adapt_steps <= 0:
+            return {}
+        return self._evaluate_on_nodes("_adapt_unseen", ctx, server, store, streams, seed, scenario)
