@@ -124,12 +124,14 @@ _TOWER = dict(vision="siglip", vision_hidden=96, vision_layers=2, vision_heads=4
 #: to teach its tower shapes and textures).
 SIGLIP_TOWER = ModelSpec("tiny-siglip-captioner", "qwen2", **_TOWER, text_hidden=128, text_layers=3, text_heads=4,
                          text_kv_heads=1, text_ffn=352)  # fmt: skip
-#: members train their text model and projector only, so they need half the steps of a full model
+#: members train their text model and projector only, so they need half the steps of a full model. The
+#: smallest member takes a higher learning rate, as small members of real families do (measured, 450 steps,
+#: seed 0: tiny-llama-s 0.540 held-out at lr 2e-3, 0.563 at 3e-3; at batch 32, 3e-3 gave 0.488)
 _MEMBER = dict(**_TOWER, tower=SIGLIP_TOWER, recipe=Recipe(steps=450))
 # Llama: full multi-head attention; Qwen2: grouped-query attention (1 KV head), like their real namesakes.
 # fmt: off
-register_model(ModelSpec("tiny-llama-s", "llama", **_MEMBER, text_hidden=96, text_layers=3, text_heads=3,
-                         text_kv_heads=3, text_ffn=288))
+register_model(ModelSpec("tiny-llama-s", "llama", **{**_MEMBER, "recipe": Recipe(steps=450, lr=3e-3)}, text_hidden=96,
+                         text_layers=3, text_heads=3, text_kv_heads=3, text_ffn=288))
 register_model(ModelSpec("tiny-llama-m", "llama", **_MEMBER, text_hidden=128, text_layers=5, text_heads=4,
                          text_kv_heads=4, text_ffn=384))
 register_model(ModelSpec("tiny-qwen-s", "qwen2", **_MEMBER, text_hidden=128, text_layers=3, text_heads=4,
