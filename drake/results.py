@@ -123,12 +123,14 @@ def make_record(
     tasks: Mapping[str, Mapping[str, Any]],
     env: Mapping[str, Any] | None = None,
     created_at: str | None = None,
+    models: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a schema-1.0 record; ``config_hash`` and ``results.summary`` are computed here.
 
     ``scenario`` is a ``ScenarioSpec`` (or a mapping ``{name, pool, fingerprint, spec}``); ``per_seed`` the
-    engine's per-seed entries; ``tasks`` ``{task: {fingerprint, data_sha256}}``. Not validated here:
-    ``write_result`` validates.
+    engine's per-seed entries; ``tasks`` ``{task: {fingerprint, data_sha256}}``; ``models`` ``{architecture:
+    {path, weights_sha256}}`` (which base weights ran: a zoo name stays the same when its recipe changes).
+    Not validated here: ``write_result`` validates.
     """
     env = dict(env) if env is not None else environment_info()
     if isinstance(scenario, Mapping):
@@ -153,6 +155,8 @@ def make_record(
         "results": {"summary": {}, "per_seed": list(per_seed)},
         "meta_info": {"tasks": dict(tasks), "packages": dict(env["packages"]), "hardware": dict(env["hardware"])},
     }
+    if models:
+        record["meta_info"]["models"] = {name: dict(m) for name, m in models.items()}
     record = json.loads(json.dumps(record))  # tuples -> lists, int keys -> str: the form that is written
     record["results"]["summary"] = recompute_summary(record, unseen=has_unseen(record))
     return record

@@ -21,7 +21,7 @@ import torch
 
 from drake.config import build_config, parse_sets, read_config_file, to_dict
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, TaskRows, derive_seed
+from drake.fl.client import ArchModel, TaskRows, derive_seed, state_sha256
 from drake.fl.engine import ENGINES, EngineSettings
 from drake.fl.method import Method, MethodConfig
 from drake.methods import METHODS
@@ -164,9 +164,10 @@ def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Me
     archs = {}
     for arch in plan.scenario.architectures:
         loaded = load_model(arch, device=plan.device, progress=plan.settings.progress)
+        weights = state_sha256(loaded.model)
         torch.manual_seed(derive_seed(seed, "adapter-init", arch))
         model, handle = method.attach(loaded.model, arch)
-        archs[arch] = ArchModel(arch, loaded, model, handle)
+        archs[arch] = ArchModel(arch, loaded, model, handle, weights)
     method.bind(archs, plan.data_dir)
     return ENGINES.get(plan.engine)(archs, plan.data, plan.settings, run_dir=run_dir), method
 
@@ -185,9 +186,11 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         t0 = time.perf_counter()
         raw = engine.run(method, plan.scenario, seed=seed, resume=args.resume)
         per_seed.append(seed_record(seed, plan.scenario, raw, wall_seconds=time.perf_counter() - t0))
+    models = {name: {"path": a.loaded.path or name, "weights_sha256": a.weights_sha256} for name, a in engine.archs.items()}
     record = R.make_record(
         command=command, engine=plan.engine, method=plan.method_cls.name, method_config=plan.resolved,
         scenario=plan.scenario, data=plan.data_params, per_seed=per_seed, tasks=task_meta(plan.data_dir, plan.task_specs),
+        models=models,
     )  # fmt: skip
     path = R.write_result(out_dir / f"{plan.stem}.json", record)
     write_plots(record, out_dir / plan.stem)

@@ -152,6 +152,9 @@ def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path:
     assert record["run_info"]["command"].startswith("python eval.py --method fedavg")
     assert record["results"]["summary"]["n_seeds"] == 1
     assert seed_summaries(record)[0]["self"]["a_last"]["n"] == 3  # one Self score per client
+    models = record["meta_info"]["models"]  # which base weights ran (a zoo name outlives its weights)
+    assert set(models) == set(load_scenario(str(tiny_scenario)).architectures)
+    assert len({m["weights_sha256"] for m in models.values()}) == 2
     assert (out / (path.stem + "-curves.png")).is_file()
     assert "Self A_last" in capsys.readouterr().out
 

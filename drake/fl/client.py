@@ -36,6 +36,15 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def state_sha256(model: nn.Module) -> str:
+    """sha256 of a module's full state (names and bytes of every parameter and buffer in its state dict)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def has_dropout(model: nn.Module) -> bool:
     """Whether training ``model`` draws random dropout masks (seeded per client: two clients' runs differ)."""
     return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
@@ -49,6 +58,7 @@ class ArchModel:
     loaded: LoadedModel
     model: nn.Module
     adapter: AdapterHandle
+    weights_sha256: str = ""  # state_sha256 of the base model before the adapters (the result records it)
 
 
 @dataclass

@@ -8,6 +8,7 @@ Hooks and where they run:
 - ``client_update(ctx, client, payload)``  client: load payload, train, return a ClientUpdate
 - ``aggregate(ctx, server, updates)``  server: new server state (must not mutate ``updates``)
 - ``personalize(ctx, client, server)`` client, before each evaluation: put the model to evaluate in place
+- ``eval_key(ctx, client, server)``    client, after personalize: clients with equal keys are scored once
 - ``should_stop(ctx, history)``        server: early stop
 """
 

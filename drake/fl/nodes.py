@@ -14,7 +14,6 @@ Transports: ``ProcessEngine`` (drake/fl/process_engine.py, worker processes on t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from drake.errors import DrakeError
-from drake.fl.client import ArchModel, TaskRows
+from drake.fl.client import ArchModel, TaskRows, state_sha256
 from drake.fl.engine import EngineSettings, SequentialEngine, StateStore
 from drake.fl.method import Method, ServerState
 from drake.fl.types import ClientUpdate, RoundContext
@@ -48,12 +47,7 @@ def loads(blob: bytes) -> Any:
 
 def model_digest(arch: ArchModel) -> str:
     """sha256 of a model's full state (base weights and adapters), to check that a node built the same one."""
-    h = hashlib.sha256()
-    for key, value in sorted(arch.model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
+    return state_sha256(arch.model)
 
 
 #: the SequentialEngine hooks a node runs for its clients: hook(method, ctx, payloads | server, store, streams, ...)
