@@ -136,6 +136,17 @@ def test_resume_is_identical_to_an_uninterrupted_run(engine: str, tiny_scenario:
     with pytest.raises(Killed):
         _run_seed(args, callbacks=[kill_after_first_round])
     assert (tmp_path / "resumed" / "work" / "checkpoint.pt").is_file()
+    if engine == "sequential":  # a checkpoint made with other base weights (a re-trained zoo member) is refused
+        import shutil
+
+        from drake.errors import DataError
+
+        shutil.copytree(tmp_path / "resumed", tmp_path / "other")
+        blob = torch.load(tmp_path / "other" / "work" / "checkpoint.pt", weights_only=False)
+        blob["weights"] = {arch: "0" * 64 for arch in blob["weights"]}
+        torch.save(blob, tmp_path / "other" / "work" / "checkpoint.pt")
+        with pytest.raises(DataError, match="base weights of .* changed"):
+            _run_seed(_args(tiny_scenario, tmp_path / "other"), resume=True)
     resumed = _run_seed(args, resume=True)
     assert strip_timing(resumed) == strip_timing(full)
 

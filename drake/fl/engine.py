@@ -223,12 +223,17 @@ class SequentialEngine:
         comm = {"total_up": 0, "total_down": 0, "per_round": []}
         wall = {"train": 0.0, "aggregate": 0.0, "eval": 0.0}
         start_round = 0
+        weights = {name: a.weights_sha256 for name, a in self.archs.items() if a.weights_sha256}
         self.grad_accum = self._fit_micro_batches(method, scenario)
         ckpt = self._checkpoint_path()
         if resume and ckpt is not None and ckpt.is_file():
             blob = torch.load(ckpt, weights_only=False)
             if blob.get("seed") != seed or blob.get("method") != method.name:
                 raise DataError(f"{ckpt}: checkpoint is for another run (method/seed); use a new --out or drop --resume")
+            changed = sorted(a for a, w in blob.get("weights", {}).items() if a in weights and w != weights[a])
+            if changed:
+                raise DataError(f"{ckpt}: the base weights of {', '.join(changed)} changed since the checkpoint (a "
+                                "re-trained zoo member?); use a new --out or drop --resume")  # fmt: skip
             server, history, comm, wall = blob["server"], blob["history"], blob["comm"], blob["wall"]
             start_round = blob["round"] + 1
             for cid, st in blob["clients"].items():
@@ -264,7 +269,7 @@ class SequentialEngine:
             history.append(entry)
             self._save_checkpoint(
                 {"seed": seed, "method": method.name, "round": rnd, "server": server, "history": history,
-                 "comm": comm, "wall": wall, "clients": store.all()}
+                 "comm": comm, "wall": wall, "clients": store.all(), "weights": weights}
             )  # fmt: skip
             for cb in callbacks:
                 cb(entry)
