@@ -311,7 +311,7 @@ class SequentialEngine:
         s = self.settings
         seen = {cid: self._seen_tasks(spec, rnd) for cid, spec in specs.items()}
         out: dict[int, dict[str, float]] = {}
-        memo: dict[Hashable, Any] = {}
+        memo: dict[Hashable, float] = {}
         for cid in self._hosted(specs):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, rnd)
             method.personalize(ctx, rt, server)
@@ -338,7 +338,7 @@ class SequentialEngine:
         if not scenario.unseen:
             return {}
         out: dict[int, dict[str, float]] = {}
-        memo: dict[Hashable, Any] = {}
+        memo: dict[Hashable, float] = {}
         for cid in self._hosted(ctx.clients):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, ctx.round)
             method.personalize(ctx, rt, server)
@@ -347,7 +347,7 @@ class SequentialEngine:
         return out
 
     def _scorer(self, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState,
-                memo: dict[Hashable, Any]) -> Callable[[str, int | None], float]:
+                memo: dict[Hashable, float]) -> Callable[[str, int | None], float]:
         """``score(task, limit)`` for a personalized client: clients with the same ``method.eval_key`` (the
         same model) share one evaluation per task and limit within ``memo``, the rest score on their own."""
         key = self._eval_key(method, ctx, rt, server)
@@ -416,7 +416,7 @@ class SequentialEngine:
                             p.copy_(p0)
                 out[cid] = scores
                 if key is not None:
-                    memo[key] = copy.deepcopy(scores)
+                    memo[key] = scores  # every client it serves gets a copy
         return out
 
     def _unseen_batches(self, task: str, seed: int, steps: int, batch: int) -> list[list[Row]]:

@@ -44,14 +44,9 @@ def loads(blob: bytes) -> Any:
     return torch.load(io.BytesIO(blob), weights_only=False)
 
 
-
-def model_digest(arch: ArchModel) -> str:
-    """sha256 of a model's full state (base weights and adapters), to check that a node built the same one."""
-    return state_sha256(arch.model)
-
-
 #: the SequentialEngine hooks a node runs for its clients: hook(method, ctx, payloads | server, store, streams, ...)
 NODE_HOOKS = frozenset({"_train_round", "_evaluate_all", "_evaluate_unseen", "_adapt_unseen"})
+
 
 class NodeEngine(SequentialEngine):
     """One node's share of a run: SequentialEngine's client-side hooks for the clients placed here."""
@@ -115,7 +110,7 @@ def serve_node(
                 cache.update(job_blob=job_blob, built=(engine, method))
         built = time.perf_counter()
         if setup is not None:
-            digest = {name: model_digest(arch) for name, arch in engine.archs.items()}
+            digest = {name: state_sha256(arch.model) for name, arch in engine.archs.items()}  # base + adapters
             differ = sorted(a for a in digest if digest[a] != job["digest"].get(a))
             if differ:
                 raise NodeError(
@@ -193,7 +188,7 @@ class NodesEngine(SequentialEngine):
         """Remember the run and the placement (call before ``SequentialEngine.run``)."""
         self._method, self._seed = method, seed
         self.hosts = {node: list(cids) for node, cids in hosts.items()}
-        self._digest = {name: model_digest(arch) for name, arch in self.archs.items()}
+        self._digest = {name: state_sha256(arch.model) for name, arch in self.archs.items()}  # base + adapters
         self._ready: set[int] = set()
 
     @staticmethod
