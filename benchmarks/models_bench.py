@@ -208,10 +208,6 @@ def main() -> int:
     base += ["--quiet"] if args.quiet else []
     for s in args.set:
         base += ["--set", s]
-    if args.pretrain:  # build the vocabulary once, before the workers race for it
-        from drake.models.tokenizer import default_vocab
-
-        default_vocab()
     t0 = time.perf_counter()
     results, pending = [], list(names)
     running: list[tuple[str, subprocess.Popen]] = []

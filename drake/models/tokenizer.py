@@ -9,30 +9,27 @@ and option letters (``A``), ``True``/``False`` and ``Image A`` must round-trip; 
 the option letter ``A`` with the article ``a``. The cost, a few capitalised duplicates, is a handful of rows.
 
 The vocabulary is sorted (deterministic) and covers: the world's words, integers 0-100, the public split,
-and the prompts, choices and answers of train samples of every task in tasks.yaml. It is cached on disk
-keyed by the generators' source code, because drawing samples of every task takes a while.
+and the prompts, choices and answers of train samples of every task in tasks.yaml. It is committed as
+``vocab.txt`` (a real model's tokenizer is fixed too); ``build_vocab`` is how it was made.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from drake.errors import DataError
-from drake.io import atomic_write_json
+from drake.io import atomic_write_text
 
 PAD, UNK, BOS, EOS, IMAGE = "<pad>", "<unk>", "<s>", "</s>", "<image>"
 SPECIALS = (PAD, UNK, BOS, EOS, IMAGE)
-# Bump when the way the vocabulary is built changes (part of the vocab cache key).
-VOCAB_VERSION = 1
+#: the frozen word list (one per line, sorted). It is part of every zoo member's cache key, so it is a file,
+#: not a function of the generators: redesigning a task must not silently re-train the zoo. A new word needs
+#: ``python -m drake.models.tokenizer`` (rewrites the file) and a re-trained zoo; test_models checks that every
+#: task's text is covered.
+VOCAB_FILE = Path(__file__).resolve().parent / "vocab.txt"
 N_PER_TASK = 300
 N_PUBLIC = 3000
-
-_SYNTH_DIR = Path(__file__).resolve().parent.parent / "data" / "synth"
 
 
 def _pre_tokenizer():
@@ -73,33 +70,19 @@ def world_words() -> set[str]:
     return words
 
 
-def _task_texts(n_per_task: int, seed: int, strict: bool) -> Iterator[str]:
+def _task_texts(n_per_task: int, seed: int) -> Iterator[str]:
     import drake.data.synth.families  # noqa: F401  (registers the families)
     from drake.data.synth.base import FAMILIES, SampleContext
     from drake.spec import load_tasks
 
-    skipped: list[str] = []
     for spec in load_tasks().values():
         synth = spec.sources["synth"]
-        try:
-            family = FAMILIES.get(synth.family)
-            for i in range(n_per_task):
-                s = family(SampleContext(spec.name, "train", i, seed, 32, spec.images), **dict(synth.params))
-                yield s.prompt
-                yield s.answer
-                yield from s.choices or ()
-        except Exception as exc:  # a broken family: strict callers fail, others skip it (development only)
-            if strict:
-                raise DataError(
-                    f"vocabulary: task {spec.name!r} (synth family {synth.family!r}) failed: {exc}; "
-                    "run `drake validate` to see every broken family"
-                ) from exc
-            skipped.append(spec.name)
-    if skipped:
-        warnings.warn(
-            f"vocabulary: skipped {len(skipped)} tasks whose family failed: {', '.join(skipped)}",
-            stacklevel=2,
-        )
+        family = FAMILIES.get(synth.family)
+        for i in range(n_per_task):
+            s = family(SampleContext(spec.name, "train", i, seed, 32, spec.images), **dict(synth.params))
+            yield s.prompt
+            yield s.answer
+            yield from s.choices or ()
 
 
 def _public_texts(n_public: int, seed: int) -> Iterator[str]:
@@ -114,49 +97,26 @@ def _public_texts(n_public: int, seed: int) -> Iterator[str]:
             yield from s.choices or ()
 
 
-def build_vocab(
-    n_per_task: int = N_PER_TASK, n_public: int = N_PUBLIC, seed: int = 0, strict: bool = True
-) -> list[str]:
-    """Sorted word list (specials excluded) over the world, the public split and every task's train text."""
+def build_vocab(n_per_task: int = N_PER_TASK, n_public: int = N_PUBLIC, seed: int = 0) -> list[str]:
+    """Sorted word list (specials excluded) over the world, the public split and every task's train text.
+
+    What ``VOCAB_FILE`` was made from; ``python -m drake.models.tokenizer`` rewrites it (then re-train the zoo).
+    """
     words = world_words()
-    for text in _iter_all(n_per_task, n_public, seed, strict):
+    for text in _iter_all(n_per_task, n_public, seed):
         words.update(words_of(text))
     words.difference_update(SPECIALS)
     return sorted(words)
 
 
-def _iter_all(n_per_task: int, n_public: int, seed: int, strict: bool) -> Iterable[str]:
+def _iter_all(n_per_task: int, n_public: int, seed: int) -> Iterable[str]:
     yield from _public_texts(n_public, seed)
-    yield from _task_texts(n_per_task, seed, strict)
+    yield from _task_texts(n_per_task, seed)
 
 
-def sources_fingerprint(n_per_task: int = N_PER_TASK, n_public: int = N_PUBLIC, seed: int = 0) -> str:
-    """sha256 over what the vocabulary depends on: generator sources, task synth specs, build settings."""
-    from drake.spec import load_tasks
-
-    h = hashlib.sha256(f"v{VOCAB_VERSION}|{n_per_task}|{n_public}|{seed}".encode())
-    for path in sorted(_SYNTH_DIR.rglob("*.py")):
-        h.update(path.relative_to(_SYNTH_DIR).as_posix().encode())
-        h.update(path.read_bytes())
-    for spec in load_tasks().values():
-        s = spec.sources["synth"]
-        h.update(json.dumps([spec.name, spec.images, s.family, dict(s.params)], sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def default_vocab(cache_dir: str | Path | None = None, *, seed: int = 0, strict: bool = True) -> list[str]:
-    """The project vocabulary, built once per version of the generators and cached as JSON."""
-    from drake.models.zoo import models_home
-
-    root = Path(cache_dir) if cache_dir else models_home()
-    key = sources_fingerprint(seed=seed)[:16]
-    path = root / f"vocab-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["words"]
-    words = build_vocab(seed=seed, strict=strict)
-    if strict:  # a partial vocabulary (families missing) is never cached
-        atomic_write_json(path, {"version": VOCAB_VERSION, "words": words})
-    return words
+def default_vocab() -> list[str]:
+    """The project vocabulary: the committed word list every zoo model was trained with."""
+    return VOCAB_FILE.read_text().split()
 
 
 def make_tokenizer(words: Iterable[str], model_max_length: int = 2048):
@@ -188,3 +148,9 @@ def detokenize(text: str) -> str:
     text = re.sub(rf"\s+({_CLOSE})", r"\1", text)
     text = re.sub(rf"({_OPEN})\s+", r"\1", text)
     return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    words = build_vocab()
+    atomic_write_text(VOCAB_FILE, "\n".join(words) + "\n")
+    print(f"wrote {len(words)} words to {VOCAB_FILE}")
