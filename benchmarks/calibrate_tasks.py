@@ -16,6 +16,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,50 +45,65 @@ def chance(rows: list[dict]) -> float | None:
     return sum(1.0 / len(r["choices"]) for r in rows) / len(rows)
 
 
+def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict]:
+    """``args.model`` with a fresh LoRA adapter (``args.lora_r``), and the adapter's initial state."""
+    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
+    loaded = load_model(args.model, device="cpu", progress=False)
+    model, handle = apply_lora(loaded.model, cfg.lora())
+    arch = ArchModel(args.model, loaded, model, handle)
+    return arch, {k: v.clone() for k, v in handle.get_state("all").items()}
+
+
+def tune_and_score(name: str, data: dict, arch: ArchModel, init: dict, args: argparse.Namespace) -> dict:
+    """Reset the adapter to ``init``, fine-tune it on ``name`` alone (the budget in ``args``), score the test split."""
+    t0 = time.perf_counter()
+    torch.manual_seed(derive_seed(args.seed, "calibrate", name))  # a task's result is independent of the others
+    arch.adapter.set_state(init)
+    rt = ClientRuntime(
+        ClientInfo(0, args.model, (name,)), arch, data, None, ClientState(), seed=args.seed, round_idx=0,  # type: ignore[arg-type]
+        lr=args.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
+    )  # fmt: skip
+    zero = rt.evaluate(name, limit=args.limit)["score"] if args.zero_shot else None
+    batches = epoch_batches(data[name].splits["train"], args.steps, args.batch, derive_seed(args.seed, name))
+    log = rt.train(args.steps, batches=batches)
+    acc = rt.evaluate(name, limit=args.limit)["score"]
+    return {"accuracy": acc, "chance": chance(data[name].splits["test"]), "zero_shot": zero,
+            "final_loss": log["loss"], "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
 def calibrate(args: argparse.Namespace) -> dict:
     tasks = load_tasks()
     names = args.tasks or list(tasks)
     specs = [tasks[n] for n in names]
     data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
     data = load_rows(Path(data_dir), specs)
-    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
-    loaded = load_model(args.model, device="cpu", progress=False)
-    model, handle = apply_lora(loaded.model, cfg.lora())
-    arch = ArchModel(args.model, loaded, model, handle)
-    init = {k: v.clone() for k, v in handle.get_state("all").items()}
+    arch, init = adapted_model(args)
     out: dict = {}
     for name in names:
-        t0 = time.perf_counter()
-        torch.manual_seed(derive_seed(args.seed, "calibrate", name))  # a task's result is independent of the others
-        handle.set_state(init)
-        rt = ClientRuntime(
-            ClientInfo(0, args.model, (name,)), arch, data, None, ClientState(), seed=args.seed, round_idx=0,  # type: ignore[arg-type]
-            lr=cfg.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
-        )  # fmt: skip
-        zero = rt.evaluate(name, limit=args.limit)["score"] if args.zero_shot else None
-        batches = epoch_batches(data[name].splits["train"], args.steps, args.batch, derive_seed(args.seed, name))
-        log = rt.train(args.steps, batches=batches)
-        acc = rt.evaluate(name, limit=args.limit)["score"]
-        ch = chance(data[name].splits["test"])
-        out[name] = {"accuracy": acc, "chance": ch, "zero_shot": zero, "final_loss": log["loss"],
-                     "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        out[name] = tune_and_score(name, data, arch, init, args)
         print(row(name, out[name]), flush=True)
     return out
 
 
-def calibrate_parallel(args: argparse.Namespace) -> dict:
-    """``calibrate`` over ``args.jobs`` processes (one torch thread each), tasks dealt round-robin."""
+def in_parallel(worker: Callable[[argparse.Namespace], dict], args: argparse.Namespace, names: list[str]) -> dict:
+    """``worker`` over ``args.jobs`` spawned processes (one torch thread each), ``names`` dealt round-robin
+    as ``args.tasks``; the results in the order of ``names``. ``worker`` must be importable by name."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    parts = [names[k :: args.jobs] for k in range(args.jobs)]
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(worker, argparse.Namespace(**{**vars(args), "tasks": part})) for part in parts]
+        done = {k: v for f in futures for k, v in f.result().items()}
+    return {n: done[n] for n in names}
+
+
+def calibrate_parallel(args: argparse.Namespace) -> dict:
+    """``calibrate`` over ``args.jobs`` processes; the data is built once, before the workers start."""
     tasks = load_tasks()
     names = args.tasks or list(tasks)
     ensure_built([tasks[n] for n in names], args.data_dir, source="synth", scale=args.scale, image_size=32)
-    parts = [names[k :: args.jobs] for k in range(args.jobs)]
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, argparse.Namespace(**{**vars(args), "tasks": part})) for part in parts]
-        done = {k: v for f in futures for k, v in f.result().items()}
-    return {n: done[n] for n in names}
+    return in_parallel(_worker, args, names)
 
 
 def _worker(args: argparse.Namespace) -> dict:

@@ -26,3 +26,17 @@ def test_two_jobs_give_the_numbers_of_one(
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert {t: strip(r) for t, r in one.items()} == {t: strip(r) for t, r in two.items()}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["final_loss"] > 0 for r in one.values())
+
+
+def test_learnability_probes_run_like_a_calibration(
+    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    probes = importlib.import_module("learnability_probes")
+    out = tmp_path / "probes.json"
+    probes.main(["--model", str(untrained_models["tiny-llama-s"]), "--probes", "tf_color", "pointer4_fixed",
+                 "--steps", "2", "--batch", "4", "--out", str(out)])  # fmt: skip
+    record = json.loads(out.read_text())
+    assert sorted(record["probes"]) == ["pointer4_fixed", "tf_color"]
+    assert record["probes"]["pointer4_fixed"]["chance"] == 0.25 and record["probes"]["tf_color"]["chance"] == 0.5
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["what"] for r in record["probes"].values())

@@ -122,9 +122,11 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
         "command": "python benchmarks/calibrate_tasks.py --steps 100",
         "model": "tiny-llama-m",
         "budget": {"steps": 100, "batch": 8},
+        "band": {"min_points_above_chance": 10.0, "max_accuracy": 95.0},
         "tasks": {
             "vsr_0": {"accuracy": 0.875, "chance": 0.5},
             "iconqa_2": {"accuracy": 0.25, "chance": None},
+            "irfl_0": {"accuracy": 0.55, "chance": 0.5},
         },
     }
     path = tmp_path / "calibration.json"
@@ -133,6 +135,7 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
     rows = _rows(text)
     assert rows["vsr_0"][6] == "87.5%" and rows["iconqa_2"][6] == "25.0%" and rows["fashion200k_0"][6] == "—"
     assert "tiny-llama-m" in text and "steps=100" in text
+    assert "2 of 3 tasks are in the band" in text  # irfl_0 is 5 points above chance: out
     # the default location is read by every build's README writer
     monkeypatch.setattr(card, "CALIBRATION_PATH", path)
     B.build([load_tasks()["vsr_0"]], built, scale=SCALE, extras=False, progress=False, workers=1)

@@ -138,24 +138,43 @@ def _centroid(img: Image.Image, color: str) -> tuple[float, float] | None:
     return sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
 
 
+def _bbox(img: Image.Image, color: str) -> tuple[int, int, int, int]:
+    rgb, px = COLORS[color], img.load()
+    pts = [(x, y) for y in range(img.height) for x in range(img.width) if px[x, y] == rgb]
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def test_spatial_answers_match_the_pixels() -> None:
-    for s in samples("vsr_0", 60):
+    shown = Counter()
+    for s in samples("vsr_0", 80):
         m = re.search(r"Caption: the (\w+) \w+ is (.+?) the (\w+) \w+\.", s.prompt)
-        (ax, ay), (bx, by) = _centroid(s.images[0], m.group(1)), _centroid(s.images[0], m.group(3))
-        dx, dy = ax - bx, ay - by
-        holds = {"to the left of": dx < -abs(dy), "to the right of": dx > abs(dy),
-                 "above": dy < -abs(dx), "below": dy > abs(dx)}[m.group(2)]
-        assert s.answer == ("True" if holds else "False")
+        assert m.group(2) == s.meta["relation"]
+        (sx0, sy0, sx1, sy1), (bx0, by0, bx1, by1) = _bbox(s.images[0], m.group(1)), _bbox(s.images[0], m.group(3))
+        inside = bx0 <= sx0 and sx1 <= bx1 and by0 <= sy0 and sy1 <= by1
+        overlaps = sx0 <= bx1 + 1 and bx0 <= sx1 + 1 and sy0 <= by1 + 1 and by0 <= sy1 + 1  # touching counts
+        holds = {"in": inside, "on": sy1 <= by0 + 1 and not inside, "behind": overlaps and not inside,
+                 "next to": (sx1 <= bx0 + 1 or sx0 >= bx1 - 1) and not inside}[s.meta["shown"]]
+        assert holds, (s.meta, s.prompt)
+        assert s.answer == ("True" if s.meta["shown"] == m.group(2) else "False")
+        shown[s.meta["shown"]] += 1
+    assert set(shown) == {"in", "on", "next to", "behind"}
 
 
 def test_motion_answers_match_the_pixels() -> None:
+    kinds = Counter()
     for s in samples("seedbench2_2", 60):
+        letter_line = re.search(rf"\n{s.answer}\. (\w+)", s.prompt).group(1)
+        kinds[s.meta["about"]] += 1
+        if s.meta["about"] == "colour":
+            assert _centroid(s.images[-1], letter_line) is not None and _centroid(s.images[0], letter_line) is None
+            continue
         color = re.search(r"does the (\w+) \w+ move", s.prompt).group(1)
         (x0, y0), (x1, y1) = _centroid(s.images[0], color), _centroid(s.images[-1], color)
         dx, dy = x1 - x0, y1 - y0
         moved = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
-        letter_line = re.search(rf"\n{s.answer}\. (\w+)", s.prompt).group(1)
         assert letter_line == moved == s.meta["direction"]
+    assert min(kinds.values()) > 10
 
 
 def test_edits_and_counts_match_their_descriptions() -> None:
@@ -164,8 +183,8 @@ def test_edits_and_counts_match_their_descriptions() -> None:
     for s in samples("fashion200k_0", 70):
         g = Counter(s.meta["garments"])
         assert int(s.answer) == g["dress"] + min(g["shirt"], g["pants"])
-    directions = Counter(s.meta["direction"] for s in samples("seedbench2_2", 40))
-    assert directions == Counter({d: 10 for d in ("left", "right", "up", "down")})
+    letters = Counter(s.answer for s in samples("seedbench2_2", 40))
+    assert letters == Counter({d: 10 for d in "ABCD"})
 
 
 def test_bad_params_and_image_counts_raise() -> None:

@@ -28,9 +28,9 @@ N = 480  # a multiple of every block size used (2, 3, 4, 5, 6, 8, 10)
 OPEN_TAIL = " Answer with a single word or a number. "
 # best accuracy a text-only predictor can reach by design (None: 1 / number of choices)
 TEXT_CEILING = {"wcvqa_1": 0.5, "wcvqa_2": 0.25, "iconqa_2": 1 / 6, "iconqa_3": 0.25}
-# task -> (block size, label key) where the underlying label is balanced by construction
-LABEL_BLOCKS = {"coinstruct_0": 4, "iconqa_0": 6, "iconqa_2": 6, "iconqa_1": 8, "iconqa_3": 8, "wcvqa_0": 10,
-                "wcvqa_1": 10, "wcvqa_2": 10, "wcvqa_3": 5, "seedbench2_1": 8}  # fmt: skip
+# task -> (block size, label key) where the underlying label is balanced by construction (wcvqa, seedbench2_1:
+# the answer is the slot-th option of a list in pool order, so each value is uniform in expectation only)
+LABEL_BLOCKS = {"coinstruct_0": 4, "iconqa_0": 6, "iconqa_2": 6, "iconqa_1": 8, "iconqa_3": 8}
 
 
 @lru_cache(maxsize=1)

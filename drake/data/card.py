@@ -253,10 +253,19 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
             "which writes `benchmarks/results/calibration.json`, then run `drake build` again to refresh this card)."
         )
     budget = ", ".join(f"{k}={v}" for k, v in (calib.get("budget") or {}).items())
-    return (
+    note = (
         f"Calibrated accuracy: test accuracy of `{calib.get('model', '?')}` fine-tuned with a fresh LoRA adapter "
         f"on the task alone ({budget}), from `{calib.get('command', CALIBRATE_COMMAND)}`."
     )
+    band, tasks = calib.get("band") or {}, calib.get("tasks") or {}
+    if band and tasks:
+        low, high = band.get("min_points_above_chance", 10.0), band.get("max_accuracy", 95.0)
+        inside = sum(100 * (r.get("chance") or 0.0) + low <= 100 * r["accuracy"] < high for r in tasks.values())
+        note += (
+            f" {inside} of {len(tasks)} tasks are in the band the benchmark aims for: at least {low:g} points above "
+            f"chance (learnable) and below {high:g}% (not solved)."
+        )
+    return note
 
 
 _INTRO = [
@@ -268,6 +277,12 @@ _INTRO = [
     "answer ids), so methods and the harness run unchanged on either. The pictures are 32 px scenes of one "
     "shared world (shapes, colours, textures, garments, icons, dishes, charts) drawn by 24 parametrised "
     "families, so tasks of nearby clients share concepts where the real benchmark has related tasks.",
+    "",
+    "Difficulty is calibrated against the tiny model zoo the harness ships: most answers rest on what such a "
+    "model learns from 800 examples (colours, textures, icons, image quality, whether pictures look alike, "
+    "options listed in a fixed order), mixed with items that need more (shapes, positions, relations between "
+    "pictures), so a task is learnable but not solved. `benchmarks/learnability_probes.py` measures each of "
+    "these skills on its own.",
     "",
     "It is a development benchmark: small enough to run every federated method on a CPU in minutes, "
     "deterministic in (task, split, index, seed), with answers balanced by construction and train/test "

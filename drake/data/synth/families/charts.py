@@ -47,15 +47,21 @@ def _chart(size: int, colors: list[str], values: list[int]) -> Image.Image:
 
 
 def bar_chart(ctx: SampleContext) -> Sample:
-    """Which bar is tallest / shortest, what is a bar's value, which of two bars is taller (three choices)."""
+    """Which bar is tallest / shortest, what is a bar's value, which of two bars is taller (three choices).
+
+    The colour of the tallest bar is the one question the zoo learns to read in the calibration budget (the
+    only colour in the chart's top rows), so it is asked three times as often as each other kind.
+    """
     expect_images(ctx, "bar_chart")
     rng = ctx.rng
     pos = ctx.slot(3, "pos")
     n = rng.choice((3, 4))
     colors = rng.sample(BAR_COLORS, n)
-    qtype = rng.choice(("tallest", "shortest", "value", "compare"))
-    if qtype in ("tallest", "shortest"):
-        values = rng.sample(range(1, MAX_VALUE + 1), n)
+    qtype = rng.choice(("tallest", "tallest", "tallest", "shortest", "value", "compare"))
+    if qtype in ("tallest", "shortest"):  # the extreme bar stands >= 3 units apart from the rest
+        extreme, rest = (MAX_VALUE, range(1, MAX_VALUE - 2)) if qtype == "tallest" else (1, range(4, MAX_VALUE + 1))
+        values = [extreme, *rng.sample(rest, n - 1)]
+        rng.shuffle(values)
         pick = max if qtype == "tallest" else min
         correct = colors[values.index(pick(values))]
         others = rng.sample([c for c in colors if c != correct], 2)

@@ -1,7 +1,7 @@
 """Comparison analogues: NLVR2 pair statements, VISION defect inspection, VSR spatial captions.
 
 Every statement is sampled first; the pictures are then built to make it true or false, with hard negatives
-(the named object or defect is shown, but in the wrong picture or place). Each builder re-checks its own
+(the named colour or defect is shown, but in the wrong picture). Each builder re-checks its own
 answer with a plain predicate, so a construction bug fails loudly instead of mislabelling.
 """
 
@@ -12,6 +12,7 @@ import random
 from PIL import Image, ImageDraw
 
 from drake.data.synth.base import IMAGE_TOKEN, Sample, SampleContext, choice_list
+from drake.data.synth.families.bongard import action_scene, draw_scene
 from drake.data.synth.families.fashion import NUM_WORDS, TF, check_images, check_param, jitter_box
 from drake.data.synth.world import (
     BACKGROUNDS,
@@ -55,12 +56,10 @@ def _tf(truth: bool) -> str:
 # ------------------------------------------------------------------------------------------- NLVR2
 PAIR_RELATIONS = ("same_color", "same_shape", "more_objects", "both_contain", "left_image_has",
                   "exactly_one_contains")
-_SIDE_CELLS = {"top": (0, 1), "bottom": (2, 3), "left": (0, 2), "right": (1, 3)}
-_OPPOSITE = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
 
 
-def _has(objs: list[Obj], shape: str, color: str | None = None, cells: tuple[int, ...] = (0, 1, 2, 3)) -> bool:
-    return any(s == shape and (color is None or c == color) and cell in cells for s, c, cell in objs)
+def _has_color(objs: list[Obj], color: str) -> bool:
+    return any(c == color for _, c, _ in objs)
 
 
 def _pair_holds(rel: str, a: list[Obj], b: list[Obj], arg: tuple) -> bool:
@@ -72,14 +71,24 @@ def _pair_holds(rel: str, a: list[Obj], b: list[Obj], arg: tuple) -> bool:
     if rel == "more_objects":
         return len(a) > len(b) if arg[0] == "left" else len(b) > len(a)
     if rel == "both_contain":
-        return _has(a, arg[0], arg[1]) and _has(b, arg[0], arg[1])
+        return _has_color(a, arg[0]) and _has_color(b, arg[0])
     if rel == "left_image_has":
-        return _has(a, arg[0], cells=_SIDE_CELLS[arg[1]])
-    return _has(a, arg[0]) != _has(b, arg[0])  # exactly_one_contains
+        return _has_color(a, arg[0])
+    return _has_color(a, arg[0]) != _has_color(b, arg[0])  # exactly_one_contains
+
+
+def _with_color(rng: random.Random, color: str, has: bool) -> list[Obj]:
+    """1-3 objects; exactly one of them ``color`` when ``has``, none otherwise."""
+    objs = random_objs(rng, rng.randint(1, 3), colors=tuple(c for c in COLOR_NAMES if c != color))
+    if has:
+        i = rng.randrange(len(objs))
+        objs[i] = (objs[i][0], color, objs[i][2])
+    return objs
 
 
 def _pair_same(rng: random.Random, truth: bool, key: int) -> tuple[list[Obj], list[Obj], tuple, str]:
-    """All objects share one colour (key 1) or one shape (key 0); a false pair breaks it once."""
+    """All objects share one colour (key 1) or one shape (key 0); a false pair breaks it for one object or,
+    half the time, gives one whole image another common value."""
     pools = (SHAPES, COLOR_NAMES)
     common = rng.choice(pools[key])
     sides = []
@@ -89,10 +98,12 @@ def _pair_same(rng: random.Random, truth: bool, key: int) -> tuple[list[Obj], li
                       for f, cell in zip(free, rng.sample(range(4), len(free)))])
     if not truth:
         side = sides[rng.randrange(2)]
-        i = rng.randrange(len(side))
-        o = list(side[i])
-        o[key] = rng.choice([x for x in pools[key] if x != common])
-        side[i] = (o[0], o[1], o[2])
+        whole = rng.random() < 0.5
+        other = rng.choice([x for x in pools[key] if x != common])
+        for i in range(len(side)) if whole else [rng.randrange(len(side))]:
+            o = list(side[i])
+            o[key] = other if whole else rng.choice([x for x in pools[key] if x != common])
+            side[i] = (o[0], o[1], o[2])
     word = "shape" if key == 0 else "color"
     return sides[0], sides[1], (), f"all the objects in both images have the same {word}"
 
@@ -110,48 +121,18 @@ def _pair_build(rng: random.Random, rel: str, truth: bool) -> tuple[list[Obj], l
         if side == "right":
             a, b = b, a
         return a, b, (side,), f"the {side} image has more objects than the {other} image"
+    color = rng.choice(COLOR_NAMES)  # the colour relations name a colour only: the zoo reads colours, not shapes
     if rel == "both_contain":
-        shape, color = rng.choice(SHAPES), rng.choice(COLOR_NAMES)
-        sides = []
-        for has in (True, truth):
-            objs = [o for o in random_objs(rng, rng.randint(1, 3)) if o[0] != shape and o[1] != color][:2]
-            free = [c for c in range(4) if c not in {cell for _, _, cell in objs}]
-            if has:
-                objs.append((shape, color, rng.choice(free)))
-            elif rng.random() < 0.6 or not objs:  # a near miss: right shape, wrong colour (or the reverse)
-                if rng.random() < 0.5:
-                    objs.append((shape, rng.choice([c for c in COLOR_NAMES if c != color]), rng.choice(free)))
-                else:
-                    objs.append((rng.choice([s for s in SHAPES if s != shape]), color, rng.choice(free)))
-            sides.append(objs)
-        if not truth and rng.random() < 0.5:
-            sides.reverse()
-        text = f"both images contain {an(color)} {color} {shape}"
-        return sides[0], sides[1], (shape, color), text
-    if rel == "left_image_has":
-        shape, pos = rng.choice(SHAPES), rng.choice(tuple(_SIDE_CELLS))
-        right = random_objs(rng, rng.randint(1, 3), shapes=tuple(s for s in SHAPES if s != shape))
-        if rng.random() < 0.7:  # the named object at the named place, but in the other image
-            right = [o for o in right if o[2] not in _SIDE_CELLS[pos]][:2]
-            right.append((shape, rng.choice(COLOR_NAMES), rng.choice(_SIDE_CELLS[pos])))
-        left = random_objs(rng, rng.randint(1, 3), shapes=tuple(s for s in SHAPES if s != shape))
-        where = pos if truth else _OPPOSITE[pos]
-        if truth or rng.random() < 0.7:
-            left = [o for o in left if o[2] not in _SIDE_CELLS[where]][:2]
-            left.append((shape, rng.choice(COLOR_NAMES), rng.choice(_SIDE_CELLS[where])))
-        return left, right, (shape, pos), f"the left image has {an(shape)} {shape} at the {pos}"
-    shape = rng.choice(SHAPES)  # exactly_one_contains
-    rest = tuple(s for s in SHAPES if s != shape)
-    has = (True, False) if truth else (True, True) if rng.random() < 0.75 else (False, False)
-    sides = []
-    for h in has:
-        objs = random_objs(rng, rng.randint(1, 3), shapes=rest)
-        if h:
-            objs[0] = (shape, objs[0][1], objs[0][2])
-        sides.append(objs)
-    if rng.random() < 0.5:
-        sides.reverse()
-    return sides[0], sides[1], (shape,), f"exactly one image contains {an(shape)} {shape}"
+        has = (True, True) if truth else rng.choice(((True, False), (False, True), (False, False)))
+        text = f"both images contain {an(color)} {color} object"
+    elif rel == "left_image_has":
+        has = (truth, rng.random() < 0.5)
+        text = f"the left image has {an(color)} {color} object"
+    else:  # exactly_one_contains
+        has = rng.choice(((True, False), (False, True))) if truth else rng.choice(((True, True), (False, False)))
+        text = f"exactly one image contains {an(color)} {color} object"
+    a, b = (_with_color(rng, color, h) for h in has)
+    return a, b, (color,), text
 
 
 def pair_statement(ctx: SampleContext, relations: list[str] | tuple[str, ...] = PAIR_RELATIONS) -> Sample:
@@ -163,7 +144,10 @@ def pair_statement(ctx: SampleContext, relations: list[str] | tuple[str, ...] = 
         check_param("pair_statement", "relations", rel, PAIR_RELATIONS)
     check_images(ctx, "pair_statement", 2)
     rng, truth = ctx.rng, ctx.slot(2) == 0
-    rel = rng.choice(list(relations))
+    # the first relation listed is the task's main one (17 samples in 20), the others share the rest: a task
+    # must be learnable to be calibrated, and of these relations the zoo learns same_color (80% alone,
+    # both_contain 58%: benchmarks/learnability_probes.py; with it in 2 samples in 3 the task stayed at chance)
+    rel = relations[0] if rng.random() < 0.85 or len(relations) == 1 else rng.choice(list(relations[1:]))
     a, b, arg, text = _pair_build(rng, rel, truth)
     if _pair_holds(rel, a, b, arg) != truth:
         raise AssertionError(f"pair_statement {rel}: construction gives the wrong answer")
@@ -193,14 +177,14 @@ def part_image(rng: random.Random, size: int, shape: str, color: str, defect: st
     if defect == "scratch":
         dx, dy = rng.choice(((1, 0.5), (1, -0.5), (0.5, 1), (-0.5, 1)))
         r = (0.2 if shape == "triangle" else 0.3) * w
-        d.line([(cx - dx * r, cy - dy * r), (cx + dx * r, cy + dy * r)], fill=_DARK, width=max(2, size // 16))
+        d.line([(cx - dx * r, cy - dy * r), (cx + dx * r, cy + dy * r)], fill=_DARK, width=max(2, size // 8))
     elif defect == "hole":
-        d.ellipse(centered_box(cx + rng.uniform(-0.06, 0.06) * w, cy + rng.uniform(-0.06, 0.06) * w, 0.22 * w),
+        d.ellipse(centered_box(cx + rng.uniform(-0.06, 0.06) * w, cy + rng.uniform(-0.06, 0.06) * w, 0.45 * w),
                   fill=_DARK)
     elif defect == "missing corner":
         i = rng.randrange(len(poly))
         (vx, vy), (px, py), (nx, ny) = poly[i], poly[i - 1], poly[(i + 1) % len(poly)]
-        f = 0.42
+        f = 0.5
         d.polygon([(vx, vy), (vx + f * (px - vx), vy + f * (py - vy)), (vx + f * (nx - vx), vy + f * (ny - vy))],
                   fill=BACKGROUNDS["gray"])
         # widen the cut a little past the outline so no anti-alias sliver of the part survives
@@ -209,28 +193,28 @@ def part_image(rng: random.Random, size: int, shape: str, color: str, defect: st
     return img
 
 
-def _random_defect(rng: random.Random, exclude: str | None = None) -> str | None:
-    if rng.random() < 0.5:
-        return None
-    return rng.choice([x for x in DEFECTS if x != exclude])
+def _random_defect(rng: random.Random) -> str | None:
+    return None if rng.random() < 0.5 else rng.choice(DEFECTS)
 
 
 def defect_check(ctx: SampleContext) -> Sample:
     """VISION: T/F statement about defects on the parts shown in N inspection images."""
     check_images(ctx, "defect_check", 2, 8)
     rng, n, truth = ctx.rng, ctx.n_images, ctx.slot(2) == 0
-    template = rng.choice(("one", "none", "only"))
+    # "none" (4 statements in 5) is the check the zoo can learn: a true "no hole" shows no defect at all
+    # (65% alone: benchmarks/learnability_probes.py; with "none" in 3 statements in 5 the task stayed at chance)
+    template = "none" if rng.random() < 0.8 else rng.choice(("one", "only"))
     d = rng.choice(DEFECTS)
     k, j = rng.sample(range(n), 2)
     defects = [_random_defect(rng) for _ in range(n)]
-    if template == "one":  # only image k decides; defect d is usually shown elsewhere whatever the answer
-        if rng.random() < 0.75:
+    if template == "one":  # only image k decides; defect d may be shown elsewhere whatever the answer
+        if rng.random() < 0.25:
             defects[j] = d
-        defects[k] = d if truth else _random_defect(rng, exclude=d)
+        defects[k] = d if truth else None
         text = f"the part in image {k + 1} has {an(d)} {d}"
         holds = defects[k] == d
     elif template == "none":
-        defects = [_random_defect(rng, exclude=d) for _ in range(n)]
+        defects = [None] * n
         if not truth:
             defects[k] = d
         text = f"no part has {an(d)} {d}"
@@ -255,36 +239,20 @@ def defect_check(ctx: SampleContext) -> Sample:
 
 
 # ------------------------------------------------------------------------------------------- VSR
-SPATIAL = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
-_SPATIAL_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-_STEP = {"left": (-1, 0), "right": (1, 0), "above": (0, -1), "below": (0, 1)}
+# VSR's topological relations, drawn with the interaction layouts of the Bongard-HOI analogue. Left/right and
+# above/below captions were dropped: the tiny zoo stays at chance on any position check (46% for left/right,
+# 50% for top/bottom of two coloured objects: benchmarks/learnability_probes.py).
+SPATIAL = {"in": "hide_in", "on": "sit_on", "next to": "lean_on", "behind": "hide_behind"}
 
 
 def spatial_relation(ctx: SampleContext) -> Sample:
-    """VSR: is "the <a> is <relation> the <b>" true of a two-object image?"""
+    """VSR: is "the <small> is <in/on/next to/behind> the <big>" true of a two-object image?"""
     check_images(ctx, "spatial_relation", 1)
-    rng, size, truth = ctx.rng, ctx.image_size, ctx.slot(2) == 0
-    (sa, sb), (ca, cb) = rng.sample(SHAPES, 2), rng.sample(COLOR_NAMES, 2)
-    rel = rng.choice(tuple(SPATIAL))
-    if truth:
-        actual = rel
-    elif rng.random() < 0.6:
-        actual = _SPATIAL_OPPOSITE[rel]
-    else:
-        actual = rng.choice([r for r in SPATIAL if r not in (rel, _SPATIAL_OPPOSITE[rel])])
-    ux, uy = _STEP[actual]
-    gap = rng.uniform(0.38, 0.5)  # along the relation's axis, as a fraction of the image
-    mid, cross = rng.uniform(0.42, 0.58), rng.uniform(0.25, 0.75)
-    off = rng.uniform(-0.12, 0.12)  # small misalignment across the axis
-    a_along, b_along = mid + gap / 2 * (ux + uy), mid - gap / 2 * (ux + uy)
-    if ux:
-        pa, pb = (a_along, cross + off / 2), (b_along, cross - off / 2)
-    else:
-        pa, pb = (cross + off / 2, a_along), (cross - off / 2, b_along)
-    img = canvas(size)
-    side = 0.32 * size
-    draw_shape(img, sa, ca, centered_box(pa[0] * size, pa[1] * size, side))
-    draw_shape(img, sb, cb, centered_box(pb[0] * size, pb[1] * size, side))
-    text = f"the {ca} {sa} is {SPATIAL[rel]} the {cb} {sb}"
+    rng, truth = ctx.rng, ctx.slot(2) == 0
+    said = rng.choice(tuple(SPATIAL))
+    shown = said if truth else rng.choice([r for r in SPATIAL if r != said])
+    scene = action_scene(rng, SPATIAL[shown])
+    big, small = sorted(scene.objects, key=lambda o: o.box[2] - o.box[0], reverse=True)
+    text = f"the {small.color} {small.shape} is {said} the {big.color} {big.shape}"
     prompt = f"decide whether the caption is true for the image.\n{IMAGE_TOKEN}\nCaption: {text}.\n{choice_list(TF)}"
-    return Sample([img], prompt, _tf(truth), TF, {"relation": rel, "actual": actual})
+    return Sample([draw_scene(scene, ctx.image_size)], prompt, _tf(truth), TF, {"relation": said, "shown": shown})

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw
 
-from drake.data.synth.base import IMAGE_TOKEN, Sample, SampleContext, place
+from drake.data.synth.base import IMAGE_TOKEN, Sample, SampleContext, pool_ordered_options
 from drake.data.synth.families.icons import SS, bad_param, big_canvas, draw_icon, expect_images, shrink
 
 REGIONS = ("north", "south", "east", "west", "coast")
@@ -138,31 +138,35 @@ def dish(ctx: SampleContext, mode: str = "name") -> Sample:
     """WCVQA analogue. ``name``: which dish; ``context``: with a true region hint (always two dishes of that
     region among the options, so the text alone gets at most 1/2); ``adversarial``: with a hint naming a
     wrong dish among the options (the text alone gets at most 1/4); ``location``: which region.
-    Five numbered options, the answer is the id."""
+    Five numbered options in DISH_NAMES (or REGIONS) order, the answer is the id."""
     expect_images(ctx, "dish")
     rng = ctx.rng
-    pos = ctx.slot(5, "pos")
     if mode == "location":
-        region = REGIONS[ctx.slot(len(REGIONS), "value")]
+        # all five regions, north-first or coast-first: in one fixed order the id alone named the region
+        # (98% after calibration, measured), so the id must be read against the listed order half the time
+        options, pos = pool_ordered_options(ctx, rng, REGIONS if rng.random() < 0.5 else REGIONS[::-1], 5)
+        region = options[pos]
         name = rng.choice(sorted(n for n, (r, _) in DISHES.items() if r == region))
-        others = rng.sample([r for r in REGIONS if r != region], 4)
-        options = place(region, others, pos)
         question, label = "Which region does this dish come from?", region
     elif mode in ("name", "context", "adversarial"):
-        name = DISH_NAMES[ctx.slot(len(DISH_NAMES), "value")]
-        region = DISHES[name][0]
-        if mode == "context":
-            sibling = next(n for n, (r, _) in DISHES.items() if r == region and n != name)
-            others = [sibling] + rng.sample([n for n, (r, _) in DISHES.items() if r != region], 3)
-            rng.shuffle(others)
+        if mode == "context":  # both dishes of the hinted region are options: the hint alone gives 1/2
+            pos = ctx.slot(5, "pos")
+            while True:  # redraw until the slot falls on one of the pair (each draw: >= 2 chances in 5)
+                region = rng.choice(REGIONS)
+                pair = [n for n in DISH_NAMES if DISHES[n][0] == region]
+                rest = rng.sample([n for n in DISH_NAMES if DISHES[n][0] != region], 3)
+                options = sorted(pair + rest, key=DISH_NAMES.index)
+                if options[pos] in pair:
+                    break
+            name = options[pos]
             hint = f"This dish is popular in the {region}. "
         else:
-            others = rng.sample([n for n in DISH_NAMES if n != name], 4)
+            options, pos = pool_ordered_options(ctx, rng, DISH_NAMES, 5)
+            name = options[pos]
             hint = ""
             if mode == "adversarial":
-                wrong = rng.choice(others)
+                wrong = rng.choice([n for n in options if n != name])
                 hint = rng.choice((f"My friend says this is {wrong}. ", f"The menu calls it {wrong}. "))
-        options = place(name, others, pos)
         question, label = f"{hint}What is the name of this dish?", name
     else:
         raise bad_param(ctx, "dish", "mode", mode, ("name", "context", "adversarial", "location"))

@@ -18,6 +18,7 @@ from drake.errors import SpecError
 TF = ["True", "False"]
 NUM_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 COLOR_NAMES = tuple(COLORS)
+LARGE_GARMENTS = ("shirt", "pants", "dress")
 Garment = tuple[str, str, str]  # (garment, color, texture)
 Box = tuple[float, float, float, float]
 
@@ -116,25 +117,34 @@ def count_across(ctx: SampleContext) -> Sample:
 
 
 # ------------------------------------------------------------------------------------------- statements
-_TEMPLATES = ("one", "all", "none", "same")
+# "all" is the statement the tiny zoo learns in the calibration budget (92% alone, "one" 50% and "none" 52%:
+# benchmarks/learnability_probes.py), so "one" and "none" are the hard part: 3 statements in 5 are "all"
+_TEMPLATES = ("all", "all", "all", "one", "none")
 
 
-def multi_statement(ctx: SampleContext, attribute: str = "color", subject: str = "garment") -> Sample:
-    """T/F statement about the colour or texture of the garments in N pictures."""
+def multi_statement(ctx: SampleContext, attribute: str = "color", subject: str = "garment",
+                    templates: tuple[str, ...] = _TEMPLATES) -> Sample:
+    """T/F statement about the colour or texture of the garments in N pictures.
+
+    Every template checks the named value against the pictures. A "same texture in image i and image j"
+    template was dropped with the hard negatives of "one" (the value shown in another picture): the tiny zoo
+    learns no comparison between two pictures in the calibration budget.
+    """
     check_param("multi_statement", "attribute", attribute, ("color", "texture"))
     check_param("multi_statement", "subject", subject, ("garment",))
+    for t in templates:
+        check_param("multi_statement", "templates", t, ("all", "one", "none"))
     check_images(ctx, "multi_statement", 2, 8)
     rng, n, truth = ctx.rng, ctx.n_images, ctx.slot(2) == 0
     values = COLOR_NAMES if attribute == "color" else TEXTURES
-    template = rng.choice(_TEMPLATES)
+    template = rng.choice(list(templates))
     v = rng.choice(values)
-    k, j = rng.sample(range(n), 2)
-    garments = [rng.choice(GARMENTS) for _ in range(n)]
+    k = rng.randrange(n)
+    # a texture needs area to show at 32 px: hats and shoes are only asked about for their colour
+    garments = [rng.choice(GARMENTS if attribute == "color" else LARGE_GARMENTS) for _ in range(n)]
     others = [x for x in values if x != v]
     vals = [rng.choice(values) for _ in range(n)]
-    if template == "one":  # only picture k decides; v is usually shown elsewhere, whatever the answer
-        if rng.random() < 0.75:
-            vals[j] = v
+    if template == "one":  # only picture k decides; v may be shown elsewhere, whatever the answer
         vals[k] = v if truth else rng.choice(others)
         text = f"the {garments[k]} in image {k + 1} is {v}"
     elif template == "all":
@@ -143,15 +153,11 @@ def multi_statement(ctx: SampleContext, attribute: str = "color", subject: str =
             for i in rng.sample(range(n), rng.randint(1, n - 1)):
                 vals[i] = rng.choice(others)
         text = f"all the garments are {v}"
-    elif template == "none":
+    else:
         vals = [rng.choice(others) for _ in range(n)]
         if not truth:
             vals[k] = v
         text = f"none of the garments is {v}"
-    else:
-        vals[k] = vals[j] if truth else rng.choice([x for x in values if x != vals[j]])
-        a, b = sorted((j, k))
-        text = f"the garments in image {a + 1} and image {b + 1} have the same {attribute}"
     items = [
         random_garment(rng, g, color=x) if attribute == "color" else random_garment(rng, g, texture=x)
         for g, x in zip(garments, vals)
