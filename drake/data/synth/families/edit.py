@@ -77,9 +77,9 @@ def random_edit(rng: random.Random, scene: list[Obj], kind: str) -> Edit:
     return ("remove", obj, "")
 
 
-def edit_pair(rng: random.Random, kinds: tuple[str, ...] = KINDS) -> tuple[list[Obj], Edit]:
+def edit_pair(rng: random.Random) -> tuple[list[Obj], Edit]:
     """A scene and an edit on it; add starts from 1-2 objects and remove from 2-3, mirroring each other."""
-    kind = rng.choice(kinds)
+    kind = rng.choice(KINDS)
     n = rng.choice({"add": (1, 2), "remove": (2, 3)}.get(kind, (1, 2, 3)))
     scene = sorted(random_objs(rng, n), key=lambda o: o[2])
     return scene, random_edit(rng, scene, kind)
@@ -97,8 +97,9 @@ def other_edit(rng: random.Random, scene: list[Obj], taken: set[str]) -> Edit:
 def _fashion_caption(ctx: SampleContext, rng: random.Random, truth: bool) -> Sample:
     """The description says how the query garment's colour differs from the reference one's.
 
-    Half the false pairs show no change at all, the others a wrong new colour (60% after calibration). Texture pairs and pairs showing both named colours in the wrong roles (reversed, wrong old
-    colour) were dropped: with them the task stayed at chance.
+    Half the false pairs show no change at all, the others a wrong new colour (60% after calibration).
+    Texture pairs and pairs showing both named colours in the wrong roles (reversed, wrong old colour) were
+    dropped: with them the task stayed at chance.
     """
     old, new = rng.sample(COLOR_NAMES, 2)
     text = f"is {new} instead of {old}"
