@@ -8,7 +8,14 @@ adapter (the same seeded init for every row) is fine-tuned on i alone (``--steps
 so the base is the zero-shot model). Related pairs should show positive off-diagonal gain; the summary
 compares the mean off-diagonal gain within a client group with the mean across groups.
 
-Writes ``benchmarks/results/task_affinity.json`` and a heatmap ``task_affinity.png`` next to it.
+Two finer measures come from the same fine-tunes, because accuracy on 100 items moves in steps of 1 point with
+a standard error of ~5: ``prob_gain`` (points of the mean probability the model puts on the right choice, a
+softmax over its choice scores: it moves before the argmax flips) and ``update_cosine`` (cosine between the
+weight updates ``B @ A`` that tasks i and j leave on the base model: whether the tasks pull the same
+directions, the signal FedMosaic's RELA weighs clients by).
+
+Writes ``benchmarks/results/task_affinity.json`` and the heatmaps ``task_affinity.png`` (accuracy gain),
+``task_affinity_prob.png`` and ``task_affinity_update.png`` next to it.
 
     python benchmarks/task_affinity.py                                 # 12 tasks, tiny-llama-m, 100 x 8
     python benchmarks/task_affinity.py --tasks vsr_0 irfl_3 iconqa_1 --steps 50 --limit 50
@@ -38,11 +45,13 @@ sys.path.insert(0, str(ROOT))
 from drake.adapters.lora import apply_lora  # noqa: E402
 from drake.data.build import ensure_built  # noqa: E402
 from drake.data.stream import epoch_batches  # noqa: E402
+from drake.errors import SpecError  # noqa: E402
 from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
 from drake.fl.types import ClientInfo  # noqa: E402
 from drake.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from drake.models.loading import load_model  # noqa: E402
+from drake.models.scoring import choice_scores  # noqa: E402
 from drake.runner import load_rows, set_threads  # noqa: E402
 from drake.spec import load_scenario, load_tasks  # noqa: E402
 
@@ -77,10 +86,52 @@ def order_by_group(names: Sequence[str], groups: Mapping[str, str]) -> list[str]
     return sorted(dict.fromkeys(names), key=lambda n: rank.get(groups[n], len(rank)))
 
 
+def choice_metrics(rt: ClientRuntime, task: str, limit: int | None) -> tuple[float, float]:
+    """(accuracy, mean probability of the right choice), both in points, over ``limit`` test rows of ``task``.
+
+    One scoring pass, the same one ``ClientRuntime.evaluate`` makes (argmax, first choice on ties); the
+    probability is a softmax over the row's choice scores."""
+    rows = list(rt.data[task].splits["test"][:limit] if limit else rt.data[task].splits["test"])
+    rt.model.eval()
+    scores = choice_scores(rt.arch.loaded, rows, model=rt.model, batch_size=rt.eval_batch_size,
+                           length_norm=rt.length_norm)  # fmt: skip
+    hits, probs = [], []
+    for row, sc in zip(rows, scores):
+        right = row["choices"].index(row["answer"])
+        hits.append(float(max(range(len(sc)), key=sc.__getitem__) == right))
+        probs.append(torch.softmax(torch.tensor(sc, dtype=torch.float64), 0)[right].item())
+    return 100 * math.fsum(hits) / len(rows), 100 * math.fsum(probs) / len(rows)
+
+
+def weight_update(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The LoRA weight update ``B @ A`` of every adapted layer, flattened into one vector (LoRA's B starts at
+    zero, so this is what fine-tuning changed; LoRA's scale is the same for every task and left out)."""
+    parts = [
+        (state[k.replace("lora_A", "lora_B")].double() @ state[k].double()).flatten()
+        for k in sorted(state)
+        if "lora_A" in k
+    ]
+    if not parts:
+        raise SpecError("task_affinity: the adapter has no lora_A/lora_B weights to compare")
+    return torch.cat(parts)
+
+
+def cosine_matrix(vectors: Sequence[torch.Tensor]) -> list[list[float]]:
+    """Pairwise cosine similarity (0 for a zero vector)."""
+    unit = [v / n if (n := v.norm()) > 0 else v for v in vectors]
+    return [[float(a @ b) for b in unit] for a in unit]
+
+
 def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """Base scores and the gain matrix (points; row i = tuned on names[i], column j = scored on names[j])."""
+    """Base scores, gain matrices (points; row i = tuned on names[i], column j = scored on names[j]) and the
+    cosine between the tasks' weight updates."""
     tasks = load_tasks()
     specs = [tasks[n] for n in names]
+    open_tasks = [s.name for s in specs if s.answer != "choice"]
+    if open_tasks:
+        raise SpecError(
+            f"task_affinity: {', '.join(open_tasks)} are open-answer tasks; pass choice tasks only"
+        )
     data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
     data = load_rows(Path(data_dir), specs)
     cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
@@ -96,14 +147,16 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
             round_idx=0, lr=cfg.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
         )  # fmt: skip
 
-    def scores(rt: ClientRuntime) -> list[float]:
-        return [100 * rt.evaluate(j, limit=args.limit)["score"] for j in names]
+    def scores(rt: ClientRuntime) -> tuple[list[float], list[float]]:
+        acc, prob = zip(*(choice_metrics(rt, j, args.limit) for j in names))
+        return list(acc), list(prob)
 
     t0 = time.perf_counter()
     handle.set_state(init)
-    base = scores(runtime())
+    base, base_prob = scores(runtime())
     print(f"{'base':22s} " + " ".join(f"{s:6.1f}" for s in base), flush=True)
-    gain, loss, seconds = [], {}, {"base": round(time.perf_counter() - t0, 1)}
+    gain, prob_gain, updates, loss = [], [], [], {}
+    seconds: dict[str, Any] = {"base": round(time.perf_counter() - t0, 1)}
     for i in names:
         t0 = time.perf_counter()
         handle.set_state(init)
@@ -112,12 +165,17 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
         t1 = time.perf_counter()
         loss[i] = rt.train(args.steps, batches=batches)["loss"]
         t2 = time.perf_counter()
-        gain.append([after - b for after, b in zip(scores(rt), base)])
+        updates.append(weight_update(handle.get_state("all")))
+        acc, prob = scores(rt)
+        gain.append([after - b for after, b in zip(acc, base)])
+        prob_gain.append([after - b for after, b in zip(prob, base_prob)])
         seconds[i] = {"train": round(t2 - t1, 1), "eval": round(time.perf_counter() - t2, 1)}
         print(f"{i:22s} " + " ".join(f"{g:+6.1f}" for g in gain[-1]) + f"  ({round(time.perf_counter() - t0, 1)}s)",
               flush=True)  # fmt: skip
     handle.set_state(init)
-    return {"base": dict(zip(names, base)), "gain": gain, "final_loss": loss, "seconds": seconds}
+    return {"base": dict(zip(names, base)), "base_prob": dict(zip(names, base_prob)), "gain": gain,
+            "prob_gain": prob_gain, "update_cosine": cosine_matrix(updates), "final_loss": loss,
+            "seconds": seconds}  # fmt: skip
 
 
 def _fmt(v: float | None) -> str:
@@ -160,25 +218,29 @@ def plot_affinity(
     path: str | Path,
     *,
     title: str = "task affinity",
+    label: str = "gain over base (points)",
+    axes: tuple[str, str] = ("evaluated on (j)", "fine-tuned on (i)"),
 ) -> Path:
     """Heatmap of ``gain`` (rows: tuned on, columns: scored on) with a 0-centred diverging colormap, lines
-    between consecutive groups and every value written in its cell; a reproducible PNG, written atomically."""
+    between consecutive groups and every value written in its cell; a reproducible PNG, written atomically.
+    The colour scale spans the off-diagonal values (the diagonal, far larger, saturates; its numbers show)."""
     n = len(names)
     if len(gain) != n or any(len(r) != n for r in gain):
         raise ValueError(f"gain must be {n} x {n} for {n} task names")
-    top = max((abs(v) for r in gain for v in r if math.isfinite(v)), default=0.0) or 1.0
+    off = [gain[i][j] for i in range(n) for j in range(n) if i != j or n == 1]
+    top = max((abs(v) for v in off if math.isfinite(v)), default=0.0) or 1.0
     size = max(4.0, 1.6 + 0.55 * n)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     image = ax.imshow(gain, cmap="RdBu_r", vmin=-top, vmax=top, aspect="equal")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="gain over base (points)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("evaluated on (j)")
-    ax.set_ylabel("fine-tuned on (i)")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     for i in range(n):
         for j in range(n):
             v = gain[i][j]
-            ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{v:+.1f}" if top > 1.5 else f"{v:+.2f}", ha="center", va="center", fontsize=7,
                     color="white" if abs(v) > 0.6 * top else "black", fontweight="bold" if i == j else "normal")  # fmt: skip
     starts = [k for k in range(n) if k == 0 or groups[names[k]] != groups[names[k - 1]]]
     for k in starts[1:]:
@@ -223,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = order_by_group(args.tasks, groups)
     t0 = time.perf_counter()
     m = measure(args, names)
-    summary = summarize(m["gain"], names, groups)
+    matrices = {"gain": m["gain"], "prob_gain": m["prob_gain"], "update_cosine": m["update_cosine"]}
+    summaries = {k: summarize(v, names, groups) for k, v in matrices.items()}
+    summary = summaries["gain"]
     budget = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
               "limit": args.limit, "seed": args.seed}  # fmt: skip
     record = {
@@ -234,22 +298,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "tasks": names,
         "groups": {n: groups[n] for n in names},
         "base": m["base"],
-        "gain": m["gain"],
-        "gain_axes": "gain[i][j]: points on tasks[j] after fine-tuning on tasks[i] only, minus base[tasks[j]]",
+        "base_prob": m["base_prob"],
+        **matrices,
+        "axes": {
+            "gain": "gain[i][j]: accuracy points on tasks[j] after fine-tuning on tasks[i] only, minus base[tasks[j]]",
+            "prob_gain": "prob_gain[i][j]: the same for the mean probability (points) of the right choice",
+            "update_cosine": "update_cosine[i][j]: cosine between the LoRA weight updates B @ A of tasks i and j",
+        },
         "summary": summary,
+        "summaries": summaries,
         "final_loss": m["final_loss"],
         "seconds": {**m["seconds"], "total": round(time.perf_counter() - t0, 1)},
     }
-    print(f"mean gain: diagonal {_fmt(summary['diagonal'])}  within group {_fmt(summary['within_group'])}  "
-          f"across groups {_fmt(summary['across_groups'])}  (points, off-diagonal)")  # fmt: skip
+    for key, sm in summaries.items():
+        print(f"{key:14s} diagonal {_fmt(sm['diagonal'])}  within group {_fmt(sm['within_group'])}  "
+              f"across groups {_fmt(sm['across_groups'])}  (mean off-diagonal)")  # fmt: skip
     if args.out:
         out = Path(args.out)
         atomic_write_json(out, record)
-        title = (f"Task affinity ({args.model}): gain in points after {args.steps} steps x {args.batch}, "
-                 f"{args.limit or 'all'} test items\nwithin group {_fmt(summary['within_group'])}, "
-                 f"across {_fmt(summary['across_groups'])}, diagonal {_fmt(summary['diagonal'])}")  # fmt: skip
-        plot_affinity(m["gain"], names, groups, out.with_suffix(".png"), title=title)
-        print(f"wrote {out} and {out.with_suffix('.png')}")
+        budget_line = f"after {args.steps} steps x {args.batch}, {args.limit or 'all'} test items"
+        panels = {
+            "gain": (out.with_suffix(".png"), "accuracy gain over base (points)", "accuracy gain in points"),
+            "prob_gain": (out.with_name(out.stem + "_prob.png"), "gain in P(right choice) (points)",
+                          "gain in probability of the right choice, points"),
+            "update_cosine": (out.with_name(out.stem + "_update.png"), "cosine of weight updates",
+                              "cosine between the tasks' LoRA weight updates"),
+        }  # fmt: skip
+        for key, (path, label, what) in panels.items():
+            sm = summaries[key]
+            title = (f"Task affinity ({args.model}): {what}, {budget_line}\nwithin group "
+                     f"{_fmt(sm['within_group'])}, across {_fmt(sm['across_groups'])}, diagonal {_fmt(sm['diagonal'])}")  # fmt: skip
+            axes = (
+                ("task j", "task i") if key == "update_cosine" else ("evaluated on (j)", "fine-tuned on (i)")
+            )
+            plot_affinity(matrices[key], names, groups, path, title=title, label=label, axes=axes)
+        print(f"wrote {out} and its heatmaps ({', '.join(p.name for p, _, _ in panels.values())})")
     return record
 
 

@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import task_affinity as TA
+from drake.errors import SpecError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +39,21 @@ def test_order_and_summary() -> None:
     assert s["diagonal"] == pytest.approx(34 / 5)
     assert s["within_group"] == pytest.approx((4 + 2 + 3 + 5) / 4) and s["pairs"]["within_group"] == 4
     assert s["across_groups"] == pytest.approx(-2 / 16) and s["pairs"]["across_groups"] == 16
-    assert s["blocks"]["QA"]["fashion/edit"] == pytest.approx(-2 / 4) and s["blocks"][TA.OTHER][TA.OTHER] is None
+    assert (
+        s["blocks"]["QA"]["fashion/edit"] == pytest.approx(-2 / 4) and s["blocks"][TA.OTHER][TA.OTHER] is None
+    )
+
+
+def test_weight_update_and_cosine() -> None:
+    a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0], [0.0]])  # A: r x in (1 x 2), B: out x r (2 x 1)
+    state = {"m.q.lora_A.default.weight": a, "m.q.lora_B.default.weight": b}
+    assert TA.weight_update(state).tolist() == [3.0, 6.0, 0.0, 0.0]  # (B @ A) flattened
+    with pytest.raises(SpecError, match="lora_A"):
+        TA.weight_update({"m.q.weight": a})
+    cos = TA.cosine_matrix([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.zeros(2)])
+    assert (
+        cos[0][1] == pytest.approx(math.sqrt(0.5)) and cos[1][1] == pytest.approx(1.0) and cos[2] == [0.0] * 3
+    )
 
 
 def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_models: dict[str, Path]) -> None:
@@ -52,8 +68,50 @@ def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_model
     assert all(math.isfinite(v) for r in gain for v in r)
     assert all(0.0 <= first["base"][t] <= 100.0 for t in first["tasks"])
     assert first["summary"]["within_group"] is None and math.isfinite(first["summary"]["across_groups"])
-    assert (second["base"], second["gain"], second["final_loss"]) == (first["base"], gain, first["final_loss"])
+    assert (second["base"], second["gain"], second["final_loss"]) == (
+        first["base"],
+        gain,
+        first["final_loss"],
+    )
+    for key in ("prob_gain", "update_cosine"):
+        m = first[key]
+        assert len(m) == 2 and all(len(r) == 2 and all(math.isfinite(v) for v in r) for r in m)
+    cos = first["update_cosine"]
+    assert cos[0][0] == pytest.approx(1.0) and cos[0][1] == pytest.approx(cos[1][0]) and abs(cos[0][1]) <= 1.0
+    assert all(0.0 <= first["base_prob"][t] <= 100.0 for t in first["tasks"])
+    assert (second["prob_gain"], second["update_cosine"]) == (first["prob_gain"], cos)
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["gain"] == gain and saved["groups"] == {"vsr_0": "fashion/edit", "irfl_3": "concepts"}
     assert saved["command"].startswith("python benchmarks/task_affinity.py --model")
-    assert (tmp_path / "a.png").read_bytes()[:8] == PNG
+    for png in ("a.png", "a_prob.png", "a_update.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG
+
+
+def test_choice_metrics_match_evaluate(untrained_models: dict[str, Path]) -> None:
+    """The affinity's one scoring pass gives the accuracy ClientRuntime.evaluate gives."""
+    args = TA.parse_args(
+        ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "irfl_3", "--scale", "0.1"]
+    )
+    from drake.adapters.lora import apply_lora
+    from drake.data.build import ensure_built
+    from drake.fl.client import ArchModel, ClientRuntime, ClientState
+    from drake.fl.method import MethodConfig
+    from drake.fl.types import ClientInfo
+    from drake.models.loading import load_model
+    from drake.runner import load_rows
+    from drake.spec import load_tasks
+
+    specs = [load_tasks()["irfl_3"]]
+    data = load_rows(Path(ensure_built(specs, None, source="synth", scale=0.1, image_size=32)), specs)
+    loaded = load_model(args.model, device="cpu", progress=False)
+    model, handle = apply_lora(loaded.model, MethodConfig().lora())
+    rt = ClientRuntime(ClientInfo(0, args.model, ("irfl_3",)), ArchModel(args.model, loaded, model, handle), data,
+                       None, ClientState(), seed=0, round_idx=0, lr=1e-3, weight_decay=0.0, max_grad_norm=1.0,
+                       batch_size=4)  # fmt: skip
+    acc, prob = TA.choice_metrics(rt, "irfl_3", 8)
+    assert acc == pytest.approx(100 * rt.evaluate("irfl_3", limit=8)["score"]) and 0.0 < prob < 100.0
+
+
+def test_open_tasks_are_refused(untrained_models: dict[str, Path]) -> None:
+    with pytest.raises(SpecError, match="iconqa_2 are open-answer"):
+        TA.main(["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "iconqa_2", "--out", ""])
