@@ -337,4 +337,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from drake.cli import guarded
+
+    sys.exit(guarded(lambda: main() and None))  # a user error is one "error:" line, not a traceback

@@ -115,3 +115,19 @@ def test_choice_metrics_match_evaluate(untrained_models: dict[str, Path]) -> Non
 def test_open_tasks_are_refused(untrained_models: dict[str, Path]) -> None:
     with pytest.raises(SpecError, match="iconqa_2 are open-answer"):
         TA.main(["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "iconqa_2", "--out", ""])
+
+
+def test_cli_bad_task_is_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(TA.__file__)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("DRAKE_DEBUG", None)
+    done = subprocess.run([sys.executable, str(script), "--tasks", "iconqa_2", "--out", ""], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: task_affinity: iconqa_2 are open-answer tasks; pass choice tasks only"
+    ]
