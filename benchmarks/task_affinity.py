@@ -122,6 +122,22 @@ def cosine_matrix(vectors: Sequence[torch.Tensor]) -> list[list[float]]:
     return [[float(a @ b) for b in unit] for a in unit]
 
 
+def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict[str, torch.Tensor]]:
+    """``args.model`` with a fresh LoRA adapter (seeded from ``args.seed``) and that adapter's initial state."""
+    loaded = load_model(args.model, device="cpu", progress=False)
+    torch.manual_seed(derive_seed(args.seed, "adapter-init"))
+    model, handle = apply_lora(loaded.model, MethodConfig(lora_r=args.lora_r, lr=args.lr).lora())
+    return ArchModel(str(args.model), loaded, model, handle), {k: v.clone() for k, v in handle.get_state("all").items()}
+
+
+def runtime(arch: ArchModel, data: dict, names: Sequence[str], args: argparse.Namespace) -> ClientRuntime:
+    """A one-client runtime over ``names`` that trains at ``args.lr`` in batches of ``args.batch``."""
+    return ClientRuntime(
+        ClientInfo(0, str(args.model), tuple(names)), arch, data, None, ClientState(), seed=args.seed,  # type: ignore[arg-type]
+        round_idx=0, lr=args.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
+    )  # fmt: skip
+
+
 def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """Base scores, gain matrices (points; row i = tuned on names[i], column j = scored on names[j]) and the
     cosine between the tasks' weight updates."""
@@ -129,23 +145,11 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     specs = [tasks[n] for n in names]
     open_tasks = [s.name for s in specs if s.answer != "choice"]
     if open_tasks:
-        raise SpecError(
-            f"task_affinity: {', '.join(open_tasks)} are open-answer tasks; pass choice tasks only"
-        )
+        raise SpecError(f"task_affinity: {', '.join(open_tasks)} are open-answer tasks; pass choice tasks only")
     data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
     data = load_rows(Path(data_dir), specs)
-    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
-    loaded = load_model(args.model, device="cpu", progress=False)
-    torch.manual_seed(derive_seed(args.seed, "adapter-init"))
-    model, handle = apply_lora(loaded.model, cfg.lora())
-    arch = ArchModel(str(args.model), loaded, model, handle)
-    init = {k: v.clone() for k, v in handle.get_state("all").items()}
-
-    def runtime() -> ClientRuntime:
-        return ClientRuntime(
-            ClientInfo(0, str(args.model), tuple(names)), arch, data, None, ClientState(), seed=args.seed,  # type: ignore[arg-type]
-            round_idx=0, lr=cfg.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
-        )  # fmt: skip
+    arch, init = adapted_model(args)
+    handle = arch.adapter
 
     def scores(rt: ClientRuntime) -> tuple[list[float], list[float]]:
         acc, prob = zip(*(choice_metrics(rt, j, args.limit) for j in names))
@@ -153,14 +157,14 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     handle.set_state(init)
-    base, base_prob = scores(runtime())
+    base, base_prob = scores(runtime(arch, data, names, args))
     print(f"{'base':22s} " + " ".join(f"{s:6.1f}" for s in base), flush=True)
     gain, prob_gain, updates, loss = [], [], [], {}
     seconds: dict[str, Any] = {"base": round(time.perf_counter() - t0, 1)}
     for i in names:
         t0 = time.perf_counter()
         handle.set_state(init)
-        rt = runtime()
+        rt = runtime(arch, data, names, args)
         batches = epoch_batches(data[i].splits["train"], args.steps, args.batch, derive_seed(args.seed, i))
         t1 = time.perf_counter()
         loss[i] = rt.train(args.steps, batches=batches)["loss"]
@@ -316,23 +320,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.out:
         out = Path(args.out)
         atomic_write_json(out, record)
+        tuned = ("evaluated on (j)", "fine-tuned on (i)")
         budget_line = f"after {args.steps} steps x {args.batch}, {args.limit or 'all'} test items"
         panels = {
-            "gain": (out.with_suffix(".png"), "accuracy gain over base (points)", "accuracy gain in points"),
+            "gain": (out.with_suffix(".png"), "accuracy gain over base (points)", "accuracy gain in points", tuned),
             "prob_gain": (out.with_name(out.stem + "_prob.png"), "gain in P(right choice) (points)",
-                          "gain in probability of the right choice, points"),
+                          "gain in probability of the right choice, points", tuned),
             "update_cosine": (out.with_name(out.stem + "_update.png"), "cosine of weight updates",
-                              "cosine between the tasks' LoRA weight updates"),
+                              "cosine between the tasks' LoRA weight updates", ("task j", "task i")),
         }  # fmt: skip
-        for key, (path, label, what) in panels.items():
+        for key, (path, label, what, axes) in panels.items():
             sm = summaries[key]
             title = (f"Task affinity ({args.model}): {what}, {budget_line}\nwithin group "
                      f"{_fmt(sm['within_group'])}, across {_fmt(sm['across_groups'])}, diagonal {_fmt(sm['diagonal'])}")  # fmt: skip
-            axes = (
-                ("task j", "task i") if key == "update_cosine" else ("evaluated on (j)", "fine-tuned on (i)")
-            )
             plot_affinity(matrices[key], names, groups, path, title=title, label=label, axes=axes)
-        print(f"wrote {out} and its heatmaps ({', '.join(p.name for p, _, _ in panels.values())})")
+        print(f"wrote {out} and its heatmaps ({', '.join(p[0].name for p in panels.values())})")
     return record
 
 

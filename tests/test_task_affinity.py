@@ -39,9 +39,7 @@ def test_order_and_summary() -> None:
     assert s["diagonal"] == pytest.approx(34 / 5)
     assert s["within_group"] == pytest.approx((4 + 2 + 3 + 5) / 4) and s["pairs"]["within_group"] == 4
     assert s["across_groups"] == pytest.approx(-2 / 16) and s["pairs"]["across_groups"] == 16
-    assert (
-        s["blocks"]["QA"]["fashion/edit"] == pytest.approx(-2 / 4) and s["blocks"][TA.OTHER][TA.OTHER] is None
-    )
+    assert s["blocks"]["QA"]["fashion/edit"] == pytest.approx(-2 / 4) and s["blocks"][TA.OTHER][TA.OTHER] is None
 
 
 def test_weight_update_and_cosine() -> None:
@@ -51,9 +49,7 @@ def test_weight_update_and_cosine() -> None:
     with pytest.raises(SpecError, match="lora_A"):
         TA.weight_update({"m.q.weight": a})
     cos = TA.cosine_matrix([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.zeros(2)])
-    assert (
-        cos[0][1] == pytest.approx(math.sqrt(0.5)) and cos[1][1] == pytest.approx(1.0) and cos[2] == [0.0] * 3
-    )
+    assert cos[0][1] == pytest.approx(math.sqrt(0.5)) and cos[1][1] == pytest.approx(1.0) and cos[2] == [0.0] * 3
 
 
 def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_models: dict[str, Path]) -> None:
@@ -68,11 +64,7 @@ def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_model
     assert all(math.isfinite(v) for r in gain for v in r)
     assert all(0.0 <= first["base"][t] <= 100.0 for t in first["tasks"])
     assert first["summary"]["within_group"] is None and math.isfinite(first["summary"]["across_groups"])
-    assert (second["base"], second["gain"], second["final_loss"]) == (
-        first["base"],
-        gain,
-        first["final_loss"],
-    )
+    assert (second["base"], second["gain"], second["final_loss"]) == (first["base"], gain, first["final_loss"])
     for key in ("prob_gain", "update_cosine"):
         m = first[key]
         assert len(m) == 2 and all(len(r) == 2 and all(math.isfinite(v) for v in r) for r in m)
@@ -89,25 +81,14 @@ def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_model
 
 def test_choice_metrics_match_evaluate(untrained_models: dict[str, Path]) -> None:
     """The affinity's one scoring pass gives the accuracy ClientRuntime.evaluate gives."""
-    args = TA.parse_args(
-        ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "irfl_3", "--scale", "0.1"]
-    )
-    from drake.adapters.lora import apply_lora
     from drake.data.build import ensure_built
-    from drake.fl.client import ArchModel, ClientRuntime, ClientState
-    from drake.fl.method import MethodConfig
-    from drake.fl.types import ClientInfo
-    from drake.models.loading import load_model
     from drake.runner import load_rows
     from drake.spec import load_tasks
 
+    args = TA.parse_args(["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "irfl_3", "--batch", "4"])
     specs = [load_tasks()["irfl_3"]]
     data = load_rows(Path(ensure_built(specs, None, source="synth", scale=0.1, image_size=32)), specs)
-    loaded = load_model(args.model, device="cpu", progress=False)
-    model, handle = apply_lora(loaded.model, MethodConfig().lora())
-    rt = ClientRuntime(ClientInfo(0, args.model, ("irfl_3",)), ArchModel(args.model, loaded, model, handle), data,
-                       None, ClientState(), seed=0, round_idx=0, lr=1e-3, weight_decay=0.0, max_grad_norm=1.0,
-                       batch_size=4)  # fmt: skip
+    rt = TA.runtime(TA.adapted_model(args)[0], data, ["irfl_3"], args)
     acc, prob = TA.choice_metrics(rt, "irfl_3", 8)
     assert acc == pytest.approx(100 * rt.evaluate("irfl_3", limit=8)["score"]) and 0.0 < prob < 100.0
 
@@ -128,6 +109,4 @@ def test_cli_bad_task_is_one_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script), "--tasks", "iconqa_2", "--out", ""], capture_output=True,
                           text=True, env=env, cwd=tmp_path)  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        "error: task_affinity: iconqa_2 are open-answer tasks; pass choice tasks only"
-    ]
+    assert done.stderr.strip().splitlines() == ["error: task_affinity: iconqa_2 are open-answer tasks; pass choice tasks only"]
