@@ -16,7 +16,7 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -45,13 +45,20 @@ def chance(rows: list[dict]) -> float | None:
     return sum(1.0 / len(r["choices"]) for r in rows) / len(rows)
 
 
-def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict]:
-    """``args.model`` with a fresh LoRA adapter (``args.lora_r``), and the adapter's initial state."""
-    cfg = MethodConfig(lora_r=args.lora_r, lr=args.lr)
+def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict[str, torch.Tensor]]:
+    """``args.model`` with a fresh LoRA adapter (``args.lora_r``, seeded from ``args.seed``) and its initial state."""
     loaded = load_model(args.model, device="cpu", progress=False)
-    model, handle = apply_lora(loaded.model, cfg.lora())
-    arch = ArchModel(args.model, loaded, model, handle)
-    return arch, {k: v.clone() for k, v in handle.get_state("all").items()}
+    torch.manual_seed(derive_seed(args.seed, "adapter-init"))
+    model, handle = apply_lora(loaded.model, MethodConfig(lora_r=args.lora_r, lr=args.lr).lora())
+    return ArchModel(str(args.model), loaded, model, handle), {k: v.clone() for k, v in handle.get_state("all").items()}
+
+
+def runtime(arch: ArchModel, data: dict, names: Sequence[str], args: argparse.Namespace) -> ClientRuntime:
+    """A one-client runtime over ``names`` that trains at ``args.lr`` in batches of ``args.batch``."""
+    return ClientRuntime(
+        ClientInfo(0, str(args.model), tuple(names)), arch, data, None, ClientState(), seed=args.seed,  # type: ignore[arg-type]
+        round_idx=0, lr=args.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
+    )  # fmt: skip
 
 
 def tune_and_score(name: str, data: dict, arch: ArchModel, init: dict, args: argparse.Namespace) -> dict:
@@ -59,10 +66,7 @@ def tune_and_score(name: str, data: dict, arch: ArchModel, init: dict, args: arg
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(args.seed, "calibrate", name))  # a task's result is independent of the others
     arch.adapter.set_state(init)
-    rt = ClientRuntime(
-        ClientInfo(0, args.model, (name,)), arch, data, None, ClientState(), seed=args.seed, round_idx=0,  # type: ignore[arg-type]
-        lr=args.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
-    )  # fmt: skip
+    rt = runtime(arch, data, [name], args)
     zero = rt.evaluate(name, limit=args.limit)["score"] if args.zero_shot else None
     batches = epoch_batches(data[name].splits["train"], args.steps, args.batch, derive_seed(args.seed, name))
     log = rt.train(args.steps, batches=batches)
@@ -108,7 +112,6 @@ def calibrate_parallel(args: argparse.Namespace) -> dict:
 
 def _worker(args: argparse.Namespace) -> dict:
     set_threads(1)
-    torch.manual_seed(args.seed)  # as main() does: the LoRA init draws from it
     return calibrate(args)
 
 
@@ -146,7 +149,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"))
     args = p.parse_args(argv)
     set_threads(args.threads)
-    torch.manual_seed(args.seed)
     results = calibrate_parallel(args) if args.jobs > 1 else calibrate(args)
     record = {
         "command": shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])]),

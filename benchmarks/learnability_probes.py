@@ -17,8 +17,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -252,7 +250,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def _worker(args: argparse.Namespace) -> dict:
     set_threads(1)
-    torch.manual_seed(args.seed)
     return run(args)
 
 
@@ -270,7 +267,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.tasks, args.limit, args.zero_shot = args.probes or list(PROBES), None, False
     set_threads(1)
-    torch.manual_seed(args.seed)
     results = in_parallel(_worker, args, args.tasks) if args.jobs > 1 else run(args)
     record = {
         "command": shlex.join(["python", "benchmarks/learnability_probes.py", *(argv if argv is not None else sys.argv[1:])]),

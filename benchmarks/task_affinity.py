@@ -14,8 +14,13 @@ softmax over its choice scores: it moves before the argmax flips) and ``update_c
 weight updates ``B @ A`` that tasks i and j leave on the base model: whether the tasks pull the same
 directions, the signal FedMosaic's RELA weighs clients by).
 
+A fourth, ``transfer`` (intermediate-task transfer), asks what a client gets from a related client's adapter:
+``--then-steps`` steps on j starting from the adapter tuned on i, against the same steps on j from the fresh
+adapter. The zero-shot gain above also has to carry j's answer format, which a tiny model only learns on j
+itself; the short tune on j teaches the format to both sides, so what is left is what i taught.
+
 Writes ``benchmarks/results/task_affinity.json`` and the heatmaps ``task_affinity.png`` (accuracy gain),
-``task_affinity_prob.png`` and ``task_affinity_update.png`` next to it.
+``task_affinity_prob.png``, ``task_affinity_update.png`` and ``task_affinity_transfer.png`` next to it.
 
     python benchmarks/task_affinity.py                                 # 12 tasks, tiny-llama-m, 100 x 8
     python benchmarks/task_affinity.py --tasks vsr_0 irfl_3 iconqa_1 --steps 50 --limit 50
@@ -41,16 +46,16 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from drake.adapters.lora import apply_lora  # noqa: E402
+from calibrate_tasks import adapted_model, runtime  # noqa: E402
+
 from drake.data.build import ensure_built  # noqa: E402
 from drake.data.stream import epoch_batches  # noqa: E402
 from drake.errors import SpecError  # noqa: E402
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
+from drake.fl.client import ArchModel, ClientRuntime, derive_seed  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
-from drake.fl.types import ClientInfo  # noqa: E402
 from drake.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from drake.models.loading import load_model  # noqa: E402
 from drake.models.scoring import choice_scores  # noqa: E402
 from drake.runner import load_rows, set_threads  # noqa: E402
 from drake.spec import load_scenario, load_tasks  # noqa: E402
@@ -122,22 +127,6 @@ def cosine_matrix(vectors: Sequence[torch.Tensor]) -> list[list[float]]:
     return [[float(a @ b) for b in unit] for a in unit]
 
 
-def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict[str, torch.Tensor]]:
-    """``args.model`` with a fresh LoRA adapter (seeded from ``args.seed``) and that adapter's initial state."""
-    loaded = load_model(args.model, device="cpu", progress=False)
-    torch.manual_seed(derive_seed(args.seed, "adapter-init"))
-    model, handle = apply_lora(loaded.model, MethodConfig(lora_r=args.lora_r, lr=args.lr).lora())
-    return ArchModel(str(args.model), loaded, model, handle), {k: v.clone() for k, v in handle.get_state("all").items()}
-
-
-def runtime(arch: ArchModel, data: dict, names: Sequence[str], args: argparse.Namespace) -> ClientRuntime:
-    """A one-client runtime over ``names`` that trains at ``args.lr`` in batches of ``args.batch``."""
-    return ClientRuntime(
-        ClientInfo(0, str(args.model), tuple(names)), arch, data, None, ClientState(), seed=args.seed,  # type: ignore[arg-type]
-        round_idx=0, lr=args.lr, weight_decay=0.0, max_grad_norm=1.0, batch_size=args.batch,
-    )  # fmt: skip
-
-
 def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     """Base scores, gain matrices (points; row i = tuned on names[i], column j = scored on names[j]) and the
     cosine between the tasks' weight updates."""
@@ -159,7 +148,7 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     handle.set_state(init)
     base, base_prob = scores(runtime(arch, data, names, args))
     print(f"{'base':22s} " + " ".join(f"{s:6.1f}" for s in base), flush=True)
-    gain, prob_gain, updates, loss = [], [], [], {}
+    gain, prob_gain, updates, loss, tuned = [], [], [], {}, []
     seconds: dict[str, Any] = {"base": round(time.perf_counter() - t0, 1)}
     for i in names:
         t0 = time.perf_counter()
@@ -176,10 +165,39 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
         seconds[i] = {"train": round(t2 - t1, 1), "eval": round(time.perf_counter() - t2, 1)}
         print(f"{i:22s} " + " ".join(f"{g:+6.1f}" for g in gain[-1]) + f"  ({round(time.perf_counter() - t0, 1)}s)",
               flush=True)  # fmt: skip
+        tuned.append({k: v.clone() for k, v in handle.get_state("all").items()})
+    out = {"base": dict(zip(names, base)), "base_prob": dict(zip(names, base_prob)), "gain": gain,
+           "prob_gain": prob_gain, "update_cosine": cosine_matrix(updates), "final_loss": loss}  # fmt: skip
+    if args.then_steps:
+        t0 = time.perf_counter()
+        out["transfer"], out["then_base"] = head_start(args, data, arch, names, init, tuned)
+        seconds["transfer"] = round(time.perf_counter() - t0, 1)
     handle.set_state(init)
-    return {"base": dict(zip(names, base)), "base_prob": dict(zip(names, base_prob)), "gain": gain,
-            "prob_gain": prob_gain, "update_cosine": cosine_matrix(updates), "final_loss": loss,
-            "seconds": seconds}  # fmt: skip
+    return {**out, "seconds": seconds}
+
+
+def head_start(
+    args: argparse.Namespace, data: dict, arch: ArchModel, names: Sequence[str], init: dict, tuned: Sequence[dict]
+) -> tuple[list[list[float]], dict[str, float]]:
+    """Intermediate-task transfer: ``--then-steps`` steps on j starting from the adapter tuned on i, against
+    the same steps on j from the fresh adapter (same batches, same seed). Returns ``transfer[i][j]`` (points)
+    and the from-scratch scores. This is a client that starts from a related client's adapter and trains one
+    short local round, as in FL; the short target budget teaches j's answer format, so what i gives shows."""
+
+    def short_tune(start: dict, j: str) -> float:
+        arch.adapter.set_state(start)
+        rt = runtime(arch, data, [j], args)
+        rt.train(args.then_steps, batches=epoch_batches(data[j].splits["train"], args.then_steps, args.batch,
+                                                        derive_seed(args.seed, "then", j)))  # fmt: skip
+        return choice_metrics(rt, j, args.limit)[0]
+
+    scratch = {j: short_tune(init, j) for j in names}
+    print(f"{'then-steps base':22s} " + " ".join(f"{scratch[j]:6.1f}" for j in names), flush=True)
+    transfer = []
+    for i, state in zip(names, tuned):
+        transfer.append([short_tune(state, j) - scratch[j] for j in names])
+        print(f"{i + ' ->':22s} " + " ".join(f"{g:+6.1f}" for g in transfer[-1]), flush=True)
+    return transfer, scratch
 
 
 def _fmt(v: float | None) -> str:
@@ -268,6 +286,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     p.add_argument("--steps", type=int, default=100, help="AdamW steps per fine-tune (as calibrate_tasks.py)")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--then-steps", type=int, default=20,
+                   help="steps on task j after the adapter of task i (the transfer matrix; 0: skip it; default 20, "
+                        "one FL round)")  # fmt: skip
     p.add_argument("--lr", type=float, default=MethodConfig.lr)
     p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
     p.add_argument("--scale", type=float, default=1.0)
@@ -289,11 +310,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     names = order_by_group(args.tasks, groups)
     t0 = time.perf_counter()
     m = measure(args, names)
-    matrices = {"gain": m["gain"], "prob_gain": m["prob_gain"], "update_cosine": m["update_cosine"]}
+    matrices = {k: m[k] for k in ("gain", "prob_gain", "update_cosine", "transfer") if k in m}
     summaries = {k: summarize(v, names, groups) for k, v in matrices.items()}
     summary = summaries["gain"]
-    budget = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
-              "limit": args.limit, "seed": args.seed}  # fmt: skip
+    budget = {"steps": args.steps, "then_steps": args.then_steps, "batch": args.batch, "lr": args.lr,
+              "lora_r": args.lora_r, "scale": args.scale, "limit": args.limit, "seed": args.seed}  # fmt: skip
     record = {
         "command": shlex.join(["python", "benchmarks/task_affinity.py", *argv]),
         "model": str(args.model),
@@ -303,11 +324,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "groups": {n: groups[n] for n in names},
         "base": m["base"],
         "base_prob": m["base_prob"],
+        **({"then_base": m["then_base"]} if "then_base" in m else {}),
         **matrices,
         "axes": {
             "gain": "gain[i][j]: accuracy points on tasks[j] after fine-tuning on tasks[i] only, minus base[tasks[j]]",
             "prob_gain": "prob_gain[i][j]: the same for the mean probability (points) of the right choice",
             "update_cosine": "update_cosine[i][j]: cosine between the LoRA weight updates B @ A of tasks i and j",
+            "transfer": "transfer[i][j]: accuracy points on tasks[j] after then_steps steps on j from the adapter "
+                        "tuned on tasks[i], minus then_base[tasks[j]] (the same steps from the fresh adapter)",
         },
         "summary": summary,
         "summaries": summaries,
@@ -328,7 +352,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           "gain in probability of the right choice, points", tuned),
             "update_cosine": (out.with_name(out.stem + "_update.png"), "cosine of weight updates",
                               "cosine between the tasks' LoRA weight updates", ("task j", "task i")),
+            "transfer": (out.with_name(out.stem + "_transfer.png"), "head start on j (points)",
+                         f"head start from task i's adapter, after {args.then_steps} steps on j",
+                         ("then tuned and evaluated on (j)", "first fine-tuned on (i)")),
         }  # fmt: skip
+        panels = {k: v for k, v in panels.items() if k in matrices}
         for key, (path, label, what, axes) in panels.items():
             sm = summaries[key]
             title = (f"Task affinity ({args.model}): {what}, {budget_line}\nwithin group "

@@ -55,7 +55,7 @@ def test_weight_update_and_cosine() -> None:
 def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_models: dict[str, Path]) -> None:
     model = str(untrained_models["tiny-llama-s"])
     argv = ["--model", model, "--tasks", "irfl_3", "vsr_0", "--steps", "2", "--batch", "4", "--limit", "4",
-            "--scale", "0.1", "--seed", "3", "--threads", "1"]  # fmt: skip
+            "--scale", "0.1", "--seed", "3", "--threads", "1", "--then-steps", "2"]  # fmt: skip
     first = TA.main([*argv, "--out", str(tmp_path / "a.json")])
     second = TA.main([*argv, "--out", str(tmp_path / "b.json")])
     assert first["tasks"] == ["vsr_0", "irfl_3"]  # ordered by group
@@ -65,17 +65,19 @@ def test_tiny_matrix_is_finite_and_deterministic(tmp_path: Path, untrained_model
     assert all(0.0 <= first["base"][t] <= 100.0 for t in first["tasks"])
     assert first["summary"]["within_group"] is None and math.isfinite(first["summary"]["across_groups"])
     assert (second["base"], second["gain"], second["final_loss"]) == (first["base"], gain, first["final_loss"])
-    for key in ("prob_gain", "update_cosine"):
+    for key in ("prob_gain", "update_cosine", "transfer"):
         m = first[key]
         assert len(m) == 2 and all(len(r) == 2 and all(math.isfinite(v) for v in r) for r in m)
     cos = first["update_cosine"]
     assert cos[0][0] == pytest.approx(1.0) and cos[0][1] == pytest.approx(cos[1][0]) and abs(cos[0][1]) <= 1.0
     assert all(0.0 <= first["base_prob"][t] <= 100.0 for t in first["tasks"])
     assert (second["prob_gain"], second["update_cosine"]) == (first["prob_gain"], cos)
+    assert second["transfer"] == first["transfer"] and second["then_base"] == first["then_base"]
+    assert all(0.0 <= first["then_base"][t] <= 100.0 for t in first["tasks"]) and first["budget"]["then_steps"] == 2
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["gain"] == gain and saved["groups"] == {"vsr_0": "fashion/edit", "irfl_3": "concepts"}
     assert saved["command"].startswith("python benchmarks/task_affinity.py --model")
-    for png in ("a.png", "a_prob.png", "a_update.png"):
+    for png in ("a.png", "a_prob.png", "a_update.png", "a_transfer.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
 
 
