@@ -122,8 +122,8 @@ _TOWER = dict(vision="siglip", vision_hidden=96, vision_layers=2, vision_heads=4
 #: by every member. Measured (450 steps, 1 thread, seed 0): tiny-llama-s reached 0.59 held-out on this tower
 #: against 0.40 training its own, and 0.44 on the tower of a 64-wide, 2-layer captioner (too weak a decoder
 #: to teach its tower shapes and textures). A longer tower sees better but adapts worse: see the README's
-#: "Lead for the next zoo" (1800 steps, 32k rows, lr 1e-3: held-out 0.83, members 0.76-0.78, yet only 18
-#: of 47 tasks in the calibration band against 29 on this one).
+#: "A better-seeing zoo that adapts worse" (1800 steps, 32k rows, lr 1e-3: held-out 0.83, members 0.76-0.78,
+#: yet only 18 of 47 tasks in the calibration band against 25 on this one, same machine).
 SIGLIP_TOWER = ModelSpec("tiny-siglip-captioner", "qwen2", **_TOWER, text_hidden=128, text_layers=3, text_heads=4,
                          text_kv_heads=1, text_ffn=352)  # fmt: skip
 #: members train their text model and projector only, so they need half the steps of a full model. The
