@@ -50,7 +50,7 @@ def adapted_model(args: argparse.Namespace) -> tuple[ArchModel, dict[str, torch.
     loaded = load_model(args.model, device="cpu", progress=False)
     torch.manual_seed(derive_seed(args.seed, "adapter-init"))
     model, handle = apply_lora(loaded.model, MethodConfig(lora_r=args.lora_r, lr=args.lr).lora())
-    return ArchModel(str(args.model), loaded, model, handle), {k: v.clone() for k, v in handle.get_state("all").items()}
+    return ArchModel(str(args.model), loaded, model, handle), handle.get_state("all")  # get_state copies
 
 
 def runtime(arch: ArchModel, data: dict, names: Sequence[str], args: argparse.Namespace) -> ClientRuntime:

@@ -72,6 +72,7 @@ DEFAULT_TASKS = (
     "coinstruct_0", "coinstruct_3", "wcvqa_0", "seedbench2_1",
 )  # fmt: skip
 DPI = 100
+TUNED_AXES = ("evaluated on (j)", "fine-tuned on (i)")  # heatmap x / y labels of the matrices scored after tuning
 
 
 def task_groups(names: Sequence[str], scenario: str = SCENARIO) -> dict[str, str]:
@@ -158,14 +159,14 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
         t1 = time.perf_counter()
         loss[i] = rt.train(args.steps, batches=batches)["loss"]
         t2 = time.perf_counter()
-        updates.append(weight_update(handle.get_state("all")))
+        tuned.append(handle.get_state("all"))  # a copy: the next row resets the adapter
+        updates.append(weight_update(tuned[-1]))
         acc, prob = scores(rt)
         gain.append([after - b for after, b in zip(acc, base)])
         prob_gain.append([after - b for after, b in zip(prob, base_prob)])
         seconds[i] = {"train": round(t2 - t1, 1), "eval": round(time.perf_counter() - t2, 1)}
         print(f"{i:22s} " + " ".join(f"{g:+6.1f}" for g in gain[-1]) + f"  ({round(time.perf_counter() - t0, 1)}s)",
               flush=True)  # fmt: skip
-        tuned.append({k: v.clone() for k, v in handle.get_state("all").items()})
     out = {"base": dict(zip(names, base)), "base_prob": dict(zip(names, base_prob)), "gain": gain,
            "prob_gain": prob_gain, "update_cosine": cosine_matrix(updates), "final_loss": loss}  # fmt: skip
     if args.then_steps:
@@ -241,7 +242,7 @@ def plot_affinity(
     *,
     title: str = "task affinity",
     label: str = "gain over base (points)",
-    axes: tuple[str, str] = ("evaluated on (j)", "fine-tuned on (i)"),
+    axes: tuple[str, str] = TUNED_AXES,
 ) -> Path:
     """Heatmap of ``gain`` (rows: tuned on, columns: scored on) with a 0-centred diverging colormap, lines
     between consecutive groups and every value written in its cell; a reproducible PNG, written atomically.
@@ -344,12 +345,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.out:
         out = Path(args.out)
         atomic_write_json(out, record)
-        tuned = ("evaluated on (j)", "fine-tuned on (i)")
         budget_line = f"after {args.steps} steps x {args.batch}, {args.limit or 'all'} test items"
         panels = {
-            "gain": (out.with_suffix(".png"), "accuracy gain over base (points)", "accuracy gain in points", tuned),
+            "gain": (out.with_suffix(".png"), "accuracy gain over base (points)", "accuracy gain in points", TUNED_AXES),
             "prob_gain": (out.with_name(out.stem + "_prob.png"), "gain in P(right choice) (points)",
-                          "gain in probability of the right choice, points", tuned),
+                          "gain in probability of the right choice, points", TUNED_AXES),
             "update_cosine": (out.with_name(out.stem + "_update.png"), "cosine of weight updates",
                               "cosine between the tasks' LoRA weight updates", ("task j", "task i")),
             "transfer": (out.with_name(out.stem + "_transfer.png"), "head start on j (points)",
