@@ -17,7 +17,7 @@ def test_two_jobs_give_the_numbers_of_one(
     monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))  # importable by name in the spawned workers too
     calibrate = importlib.import_module("calibrate_tasks")
     common = ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "vsr_0", "irfl_3", "iconqa_2",
-              "--steps", "3", "--batch", "4", "--limit", "6", "--scale", "0.05", "--data-dir", str(tmp_path / "data"),
+              "--steps", "3", "--batch", "4", "--limit", "6", "--seeds", "2", "--scale", "0.05", "--data-dir", str(tmp_path / "data"),
               "--threads", "1"]  # fmt: skip
     for jobs in (1, 2):
         calibrate.main([*common, "--jobs", str(jobs), "--out", str(tmp_path / f"jobs{jobs}.json")])
@@ -26,6 +26,8 @@ def test_two_jobs_give_the_numbers_of_one(
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert {t: strip(r) for t, r in one.items()} == {t: strip(r) for t, r in two.items()}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["final_loss"] > 0 for r in one.values())
+    for r in one.values():  # the band is judged on the mean over seeds
+        assert len(r["accuracy_seeds"]) == 2 and r["accuracy"] == pytest.approx(sum(r["accuracy_seeds"]) / 2)
 
 
 def test_learnability_probes_run_like_a_calibration(

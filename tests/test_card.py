@@ -122,10 +122,11 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
         "command": "python benchmarks/calibrate_tasks.py --steps 100",
         "model": "tiny-llama-m",
         "budget": {"steps": 100, "batch": 8},
+        "updated_by": [{"command": "python benchmarks/calibrate_tasks.py --tasks vsr_0", "tasks": ["vsr_0"]}],
         "band": {"min_points_above_chance": 10.0, "max_accuracy": 95.0},
         "tasks": {
             "vsr_0": {"accuracy": 0.875, "chance": 0.5},
-            "iconqa_2": {"accuracy": 0.25, "chance": None},
+            "iconqa_2": {"accuracy": 0.25, "chance": None, "accuracy_seeds": [0.2, 0.3], "sd": 0.0707},
             "irfl_0": {"accuracy": 0.55, "chance": 0.5},
         },
     }
@@ -133,8 +134,10 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
     path.write_text(json.dumps(table))
     text = card.render_card(built, calibration=path)
     rows = _rows(text)
-    assert rows["vsr_0"][6] == "87.5%" and rows["iconqa_2"][6] == "25.0%" and rows["fashion200k_0"][6] == "—"
+    assert rows["vsr_0"][6] == "87.5%" and rows["fashion200k_0"][6] == "—"
+    assert rows["iconqa_2"][6] == "25.0% ± 7.1"  # several seeds: their mean and spread
     assert "tiny-llama-m" in text and "steps=100" in text
+    assert "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0`" in text
     assert "2 of 3 tasks are in the band" in text  # irfl_0 is 5 points above chance: out
     # the default location is read by every build's README writer
     monkeypatch.setattr(card, "CALIBRATION_PATH", path)

@@ -221,11 +221,11 @@ def render_card(
             grids.append(name)
         chance = DASH if not stats else ("open" if stats["choices"] is None else _pct(stats["chance"]))
         calibrated = calib_tasks.get(name)
-        acc = calibrated.get("accuracy") if isinstance(calibrated, Mapping) else None
+        acc = _calibrated_cell(calibrated) if isinstance(calibrated, Mapping) else DASH
         out.append(
             f"| {name} | {_counterpart(specs.get(name))} | {_format(stats)} | "
             f"{files.get('train', {}).get('rows', DASH)} | {files.get('test', {}).get('rows', DASH)} | {chance} | "
-            f"{_pct(acc)} | {link} |"
+            f"{acc} | {link} |"
         )
     others = {**manifest.extras, **manifest.scenarios}
     if others:
@@ -246,6 +246,12 @@ def render_card(
     return "\n".join(out) + "\n"
 
 
+def _calibrated_cell(r: Mapping[str, Any]) -> str:
+    """Mean accuracy over the calibration's seeds, with their standard deviation when there were several."""
+    cell = _pct(r.get("accuracy"))
+    return f"{cell} ± {100 * r['sd']:.1f}" if len(r.get("accuracy_seeds") or ()) > 1 and "sd" in r else cell
+
+
 def _calibration_note(calib: Mapping[str, Any] | None) -> str:
     if not calib:
         return (
@@ -255,8 +261,11 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
     budget = ", ".join(f"{k}={v}" for k, v in (calib.get("budget") or {}).items())
     note = (
         f"Calibrated accuracy: test accuracy of `{calib.get('model', '?')}` fine-tuned with a fresh LoRA adapter "
-        f"on the task alone ({budget}), from `{calib.get('command', CALIBRATE_COMMAND)}`."
+        f"on the task alone ({budget}), from `{calib.get('command', CALIBRATE_COMMAND)}`; with several seeds, "
+        "the mean over them ± their standard deviation."
     )
+    for update in calib.get("updated_by") or ():
+        note += f" Re-run for {', '.join(update.get('tasks', ()))} with `{update.get('command', '?')}`."
     band, tasks = calib.get("band") or {}, calib.get("tasks") or {}
     if band and tasks:
         low, high = band.get("min_points_above_chance", 10.0), band.get("max_accuracy", 95.0)

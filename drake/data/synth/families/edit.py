@@ -18,7 +18,6 @@ from drake.data.synth.families.fashion import (
     check_param,
     garment_image,
     jitter_box,
-    ok_textures,
 )
 from drake.data.synth.world import GARMENTS, SHAPES
 
@@ -97,18 +96,18 @@ def other_edit(rng: random.Random, scene: list[Obj], taken: set[str]) -> Edit:
 def _fashion_caption(ctx: SampleContext, rng: random.Random, truth: bool) -> Sample:
     """The description says how the query garment's colour differs from the reference one's.
 
-    Half the false pairs show no change at all, the others a wrong new colour (60% after calibration).
-    Texture pairs and pairs showing both named colours in the wrong roles (reversed, wrong old colour) were
-    dropped: with them the task stayed at chance.
+    Seven false pairs in ten show no change at all, the others a wrong new colour; garments are plain (the
+    colour is the whole fill). Calibrated over 3 seeds: 53 with textured garments and half the false pairs
+    unchanged, 58 plain, 67 plain with 7 in 10. Texture pairs and pairs showing both named colours in the wrong
+    roles (reversed, wrong old colour) were dropped earlier: with them the task stayed at chance.
     """
     old, new = rng.sample(COLOR_NAMES, 2)
     text = f"is {new} instead of {old}"
-    case = "true" if truth else rng.choice(("unchanged", "wrong_new"))
+    case = "true" if truth else "unchanged" if rng.random() < 0.7 else "wrong_new"
     third = rng.choice([v for v in COLOR_NAMES if v not in (old, new)])
     ref, query = {"true": (old, new), "wrong_new": (old, third), "unchanged": (old, old)}[case]
     garment = rng.choice(GARMENTS)
-    texture = rng.choice(ok_textures(ref, query))
-    items = [(garment, query, texture), (garment, ref, texture)]
+    items = [(garment, query, "plain"), (garment, ref, "plain")]
     size = ctx.image_size
     images = [garment_image(size, [(item, jitter_box(rng, size))]) for item in items]
     prompt = (f"Query Image:{IMAGE_TOKEN} Reference Image:{IMAGE_TOKEN} Description: {text}\n"
