@@ -10,11 +10,13 @@ Writes ``benchmarks/results/calibration.json`` (read by the dataset card) and pr
     python benchmarks/calibrate_tasks.py                      # all 47 tasks, tiny-llama-m, 100 x 8, 3 seeds
     python benchmarks/calibrate_tasks.py --tasks vsr_0 nlvr2_0 --steps 200
     python benchmarks/calibrate_tasks.py --jobs 2               # two tasks at a time, one thread each
+    python benchmarks/calibrate_tasks.py --tasks irfl_0 --merge --why "irfl_0 redesigned"  # re-run rows in place
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
@@ -148,6 +150,24 @@ def row(name: str, r: dict) -> str:
             f"loss {r['final_loss']:.3f}  {verdict(r)}  ({r['seconds']}s)")  # fmt: skip
 
 
+class MergeError(ValueError):
+    """A re-run that cannot be merged into an existing table (different model or budget, or no table)."""
+
+
+def merged(old: dict, new: dict, why: str | None) -> dict:
+    """``old`` (a full table) with ``new``'s task rows replacing its rows and the re-run recorded under
+    ``updated_by``. Every task is seeded on its own, so the rows not re-run stand, but only when the model and
+    budget (steps, batch, lr, rank, scale, seeds) are the same: otherwise the table would mix two protocols."""
+    if not isinstance(old.get("tasks"), dict):
+        raise MergeError("cannot merge: the table at --out has no 'tasks' mapping; is it a calibration table?")
+    for key in ("model", "budget", "band"):
+        if old.get(key) != new[key]:
+            raise MergeError(f"cannot merge: {key} differs (table {old.get(key)!r}, re-run {new[key]!r}); "
+                             f"re-run with the table's settings or write elsewhere with --out")  # fmt: skip
+    update = {"command": new["command"], "tasks": sorted(new["tasks"])} | ({"why": why} if why else {})
+    return {**old, "tasks": {**old["tasks"], **new["tasks"]}, "updated_by": [*(old.get("updated_by") or ()), update]}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-llama-m")
@@ -166,23 +186,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--jobs", type=int, default=1, help="tasks calibrated side by side, one process and thread each")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"))
+    p.add_argument("--merge", action="store_true", help="replace only the re-run tasks' rows in the table at --out "
+                   "(same model and budget required) and record the re-run under updated_by")
+    p.add_argument("--why", default=None, help="with --merge: why these tasks were re-run (shown in the JSON)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
-    set_threads(args.threads)
-    results = calibrate_parallel(args) if args.jobs > 1 else calibrate(args)
-    record = {
-        "command": shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])]),
+    settings = {
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
                    "seeds": list(range(args.seed, args.seed + args.seeds))},
         "band": {"min_points_above_chance": LOW, "max_accuracy": HIGH},
-        "tasks": results,
-    }
+    }  # fmt: skip
+    old = None
+    if args.merge:
+        if not args.tasks or not args.out or not Path(args.out).is_file():
+            p.error(f"--merge needs --tasks and an existing table at --out (got {args.out!r}); run the full table first")
+        try:
+            old = json.loads(Path(args.out).read_text())
+            merged(old, {**settings, "command": "", "tasks": {}}, None)  # fail before the run, not after it
+        except (ValueError, AttributeError) as e:  # MergeError, bad JSON, or JSON that is not a table
+            p.exit(2, f"error: {e}\n")
+    set_threads(args.threads)
+    results = calibrate_parallel(args) if args.jobs > 1 else calibrate(args)
+    command = shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])])
+    record = {"command": command, **settings, "tasks": results}
+    if old is not None:
+        record = merged(old, record, args.why)
     if args.out:
         atomic_write_json(Path(args.out), record)
-    bad = [t for t, r in results.items() if verdict(r) != "ok"]
-    print(f"{len(results) - len(bad)}/{len(results)} tasks in band; outside: {', '.join(bad) or 'none'}")
+    bad = [t for t, r in record["tasks"].items() if verdict(r) != "ok"]
+    print(f"{len(record['tasks']) - len(bad)}/{len(record['tasks'])} tasks in band; outside: {', '.join(bad) or 'none'}")
 
 
 if __name__ == "__main__":

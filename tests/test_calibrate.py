@@ -30,6 +30,30 @@ def test_two_jobs_give_the_numbers_of_one(
         assert len(r["accuracy_seeds"]) == 2 and r["accuracy"] == pytest.approx(sum(r["accuracy_seeds"]) / 2)
 
 
+def test_merge_replaces_re_run_rows_and_refuses_another_budget(
+    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    calibrate = importlib.import_module("calibrate_tasks")
+    out = tmp_path / "table.json"
+    common = ["--model", str(untrained_models["tiny-llama-s"]), "--steps", "2", "--batch", "4", "--limit", "4",
+              "--seeds", "1", "--scale", "0.05", "--data-dir", str(tmp_path / "data"), "--threads", "1", "--out", str(out)]  # fmt: skip
+    calibrate.main([*common, "--tasks", "vsr_0", "irfl_3"])
+    table = json.loads(out.read_text())
+    table["tasks"]["vsr_0"]["accuracy"] = -1.0  # a marker the re-run must replace
+    out.write_text(json.dumps(table))
+    calibrate.main([*common, "--tasks", "vsr_0", "--merge", "--why", "redesigned"])
+    new = json.loads(out.read_text())
+    assert sorted(new["tasks"]) == ["irfl_3", "vsr_0"] and new["tasks"]["irfl_3"] == table["tasks"]["irfl_3"]
+    assert new["tasks"]["vsr_0"]["accuracy"] >= 0.0 and new["command"] == table["command"]
+    assert [(u["tasks"], u["why"]) for u in new["updated_by"]] == [(["vsr_0"], "redesigned")]
+    assert "--merge" in new["updated_by"][0]["command"]
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as exc:  # another budget would mix two protocols in one table: refused up front
+        calibrate.main([*common, "--tasks", "vsr_0", "--merge", "--steps", "3"])
+    assert exc.value.code == 2 and out.read_bytes() == before
+
+
 def test_learnability_probes_run_like_a_calibration(
     tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
