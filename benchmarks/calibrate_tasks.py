@@ -96,14 +96,28 @@ def calibrate(args: argparse.Namespace) -> dict:
     specs = [tasks[n] for n in names]
     data_dir = ensure_built(specs, args.data_dir, source="synth", scale=args.scale, image_size=32)
     data = load_rows(Path(data_dir), specs)
-    seeded = [argparse.Namespace(**{**vars(args), "seed": args.seed + k, "zero_shot": args.zero_shot and k == 0})
-              for k in range(args.seeds)]  # fmt: skip
-    models = [adapted_model(a) for a in seeded]  # one per seed: its own adapter init
+    seeded = seeded_models(args)
     out: dict = {}
     for name in names:
-        out[name] = over_seeds([tune_and_score(name, data, arch, init, a) for a, (arch, init) in zip(seeded, models)])
+        out[name] = tune_over_seeds(name, data, seeded)
         print(row(name, out[name]), flush=True)
     return out
+
+
+Seeded = list[tuple[argparse.Namespace, tuple[ArchModel, dict[str, torch.Tensor]]]]
+
+
+def seeded_models(args: argparse.Namespace) -> Seeded:
+    """One (args, adapted model) per training seed ``args.seed .. args.seed + args.seeds - 1``: each seed has its
+    own adapter init; zero-shot is scored with the first only (LoRA starts as a no-op)."""
+    seeded = [argparse.Namespace(**{**vars(args), "seed": args.seed + k, "zero_shot": args.zero_shot and k == 0})
+              for k in range(args.seeds)]  # fmt: skip
+    return [(a, adapted_model(a)) for a in seeded]
+
+
+def tune_over_seeds(name: str, data: dict, seeded: Seeded) -> dict:
+    """``tune_and_score`` once per seed, as one record (``over_seeds``)."""
+    return over_seeds([tune_and_score(name, data, arch, init, a) for a, (arch, init) in seeded])
 
 
 def in_parallel(worker: Callable[[argparse.Namespace], dict], args: argparse.Namespace, names: list[str]) -> dict:
@@ -168,6 +182,20 @@ def merged(old: dict, new: dict, why: str | None) -> dict:
     return {**old, "tasks": {**old["tasks"], **new["tasks"]}, "updated_by": [*(old.get("updated_by") or ()), update]}
 
 
+def _without_why(argv: Sequence[str]) -> list[str]:
+    """The command line less ``--why`` (kept beside the command in ``updated_by``, not inside it)."""
+    out, skip = [], False
+    for a in argv:
+        if not skip and not a.startswith("--why="):
+            if a == "--why":
+                skip = True
+                continue
+            out.append(a)
+        else:
+            skip = False
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-llama-m")
@@ -209,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             p.exit(2, f"error: {e}\n")
     set_threads(args.threads)
     results = calibrate_parallel(args) if args.jobs > 1 else calibrate(args)
-    command = shlex.join(["python", "benchmarks/calibrate_tasks.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "benchmarks/calibrate_tasks.py", *_without_why(argv if argv is not None else sys.argv[1:])])
     record = {"command": command, **settings, "tasks": results}
     if old is not None:
         record = merged(old, record, args.why)

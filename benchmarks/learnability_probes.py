@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibrate_tasks import adapted_model, in_parallel, tune_and_score  # noqa: E402
+from calibrate_tasks import in_parallel, seeded_models, tune_over_seeds  # noqa: E402
 
 from drake.data.build import sample_to_row  # noqa: E402
 from drake.data.rows import LazyRows  # noqa: E402
@@ -238,12 +238,11 @@ def probe_rows(name: str, n_train: int = 300, n_test: int = 100) -> TaskRows:
 
 
 def run(args: argparse.Namespace) -> dict:
-    arch, init = adapted_model(args)
+    seeded = seeded_models(args)
     out = {}
     for name in args.tasks:
-        out[name] = tune_and_score(name, {name: probe_rows(name)}, arch, init, args)
-        r = out[name]
-        print(f"{name:18s} chance {100 * r['chance']:5.1f}  tuned {100 * r['accuracy']:5.1f}  "
+        out[name] = r = tune_over_seeds(name, {name: probe_rows(name)}, seeded)
+        print(f"{name:18s} chance {100 * r['chance']:5.1f}  tuned {100 * r['accuracy']:5.1f} +-{100 * r['sd']:4.1f}  "
               f"({PROBES[name][0].__doc__})", flush=True)  # fmt: skip
     return out
 
@@ -261,17 +260,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=MethodConfig.lr)
     p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first training seed")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per probe (seed, seed+1, ...); the table "
+                   "gives their mean and standard deviation")
     p.add_argument("--jobs", type=int, default=1, help="probes side by side, one process and thread each")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/learnability_probes.json"))
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
     args.tasks, args.limit, args.zero_shot = args.probes or list(PROBES), None, False
     set_threads(1)
     results = in_parallel(_worker, args, args.tasks) if args.jobs > 1 else run(args)
     record = {
         "command": shlex.join(["python", "benchmarks/learnability_probes.py", *(argv if argv is not None else sys.argv[1:])]),
         "model": args.model,
-        "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r},
+        "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r,
+                   "seeds": list(range(args.seed, args.seed + args.seeds))},
         "probes": {n: {**r, "what": PROBES[n][0].__doc__} for n, r in results.items()},
     }
     if args.out:

@@ -68,7 +68,7 @@ OTHER = "other"  # a task no drake-dynamic client holds (e.g. an unseen task)
 #: 100 x 8, mean of 3 seeds), two of one family in each group (designed relatedness)
 DEFAULT_TASKS = (
     "fashion200k_2", "fashion200k_1", "cirr_0", "fashioniq_0",
-    "bongard_ow_1", "irfl_3", "irfl_0", "vizwiz_0",
+    "irfl_1", "irfl_2", "irfl_0", "bongard_ow_1",
     "coinstruct_0", "coinstruct_1", "wcvqa_0", "seedbench2_1",
 )  # fmt: skip
 DPI = 100

@@ -47,7 +47,7 @@ def test_merge_replaces_re_run_rows_and_refuses_another_budget(
     assert sorted(new["tasks"]) == ["irfl_3", "vsr_0"] and new["tasks"]["irfl_3"] == table["tasks"]["irfl_3"]
     assert new["tasks"]["vsr_0"]["accuracy"] >= 0.0 and new["command"] == table["command"]
     assert [(u["tasks"], u["why"]) for u in new["updated_by"]] == [(["vsr_0"], "redesigned")]
-    assert "--merge" in new["updated_by"][0]["command"]
+    assert "--merge" in new["updated_by"][0]["command"] and "redesigned" not in new["updated_by"][0]["command"]
     before = out.read_bytes()
     with pytest.raises(SystemExit) as exc:  # another budget would mix two protocols in one table: refused up front
         calibrate.main([*common, "--tasks", "vsr_0", "--merge", "--steps", "3"])
@@ -61,8 +61,9 @@ def test_learnability_probes_run_like_a_calibration(
     probes = importlib.import_module("learnability_probes")
     out = tmp_path / "probes.json"
     probes.main(["--model", str(untrained_models["tiny-llama-s"]), "--probes", "tf_color", "pointer4_fixed",
-                 "--steps", "2", "--batch", "4", "--out", str(out)])  # fmt: skip
+                 "--steps", "2", "--batch", "4", "--seeds", "2", "--out", str(out)])  # fmt: skip
     record = json.loads(out.read_text())
     assert sorted(record["probes"]) == ["pointer4_fixed", "tf_color"]
     assert record["probes"]["pointer4_fixed"]["chance"] == 0.25 and record["probes"]["tf_color"]["chance"] == 0.5
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["what"] for r in record["probes"].values())
+    assert all(len(r["accuracy_seeds"]) == 2 for r in record["probes"].values()) and record["budget"]["seeds"] == [0, 1]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import random
 
+from PIL import Image
+
 from drake.data.synth.base import Sample, SampleContext, choice_list, image_tokens
 from drake.data.synth.families.bongard import CONCEPTS, IMAGE_LABELS, Scene, draw_scene, sample_scene
+from drake.data.synth.world import COLORS, GARMENTS, TEXTURES, canvas, draw_garment
 from drake.errors import SpecError
 
 IDIOMS: dict[str, str] = {
@@ -47,6 +50,24 @@ METAPHORS: dict[str, str] = {
 LEXICONS = {"idiom": IDIOMS, "metaphor": METAPHORS}
 _COUNTS = {"verify": 1, "select_image": 4, "select_phrase": 1}
 _MAX_TRIES = 30
+#: share of select_image items whose three distractors are unrelated black-and-white pictures (IRFL's
+#: "none" distractors), the rest show other phrases' concepts. Picking the image a phrase names among four
+#: is a pointer that depends on the question, which the zoo does not learn (probe pointer4_varied: 25, and
+#: irfl_1 stayed at 25); the zoo does learn a pointer to a fixed colour feature (pointer4_fixed: 100), so
+#: most items ask it to find the one colour picture and the rest stay hard. Calibrated (irfl_1, chance 25):
+#: with every item unrelated, garments on beige 26 (the tower ignores the ground) and the same in black and
+#: white 58 (seed 0); at 0.7, 40 and irfl_2 39 (3 seeds).
+UNRELATED_SHARE = 0.7
+
+
+def _unrelated_picture(rng: random.Random, size: int) -> Image.Image:
+    """A picture that depicts no phrase: one garment on a beige ground, in black and white."""
+    img = canvas(size, "beige")
+    side = rng.uniform(0.55, 0.8)
+    x0, y0 = rng.uniform(0.05, 0.95 - side), rng.uniform(0.05, 0.95 - side)
+    box = (round(x0 * size), round(y0 * size), round((x0 + side) * size), round((y0 + side) * size))
+    draw_garment(img, rng.choice(GARMENTS), rng.choice(tuple(COLORS)), box, rng.choice(TEXTURES))
+    return img.convert("L").convert("RGB")
 
 
 def _failing_scene(rng: random.Random, source: str, target: str) -> Scene:
@@ -72,6 +93,7 @@ def figurative(ctx: SampleContext, mode: str = "verify", kind: str = "idiom") ->
             f"{ctx.task}: figurative mode {mode!r} makes {_COUNTS[mode]} images, tasks.yaml says {ctx.n_images}"
         )
     rng, lexicon = ctx.rng, LEXICONS[kind]
+    unrelated = False
     phrases = list(lexicon)
     phrase = rng.choice(phrases)
     if mode == "verify" and rng.random() < 0.7:
@@ -93,6 +115,7 @@ def figurative(ctx: SampleContext, mode: str = "verify", kind: str = "idiom") ->
         others = rng.sample([p for p in phrases if lexicon[p] != target.key], 3)
         scenes = [_failing_scene(rng, lexicon[p], target.key) for p in others]
         scenes.insert(slot, sample_scene(rng, target, True))
+        unrelated = rng.random() < UNRELATED_SHARE
         choices = list(IMAGE_LABELS)
         prompt = f'{image_tokens(4, IMAGE_LABELS)}\nWhich image depicts the {kind} "{phrase}"?\n{choice_list(choices)}'
         answer = choices[slot]
@@ -111,4 +134,7 @@ def figurative(ctx: SampleContext, mode: str = "verify", kind: str = "idiom") ->
         )
         answer = phrase
     images = [draw_scene(s, ctx.image_size) for s in scenes]
+    if mode == "select_image" and unrelated:
+        images = [im if k == slot else _unrelated_picture(rng, ctx.image_size) for k, im in enumerate(images)]
+        scenes = [s if k == slot else None for k, s in enumerate(scenes)]  # None: an unrelated picture
     return Sample(images, prompt, answer, choices, meta={"concept": target.key, "scenes": tuple(scenes)})
