@@ -110,9 +110,14 @@ Seeded = list[tuple[argparse.Namespace, tuple[ArchModel, dict[str, torch.Tensor]
 def seeded_models(args: argparse.Namespace) -> Seeded:
     """One (args, adapted model) per training seed ``args.seed .. args.seed + args.seeds - 1``: each seed has its
     own adapter init; zero-shot is scored with the first only (LoRA starts as a no-op)."""
-    seeded = [argparse.Namespace(**{**vars(args), "seed": args.seed + k, "zero_shot": args.zero_shot and k == 0})
-              for k in range(args.seeds)]  # fmt: skip
+    seeded = [argparse.Namespace(**{**vars(args), "seed": seed, "zero_shot": args.zero_shot and seed == args.seed})
+              for seed in seed_list(args)]  # fmt: skip
     return [(a, adapted_model(a)) for a in seeded]
+
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    """The training seeds of a run: ``--seeds`` of them from ``--seed`` on."""
+    return list(range(args.seed, args.seed + args.seeds))
 
 
 def tune_over_seeds(name: str, data: dict, seeded: Seeded) -> dict:
@@ -184,15 +189,12 @@ def merged(old: dict, new: dict, why: str | None) -> dict:
 
 def _without_why(argv: Sequence[str]) -> list[str]:
     """The command line less ``--why`` (kept beside the command in ``updated_by``, not inside it)."""
-    out, skip = [], False
-    for a in argv:
-        if not skip and not a.startswith("--why="):
-            if a == "--why":
-                skip = True
-                continue
+    out, rest = [], iter(argv)
+    for a in rest:
+        if a == "--why":
+            next(rest, None)
+        elif not a.startswith("--why="):
             out.append(a)
-        else:
-            skip = False
     return out
 
 
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
-                   "seeds": list(range(args.seed, args.seed + args.seeds))},
+                   "seeds": seed_list(args)},
         "band": {"min_points_above_chance": LOW, "max_accuracy": HIGH},
     }  # fmt: skip
     old = None

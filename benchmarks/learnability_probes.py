@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibrate_tasks import in_parallel, seeded_models, tune_over_seeds  # noqa: E402
+from calibrate_tasks import in_parallel, seed_list, seeded_models, tune_over_seeds  # noqa: E402
 
 from drake.data.build import sample_to_row  # noqa: E402
 from drake.data.rows import LazyRows  # noqa: E402
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": shlex.join(["python", "benchmarks/learnability_probes.py", *(argv if argv is not None else sys.argv[1:])]),
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r,
-                   "seeds": list(range(args.seed, args.seed + args.seeds))},
+                   "seeds": seed_list(args)},
         "probes": {n: {**r, "what": PROBES[n][0].__doc__} for n, r in results.items()},
     }
     if args.out:

@@ -52,11 +52,11 @@ _COUNTS = {"verify": 1, "select_image": 4, "select_phrase": 1}
 _MAX_TRIES = 30
 #: share of select_image items whose three distractors are unrelated black-and-white pictures (IRFL's
 #: "none" distractors), the rest show other phrases' concepts. Picking the image a phrase names among four
-#: is a pointer that depends on the question, which the zoo does not learn (probe pointer4_varied: 25, and
-#: irfl_1 stayed at 25); the zoo does learn a pointer to a fixed colour feature (pointer4_fixed: 100), so
-#: most items ask it to find the one colour picture and the rest stay hard. Calibrated (irfl_1, chance 25):
-#: with every item unrelated, garments on beige 26 (the tower ignores the ground) and the same in black and
-#: white 58 (seed 0); at 0.7, 40 and irfl_2 39 (3 seeds).
+#: is a pointer that depends on the question, which the zoo does not learn (probe pointer4_varied: 25 at
+#: two seeds of three, and irfl_1 stayed at 25); it does learn a pointer to a fixed colour feature
+#: (pointer4_fixed: 100), so most items ask it to find the one colour picture and the rest stay hard.
+#: Calibrated (irfl_1, chance 25): with every item unrelated, garments on beige 26 (the tower ignores the
+#: ground) and the same in black and white 58 (seed 0); at 0.7, 40 and irfl_2 39 (3 seeds).
 UNRELATED_SHARE = 0.7
 
 
