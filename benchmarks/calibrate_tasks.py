@@ -131,7 +131,7 @@ def in_parallel(worker: Callable[[argparse.Namespace], dict], args: argparse.Nam
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    parts = [names[k :: args.jobs] for k in range(args.jobs)]
+    parts = [part for k in range(args.jobs) if (part := names[k :: args.jobs])]  # no empty part: [] means "all"
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(worker, argparse.Namespace(**{**vars(args), "tasks": part})) for part in parts]
         done = {k: v for f in futures for k, v in f.result().items()}

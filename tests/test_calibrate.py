@@ -19,12 +19,12 @@ def test_two_jobs_give_the_numbers_of_one(
     common = ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "vsr_0", "irfl_3", "iconqa_2",
               "--steps", "3", "--batch", "4", "--limit", "6", "--seeds", "2", "--scale", "0.05", "--data-dir", str(tmp_path / "data"),
               "--threads", "1"]  # fmt: skip
-    for jobs in (1, 2):
+    for jobs in (1, 2, 4):  # 4 > 3 tasks: a worker left without tasks must not calibrate all 47
         calibrate.main([*common, "--jobs", str(jobs), "--out", str(tmp_path / f"jobs{jobs}.json")])
-    one, two = (json.loads((tmp_path / f"jobs{j}.json").read_text())["tasks"] for j in (1, 2))
-    assert sorted(two) == ["iconqa_2", "irfl_3", "vsr_0"]
+    one, two, four = (json.loads((tmp_path / f"jobs{j}.json").read_text())["tasks"] for j in (1, 2, 4))
+    assert sorted(two) == sorted(four) == ["iconqa_2", "irfl_3", "vsr_0"]
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
-    assert {t: strip(r) for t, r in one.items()} == {t: strip(r) for t, r in two.items()}
+    assert {t: strip(r) for t, r in one.items()} == {t: strip(r) for t, r in two.items()} == {t: strip(r) for t, r in four.items()}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["final_loss"] > 0 for r in one.values())
     for r in one.values():  # the band is judged on the mean over seeds
         assert len(r["accuracy_seeds"]) == 2 and r["accuracy"] == pytest.approx(sum(r["accuracy_seeds"]) / 2)

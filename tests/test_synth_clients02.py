@@ -187,6 +187,17 @@ def test_edits_and_counts_match_their_descriptions() -> None:
     assert letters == Counter({d: 10 for d in "ABCD"})
 
 
+def test_defect_statements_match_the_parts() -> None:
+    """'no part has X' is true iff no part shows X; over four parts a false one shows X on two or three."""
+    for name, shown in (("vision_0", {1}), ("vision_1", {2, 3})):
+        for s in samples(name, 60):
+            if s.meta["template"] != "none":
+                continue
+            d = s.prompt.split("no part has ", 1)[1].split(".", 1)[0].split(" ", 1)[1]
+            hits = sum(x == d for x in s.meta["defects"])
+            assert (s.answer == "True") == (hits == 0) and (hits == 0 or hits in shown)
+
+
 def test_bad_params_and_image_counts_raise() -> None:
     from drake.errors import SpecError
 

@@ -215,8 +215,9 @@ def defect_check(ctx: SampleContext) -> Sample:
         holds = defects[k] == d
     elif template == "none":
         defects = [None] * n
-        if not truth:
-            defects[k] = d
+        if not truth:  # over more than two parts the defect shows on several (one in four stays at chance)
+            for i in [k] if n == 2 else rng.sample(range(n), rng.randint(2, n - 1)):
+                defects[i] = d
         text = f"no part has {an(d)} {d}"
         holds = d not in defects
     else:
