@@ -5,7 +5,9 @@ Scenes use textured shapes so that blur and noise are visible at 32 px; every di
 name the distortion, not only notice that something is wrong. The comparison tasks point at one of several
 images, which the tiny zoo learns only when the property pointed at does not depend on the question (100%
 for "which image is red" over two images, 50% when the colour asked for varies: learnability_probes.py); so
-there the other images are clean (for "clearest": distorted), and finding the odd image out is the task.
+there the other images are clean and finding the odd image out is the task. Both comparison tasks ask about
+brightness only: with blur and noise too, the pair stayed at chance and the triple at 33 (chance 33; 62 with
+brightness only, seed 0).
 """
 
 from __future__ import annotations
@@ -26,14 +28,7 @@ OPPOSITE = {"blur": "noise", "noise": "blur", "dark": "bright", "bright": "dark"
 LETTER_TAIL = "\nAnswer with the option's letter from the given choices directly."
 LIST_TAIL = ". You must choose your answer from the Choice List. "
 ORDINALS = ("First", "Second", "Third")
-# superlative question -> (distortion of the answer image, distortions the others may have)
-SUPERLATIVES = {
-    "clearest": ("clean", ("blur", "noise")),
-    "brightest": ("bright", ("clean",)),
-    "darkest": ("dark", ("clean",)),
-    "noisiest": ("noise", ("clean",)),
-    "blurriest": ("blur", ("clean",)),
-}
+SUPERLATIVES = {"brightest": "bright", "darkest": "dark"}  # question -> the answer image's distortion
 
 
 def base_scene(size: int, rng: random.Random) -> Image.Image:
@@ -95,9 +90,8 @@ def quality(ctx: SampleContext, mode: str = "what") -> Sample:
         q = f"Which of the two images is {ADJ[kind]}?"
     else:
         sup = rng.choice(sorted(SUPERLATIVES))
-        target, rest = SUPERLATIVES[sup]
         outcome = ctx.slot(3, "value")
-        imgs = [distorted(size, target if i == outcome else rng.choice(rest), rng) for i in range(3)]
+        imgs = [distorted(size, SUPERLATIVES[sup] if i == outcome else "clean", rng) for i in range(3)]
         choices = [f"{o} image" for o in ORDINALS]
         q = f"Which image is the {sup}?"
         kind = sup
