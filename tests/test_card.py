@@ -122,7 +122,8 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
         "command": "python benchmarks/calibrate_tasks.py --steps 100",
         "model": "tiny-llama-m",
         "budget": {"steps": 100, "batch": 8},
-        "updated_by": [{"command": "python benchmarks/calibrate_tasks.py --tasks vsr_0", "tasks": ["vsr_0"]}],
+        "updated_by": [{"command": "python benchmarks/calibrate_tasks.py --tasks vsr_0", "tasks": ["vsr_0"],
+                        "why": "vsr_0 redesigned"}],
         "band": {"min_points_above_chance": 10.0, "max_accuracy": 95.0},
         "tasks": {
             "vsr_0": {"accuracy": 0.875, "chance": 0.5},
@@ -137,7 +138,7 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
     assert rows["vsr_0"][6] == "87.5%" and rows["fashion200k_0"][6] == "—"
     assert rows["iconqa_2"][6] == "25.0% ± 7.1"  # several seeds: their mean and spread
     assert "tiny-llama-m" in text and "steps=100" in text
-    assert "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0`" in text
+    assert "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0` (vsr_0 redesigned)." in text
     assert "2 of 3 tasks are in the band" in text  # irfl_0 is 5 points above chance: out
     # the default location is read by every build's README writer
     monkeypatch.setattr(card, "CALIBRATION_PATH", path)

@@ -265,7 +265,8 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
         "the mean over them ± their standard deviation."
     )
     for update in calib.get("updated_by") or ():
-        note += f" Re-run for {', '.join(update.get('tasks', ()))} with `{update.get('command', '?')}`."
+        why = f" ({update['why']})" if update.get("why") else ""
+        note += f" Re-run for {', '.join(update.get('tasks', ()))} with `{update.get('command', '?')}`{why}."
     band, tasks = calib.get("band") or {}, calib.get("tasks") or {}
     if band and tasks:
         low, high = band.get("min_points_above_chance", 10.0), band.get("max_accuracy", 95.0)
