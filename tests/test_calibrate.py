@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from drake.spec import REPO_ROOT
 
 
-def test_two_jobs_give_the_numbers_of_one(
-    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))  # importable by name in the spawned workers too
-    calibrate = importlib.import_module("calibrate_tasks")
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """Import a benchmarks/ script by name (importable by name in spawned workers too)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    return importlib.import_module
+
+
+def test_two_jobs_give_the_numbers_of_one(tmp_path: Path, untrained_models: dict[str, Path], bench) -> None:
+    calibrate = bench("calibrate_tasks")
     common = ["--model", str(untrained_models["tiny-llama-s"]), "--tasks", "vsr_0", "irfl_3", "iconqa_2",
               "--steps", "3", "--batch", "4", "--limit", "6", "--seeds", "2", "--scale", "0.05", "--data-dir", str(tmp_path / "data"),
               "--threads", "1"]  # fmt: skip
@@ -31,10 +37,9 @@ def test_two_jobs_give_the_numbers_of_one(
 
 
 def test_merge_replaces_re_run_rows_and_refuses_another_budget(
-    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, untrained_models: dict[str, Path], bench
 ) -> None:
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
-    calibrate = importlib.import_module("calibrate_tasks")
+    calibrate = bench("calibrate_tasks")
     out = tmp_path / "table.json"
     common = ["--model", str(untrained_models["tiny-llama-s"]), "--steps", "2", "--batch", "4", "--limit", "4",
               "--seeds", "1", "--scale", "0.05", "--data-dir", str(tmp_path / "data"), "--threads", "1", "--out", str(out)]  # fmt: skip
@@ -54,11 +59,8 @@ def test_merge_replaces_re_run_rows_and_refuses_another_budget(
     assert exc.value.code == 2 and out.read_bytes() == before
 
 
-def test_learnability_probes_run_like_a_calibration(
-    tmp_path: Path, untrained_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
-    probes = importlib.import_module("learnability_probes")
+def test_learnability_probes_run_like_a_calibration(tmp_path: Path, untrained_models: dict[str, Path], bench) -> None:
+    probes = bench("learnability_probes")
     out = tmp_path / "probes.json"
     probes.main(["--model", str(untrained_models["tiny-llama-s"]), "--probes", "tf_color", "pointer4_fixed",
                  "--steps", "2", "--batch", "4", "--seeds", "2", "--out", str(out)])  # fmt: skip
