@@ -215,7 +215,7 @@ def defect_check(ctx: SampleContext) -> Sample:
         holds = defects[k] == d
     elif template == "none":
         defects = [None] * n
-        if not truth:  # over more than two parts the defect shows on several (one in four stays at chance)
+        if not truth:  # over four parts on two or three of them: shown on one in four, it sat below chance
             for i in [k] if n == 2 else rng.sample(range(n), rng.randint(2, n - 1)):
                 defects[i] = d
         text = f"no part has {an(d)} {d}"
