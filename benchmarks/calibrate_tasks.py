@@ -173,16 +173,22 @@ class MergeError(ValueError):
     """A re-run that cannot be merged into an existing table (different model or budget, or no table)."""
 
 
-def merged(old: dict, new: dict, why: str | None) -> dict:
-    """``old`` (a full table) with ``new``'s task rows replacing its rows and the re-run recorded under
-    ``updated_by``. Every task is seeded on its own, so the rows not re-run stand, but only when the model and
-    budget (steps, batch, lr, rank, scale, seeds) are the same: otherwise the table would mix two protocols."""
+def check_mergeable(old: dict, settings: dict) -> None:
+    """Raise ``MergeError`` unless ``old`` is a table made with ``settings`` (model, budget, band). Every task
+    is seeded on its own, so rows not re-run stand, but only when the model and budget (steps, batch, lr,
+    rank, scale, seeds) are the same: otherwise the table would mix two protocols."""
     if not isinstance(old.get("tasks"), dict):
         raise MergeError("cannot merge: the table at --out has no 'tasks' mapping; is it a calibration table?")
     for key in ("model", "budget", "band"):
-        if old.get(key) != new[key]:
-            raise MergeError(f"cannot merge: {key} differs (table {old.get(key)!r}, re-run {new[key]!r}); "
+        if old.get(key) != settings[key]:
+            raise MergeError(f"cannot merge: {key} differs (table {old.get(key)!r}, re-run {settings[key]!r}); "
                              f"re-run with the table's settings or write elsewhere with --out")  # fmt: skip
+
+
+def merged(old: dict, new: dict, why: str | None) -> dict:
+    """``old`` (a full table) with ``new``'s task rows replacing its rows and the re-run recorded under
+    ``updated_by`` (``check_mergeable`` first)."""
+    check_mergeable(old, new)
     update = {"command": new["command"], "tasks": sorted(new["tasks"])} | ({"why": why} if why else {})
     return {**old, "tasks": {**old["tasks"], **new["tasks"]}, "updated_by": [*(old.get("updated_by") or ()), update]}
 
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--merge needs --tasks and an existing table at --out (got {args.out!r}); run the full table first")
         try:
             old = json.loads(Path(args.out).read_text())
-            merged(old, {**settings, "command": "", "tasks": {}}, None)  # fail before the run, not after it
+            check_mergeable(old, settings)  # fail before the run, not after it
         except (ValueError, AttributeError) as e:  # MergeError, bad JSON, or JSON that is not a table
             p.exit(2, f"error: {e}\n")
     set_threads(args.threads)

@@ -133,8 +133,7 @@ def figurative(ctx: SampleContext, mode: str = "verify", kind: str = "idiom") ->
             f"Choice list:[{','.join(choices)}]. Your answer is:"
         )
         answer = phrase
-    images = [draw_scene(s, ctx.image_size) for s in scenes]
-    if mode == "select_image" and unrelated:
-        images = [im if k == slot else _unrelated_picture(rng, ctx.image_size) for k, im in enumerate(images)]
+    if unrelated:  # the other phrases' scenes were sampled above all the same (one random stream), not drawn
         scenes = [s if k == slot else None for k, s in enumerate(scenes)]  # None: an unrelated picture
+    images = [draw_scene(s, ctx.image_size) if s is not None else _unrelated_picture(rng, ctx.image_size) for s in scenes]
     return Sample(images, prompt, answer, choices, meta={"concept": target.key, "scenes": tuple(scenes)})
