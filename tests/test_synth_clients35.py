@@ -184,6 +184,9 @@ def test_contrastive_caption_on_real_images() -> None:
         labels = easy_vqa_labels(s.meta["split"])
         first, second = (labels[i] for i in s.meta["image_ids"])
         assert s.answer.split()[1:] == list(first) and first != second
+        # one distractor describes the second image; none names the first image's colour
+        others = [c.split()[1:] for c in s.choices if c != s.answer]
+        assert list(second) in others and all(c[0] != first[0] for c in others)
     # val/test draw on easy-VQA's own test images, train on its train images
     assert build("mantis_cc_0", 0, split="test").meta["split"] == "test"
 
