@@ -179,6 +179,16 @@ def test_figurative_images_match_the_phrase() -> None:
         assert CONCEPTS[s.meta["concept"]].holds(s.meta["scenes"][0]) == (s.answer == "True")
 
 
+def test_comic_options_are_one_line_per_kind_of_change() -> None:
+    from drake.data.synth.families.story import COLOR_STORIES, MOTION_STORIES, STORY_LINES
+
+    kinds = [{STORY_LINES[k] for k in MOTION_STORIES}, {STORY_LINES[k] for k in COLOR_STORIES}, {STORY_LINES["meet"]}]
+    for s in samples("comics_0", "train", N_FORMAT):
+        lines = re.search(r"Choice list:\[(.*)\]\. Answer", s.prompt).group(1).split("| ")
+        assert [line[3:] in kind for line, kind in zip(lines, kinds)] == [True] * 3, lines
+        assert lines[s.choices.index(s.answer)][3:] == STORY_LINES[s.meta["story"]]
+
+
 def test_contrastive_caption_on_real_images() -> None:
     for s in samples("mantis_cc_0", "train", 24):
         labels = easy_vqa_labels(s.meta["split"])

@@ -10,7 +10,7 @@ import random
 
 from PIL import Image, ImageDraw
 
-from drake.data.synth.base import Sample, SampleContext, choice_list, image_tokens, pool_ordered_options
+from drake.data.synth.base import Sample, SampleContext, choice_list, image_tokens
 from drake.data.synth.families.bongard import NUMBER_WORDS, Obj, Scene, cell_boxes, draw_scene
 from drake.data.synth.world import COLORS, SHAPES, TEXTURES, canvas, draw_shape, shape_polygon
 from drake.errors import SpecError
@@ -23,8 +23,15 @@ STORY_LINES: dict[str, str] = {
     "grow": "i am getting bigger",
     "shrink": "i am getting smaller",
     "anger": "now i am really angry",
+    "cold": "brr i am so cold",
+    "sick": "i do not feel well",
     "meet": "hello who are you",
 }
+#: a comic's three options, one per kind of change, listed in this order (A, B, C): the character moves or
+#: changes size; it changes colour (to the table's colours in the mid and last panels); a friend turns up
+MOTION_STORIES = ("approach", "leave", "fall", "jump", "grow", "shrink")
+COLOR_STORIES = {"anger": ("orange", "red"), "cold": ("blue", "blue"), "sick": ("green", "green")}
+_CAST_COLORS = [c for c in COLORS if c not in ("red", "orange", "blue", "green")]
 STATES = ("whole", "broken", "hollow", "small", "big")
 STATE_SHAPES = ("circle", "square", "triangle", "diamond", "star")
 TRUE_FALSE = ["True", "False"]
@@ -43,7 +50,7 @@ def _box(cx: float, cy: float, side: float) -> tuple[float, float, float, float]
 def _panels(rng: random.Random, story: str) -> list[Scene]:
     """Three panels: a character (and maybe a friend) acting out ``story``."""
     shape, friend_shape = rng.sample(SHAPES, 2)
-    color, friend_color = rng.sample([c for c in COLORS if c not in ("red", "orange")], 2)
+    color, friend_color = rng.sample(_CAST_COLORS, 2)
     flip = rng.random() < 0.5  # mirror left/right so the friend is not always on one side
     cx, cy, side = rng.uniform(0.2, 0.4), rng.uniform(0.35, 0.65), rng.uniform(0.26, 0.3)
     fx, fy = 0.78, rng.uniform(0.3, 0.7)  # the friend stands right; ``flip`` mirrors whole stories
@@ -58,8 +65,8 @@ def _panels(rng: random.Random, story: str) -> list[Scene]:
     elif story in ("grow", "shrink"):
         sides = [0.2, 0.36, 0.52] if story == "grow" else [0.52, 0.36, 0.2]
         xs, fx = [0.34] * 3, 0.82
-    elif story == "anger":
-        colors = [color, "orange", "red"]
+    elif story in COLOR_STORIES:
+        colors = [color, *COLOR_STORIES[story]]
     elif story == "meet":
         friend = [False, True, True]
     out = []
@@ -77,11 +84,16 @@ def _panels(rng: random.Random, story: str) -> list[Scene]:
 
 
 def comic_dialogue(ctx: SampleContext) -> Sample:
-    """Three comic panels; which line does the character say next (COMICS lettered choice list, lines in
-    STORY_LINES order)."""
+    """Three comic panels; which line does the character say next (COMICS lettered choice list)?
+
+    The options are one line per kind of change, always in the order move / colour / friend, so the letter
+    names the kind: with three of all eight lines in pool order the zoo stayed at chance (31%, 2 seeds; the
+    letter is a second lookup it does not learn in the budget), and it never tells a move from its opposite
+    (33% when every option was a move). Which move, and which colour change, is still the line's to say.
+    """
     _check(ctx, "comic_dialogue", 3)
     rng = ctx.rng
-    lines, slot = pool_ordered_options(ctx, rng, list(STORY_LINES), 3)
+    lines, slot = [rng.choice(MOTION_STORIES), rng.choice(list(COLOR_STORIES)), "meet"], ctx.slot(3)
     story = lines[slot]
     options = [STORY_LINES[s] for s in lines]
     letters = ["A", "B", "C"]
