@@ -23,15 +23,15 @@ STORY_LINES: dict[str, str] = {
     "grow": "i am getting bigger",
     "shrink": "i am getting smaller",
     "anger": "now i am really angry",
-    "cold": "brr i am so cold",
-    "sick": "i do not feel well",
+    "sadness": "now i am really blue",
+    "envy": "i am green with envy",
     "meet": "hello who are you",
 }
 #: a comic's three options, one per kind of change, listed in this order (A, B, C): the character moves or
-#: changes size; it changes colour (to the table's colours in the mid and last panels); a friend turns up
+#: changes size; it changes colour (to the table's colour from the middle panel on); a friend turns up
 MOTION_STORIES = ("approach", "leave", "fall", "jump", "grow", "shrink")
-COLOR_STORIES = {"anger": ("orange", "red"), "cold": ("blue", "blue"), "sick": ("green", "green")}
-_CAST_COLORS = [c for c in COLORS if c not in ("red", "orange", "blue", "green")]
+COLOR_STORIES = {"anger": "red", "sadness": "blue", "envy": "green"}
+_CAST_COLORS = [c for c in COLORS if c not in ("red", "orange", "blue", "green")]  # no story colour, nor orange
 STATES = ("whole", "broken", "hollow", "small", "big")
 STATE_SHAPES = ("circle", "square", "triangle", "diamond", "star")
 TRUE_FALSE = ["True", "False"]
@@ -66,7 +66,7 @@ def _panels(rng: random.Random, story: str) -> list[Scene]:
         sides = [0.2, 0.36, 0.52] if story == "grow" else [0.52, 0.36, 0.2]
         xs, fx = [0.34] * 3, 0.82
     elif story in COLOR_STORIES:
-        colors = [color, *COLOR_STORIES[story]]
+        colors = [color] + [COLOR_STORIES[story]] * 2
     elif story == "meet":
         friend = [False, True, True]
     out = []
