@@ -115,6 +115,14 @@ def seeded_models(args: argparse.Namespace) -> Seeded:
     return [(a, adapted_model(a)) for a in seeded]
 
 
+def seed_count(text: str) -> int:
+    """argparse type of ``--seeds`` (here and in learnability_probes.py): a whole number >= 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def seed_list(args: argparse.Namespace) -> list[int]:
     """The training seeds of a run: ``--seeds`` of them from ``--seed`` on."""
     return list(range(args.seed, args.seed + args.seeds))
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=None, help="test items per task (default all)")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per task (seed, seed+1, ...); the band "
+    p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per task (seed, seed+1, ...); the band "
                    "is judged on their mean")
     p.add_argument("--zero-shot", action="store_true", help="also score the base model before tuning")
     p.add_argument("--data-dir", default=None)
@@ -226,8 +234,6 @@ def main(argv: list[str] | None = None) -> None:
                    "(same model and budget required) and record the re-run under updated_by")
     p.add_argument("--why", default=None, help="with --merge: why these tasks were re-run (shown in the JSON)")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
     settings = {
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibrate_tasks import in_parallel, seed_list, seeded_models, tune_over_seeds  # noqa: E402
+from calibrate_tasks import in_parallel, seed_count, seed_list, seeded_models, tune_over_seeds  # noqa: E402
 
 from drake.data.build import sample_to_row  # noqa: E402
 from drake.data.rows import LazyRows  # noqa: E402
@@ -261,13 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=MethodConfig.lr)
     p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
     p.add_argument("--seed", type=int, default=0, help="first training seed")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per probe (seed, seed+1, ...); the table "
+    p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per probe (seed, seed+1, ...); the table "
                    "gives their mean and standard deviation")
     p.add_argument("--jobs", type=int, default=1, help="probes side by side, one process and thread each")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/learnability_probes.json"))
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
     args.tasks, args.limit, args.zero_shot = args.probes or list(PROBES), None, False
     set_threads(1)
     results = in_parallel(_worker, args, args.tasks) if args.jobs > 1 else run(args)

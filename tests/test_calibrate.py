@@ -69,3 +69,10 @@ def test_learnability_probes_run_like_a_calibration(tmp_path: Path, untrained_mo
     assert record["probes"]["pointer4_fixed"]["chance"] == 0.25 and record["probes"]["tf_color"]["chance"] == 0.5
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["what"] for r in record["probes"].values())
     assert all(len(r["accuracy_seeds"]) == 2 for r in record["probes"].values()) and record["budget"]["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize("script", ["calibrate_tasks", "learnability_probes"])
+def test_seeds_below_one_are_refused_before_any_work(bench, capsys: pytest.CaptureFixture[str], script: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench(script).main(["--seeds", "0", "--out", ""])
+    assert e.value.code == 2 and "--seeds: must be >= 1, got 0" in capsys.readouterr().err
