@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from drake.spec import REPO_ROOT
 
@@ -76,3 +77,28 @@ def test_seeds_below_one_are_refused_before_any_work(bench, capsys: pytest.Captu
     with pytest.raises(SystemExit) as e:
         bench(script).main(["--seeds", "0", "--out", ""])
     assert e.value.code == 2 and "--seeds: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_linear_probe_reads_what_is_there_and_nothing_else(bench) -> None:
+    probe = bench("feature_probes").linear_probe
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 32, generator=g)
+    y = (x[:, 3] > 0).long()  # one coordinate decides the label
+    assert probe(x[:300], y[:300], x[300:], y[300:]) >= 0.95
+    noise = torch.randint(0, 2, (400,), generator=g)  # labels nothing in x predicts
+    assert probe(x[:300], noise[:300], x[300:], noise[300:]) <= 0.7
+
+
+def test_feature_probes_write_one_row_per_kind(tmp_path: Path, untrained_models: dict[str, Path], bench) -> None:
+    probes = bench("feature_probes")
+    out = tmp_path / "features.json"
+    probes.main(["--models", str(untrained_models["tiny-llama-s"]), "--n-train", "24", "--n-test", "8",
+                 "--threads", "1", "--out", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["models"][str(untrained_models["tiny-llama-s"])]
+    assert sorted(rows) == sorted([*probes.PUBLIC_KINDS, probes.INTERACTION])
+    for r in rows.values():
+        assert all(0.0 <= r[k] <= 1.0 for k in ("majority", "pixels", "tower", "projector")) and r["classes"] >= 2
+    assert "member" not in rows["color"]  # an untrained folder has no pre-training record to quote
+    with pytest.raises(SystemExit) as e:
+        probes.main(["--n-train", "0", "--out", str(out)])
+    assert e.value.code == 2
