@@ -140,6 +140,7 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
     assert "tiny-llama-m" in text and "steps=100" in text
     assert "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0` (vsr_0 redesigned)." in text
     assert "2 of 3 tasks are in the band" in text  # irfl_0 is 5 points above chance: out
+    assert "Too hard for this model in this budget: irfl_0." in text and "Solved:" not in text
     # the default location is read by every build's README writer
     monkeypatch.setattr(card, "CALIBRATION_PATH", path)
     B.build([load_tasks()["vsr_0"]], built, scale=SCALE, extras=False, progress=False, workers=1)

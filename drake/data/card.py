@@ -270,11 +270,20 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
     band, tasks = calib.get("band") or {}, calib.get("tasks") or {}
     if band and tasks:
         low, high = band.get("min_points_above_chance", 10.0), band.get("max_accuracy", 95.0)
-        inside = sum(100 * (r.get("chance") or 0.0) + low <= 100 * r["accuracy"] < high for r in tasks.values())
+        hard = sorted(t for t, r in tasks.items() if 100 * r["accuracy"] < 100 * (r.get("chance") or 0.0) + low)
+        solved = sorted(t for t, r in tasks.items() if 100 * r["accuracy"] >= high)
         note += (
-            f" {inside} of {len(tasks)} tasks are in the band the benchmark aims for: at least {low:g} points above "
-            f"chance (learnable) and below {high:g}% (not solved)."
+            f" {len(tasks) - len(hard) - len(solved)} of {len(tasks)} tasks are in the band the benchmark aims for: "
+            f"at least {low:g} points above chance (learnable) and below {high:g}% (not solved)."
         )
+        if hard:
+            note += (
+                f" Too hard for this model in this budget: {', '.join(hard)}. They need a step its adapter does not "
+                "learn in the budget (comparing pictures, pointing where the question says); they score what a "
+                "method or a larger model adds beyond it."
+            )
+        if solved:
+            note += f" Solved: {', '.join(solved)}."
     return note
 
 
