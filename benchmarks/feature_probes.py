@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,12 +30,13 @@ from drake.data.synth.families.bongard import action_scene, draw_scene  # noqa: 
 from drake.data.synth.families.compare import SPATIAL  # noqa: E402
 from drake.data.synth.public import public_context, public_sample  # noqa: E402
 from drake.io import atomic_write_json  # noqa: E402
-from drake.models.loading import load_model  # noqa: E402
+from drake.models.loading import LoadedModel, load_model  # noqa: E402
 from drake.runner import set_threads  # noqa: E402
 
 PUBLIC_KINDS = ("color", "shape", "texture", "garment", "position", "count", "relation")
 INTERACTION = "interaction"  # VSR's in / on / next to / behind, drawn as the tasks draw them
-Items = list[tuple[object, str]]  # (image, label)
+IMAGE_SIZE = 32  # the zoo's input size
+Items = list[tuple[Image.Image, str]]  # (picture, label)
 
 
 def public_items(split: str, n: int) -> dict[str, Items]:
@@ -51,12 +53,13 @@ def public_items(split: str, n: int) -> dict[str, Items]:
 
 
 def interaction_items(split: str, n: int) -> Items:
+    """``n`` pictures of VSR's relations in turn, labelled by the caption word (in, on, next to, behind)."""
     rng = random.Random(f"feature-probes|{split}")
-    said = list(SPATIAL)
-    return [(draw_scene(action_scene(rng, SPATIAL[said[i % 4]]), 32), said[i % 4]) for i in range(n)]
+    said = [list(SPATIAL)[i % len(SPATIAL)] for i in range(n)]
+    return [(draw_scene(action_scene(rng, SPATIAL[word]), IMAGE_SIZE), word) for word in said]
 
 
-def features(loaded, images: list) -> Iterator[tuple[str, torch.Tensor]]:
+def features(loaded: LoadedModel, images: list[Image.Image]) -> Iterator[tuple[str, torch.Tensor]]:
     """(input name, one flat row per image) for pixels, tower outputs and projector outputs."""
     model = loaded.model
     pixels = loaded.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(loaded.dtype)

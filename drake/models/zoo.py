@@ -128,9 +128,9 @@ SIGLIP_TOWER = ModelSpec("tiny-siglip-captioner", "qwen2", **_TOWER, text_hidden
                          text_kv_heads=1, text_ffn=352)  # fmt: skip
 #: members train their text model and projector only, so they need half the steps of a full model. The
 #: smallest member takes a higher learning rate, as small members of real families do (measured, 450 steps,
-#: seed 0: tiny-llama-s 0.540 held-out at lr 2e-3, 0.563 at 3e-3; at batch 32, 3e-3 gave 0.488). 450 steps
-#: is also what adapts best: tiny-llama-m at 900 / 1350 steps reads more of what the tower holds (held-out
-#: 0.75 / 0.82) but put 28 of 47 tasks in the calibration band against 34 at 450 (seed 0; README, zoo section)
+#: seed 0: tiny-llama-s 0.540 held-out at lr 2e-3, 0.563 at 3e-3; at batch 32, 3e-3 gave 0.488). Longer
+#: reads more of what the tower holds but adapts worse: tiny-llama-m at 900 steps (held-out 0.75) put 28 of 47
+#: tasks in the calibration band against 34 at 450 (seed 0; README, zoo section)
 _MEMBER = dict(**_TOWER, tower=SIGLIP_TOWER, recipe=Recipe(steps=450))
 # Llama: full multi-head attention; Qwen2: grouped-query attention (1 KV head), like their real namesakes.
 # fmt: off
