@@ -279,8 +279,8 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
         if hard:
             note += (
                 f" Too hard for this model in this budget: {', '.join(hard)}. They need a step that this model's adapter "
-                "does not learn, not even with ten times the steps (comparing pictures, pointing where the question "
-                "says); they score what a method or a larger model adds beyond it."
+                "does not learn (comparing pictures, pointing where the question says; ten times the steps did not "
+                "help where tried); they score what a method or a larger model adds beyond it."
             )
         if solved:
             note += f" Solved: {', '.join(solved)}."
