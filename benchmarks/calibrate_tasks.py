@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from drake.adapters.lora import apply_lora  # noqa: E402
 from drake.data.build import ensure_built  # noqa: E402
+from drake.data.card import BAND_HIGH, BAND_LOW, band_verdict  # noqa: E402
 from drake.data.stream import epoch_batches  # noqa: E402
 from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
@@ -39,8 +40,6 @@ from drake.io import atomic_write_json  # noqa: E402
 from drake.models.loading import load_model  # noqa: E402
 from drake.runner import load_rows, set_threads  # noqa: E402
 from drake.spec import load_tasks  # noqa: E402
-
-LOW, HIGH = 10.0, 95.0  # the band: accuracy >= chance + LOW points and < HIGH percent
 
 
 def chance(rows: list[dict]) -> float | None:
@@ -159,22 +158,12 @@ def _worker(args: argparse.Namespace) -> dict:
     return calibrate(args)
 
 
-def verdict(r: dict) -> str:
-    """ok / TOO HARD / TOO EASY; an open task's chance is 0 (token F1 of a blind guess)."""
-    acc, ch = 100 * r["accuracy"], r["chance"] or 0.0
-    if acc < 100 * ch + LOW:
-        return "TOO HARD"
-    if acc >= HIGH:
-        return "TOO EASY"
-    return "ok"
-
-
 def row(name: str, r: dict) -> str:
     ch = "open" if r["chance"] is None else f"{100 * r['chance']:.1f}"
     zs = "-" if r["zero_shot"] is None else f"{100 * r['zero_shot']:.1f}"
     sd = f" +-{100 * r['sd']:4.1f}" if len(r.get("accuracy_seeds", ())) > 1 else ""
     return (f"{name:22s} chance {ch:>5s}  zero-shot {zs:>5s}  tuned {100 * r['accuracy']:5.1f}{sd}  "
-            f"loss {r['final_loss']:.3f}  {verdict(r)}  ({r['seconds']}s)")  # fmt: skip
+            f"loss {r['final_loss']:.3f}  {band_verdict(r)}  ({r['seconds']}s)")  # fmt: skip
 
 
 class MergeError(ValueError):
@@ -238,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
                    "seeds": seed_list(args)},
-        "band": {"min_points_above_chance": LOW, "max_accuracy": HIGH},
+        "band": {"min_points_above_chance": BAND_LOW, "max_accuracy": BAND_HIGH},
     }  # fmt: skip
     old = None
     if args.merge:
@@ -257,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         record = merged(old, record, args.why)
     if args.out:
         atomic_write_json(Path(args.out), record)
-    bad = [t for t, r in record["tasks"].items() if verdict(r) != "ok"]
+    bad = [t for t, r in record["tasks"].items() if band_verdict(r) != "ok"]
     print(f"{len(record['tasks']) - len(bad)}/{len(record['tasks'])} tasks in band; outside: {', '.join(bad) or 'none'}")
 
 

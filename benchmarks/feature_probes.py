@@ -2,8 +2,8 @@
 
 For each single-image question kind of the public split (and the VSR / Bongard-HOI interactions of the
 tasks), a linear probe (multinomial logistic regression) is fit on public *train* images and scored on
-public *test* images, from three inputs: the raw pixels, the frozen tower's outputs and the member's
-projector outputs. Beside it, the member's own held-out accuracy on that kind (its pre-training record).
+public *test* images, from three inputs: the raw pixels, the frozen tower's outputs (the layer the projector
+reads) and the member's projector outputs. Beside it, the member's own held-out accuracy on that kind (its pre-training record).
 A kind the projector holds but the member does not answer is lost in the text model, not in the tower.
 Writes ``benchmarks/results/feature_probes.json``.
 
@@ -55,23 +55,23 @@ def public_items(split: str, n: int) -> dict[str, Items]:
 def interaction_items(split: str, n: int) -> Items:
     """``n`` pictures of VSR's relations in turn, labelled by the caption word (in, on, next to, behind)."""
     rng = random.Random(f"feature-probes|{split}")
-    said = [list(SPATIAL)[i % len(SPATIAL)] for i in range(n)]
+    words = list(SPATIAL)
+    said = [words[i % len(words)] for i in range(n)]
     return [(draw_scene(action_scene(rng, SPATIAL[word]), IMAGE_SIZE), word) for word in said]
 
 
 def features(loaded: LoadedModel, images: list[Image.Image]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(input name, one flat row per image) for pixels, tower outputs and projector outputs."""
-    model = loaded.model
+    """(input name, one flat row per image) for pixels, the tower layer the projector reads, and projector outputs."""
+    model, config = loaded.model, loaded.model.config
     pixels = loaded.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(loaded.dtype)
-    tower = model.vision_tower if hasattr(model, "vision_tower") else model.model.vision_tower
-    with torch.no_grad():
-        projected = model.get_image_features(pixel_values=pixels)
-        projected = getattr(projected, "pooler_output", projected)
-        if isinstance(projected, (list, tuple)):
-            projected = torch.stack(list(projected))
-        yield "pixels", pixels.flatten(1).float()
-        yield "tower", tower(pixels).last_hidden_state.flatten(1).float()
-        yield "projector", projected.flatten(1).float()
+    with torch.no_grad():  # one tower pass: the outputs carry the hidden states the projector was fed
+        out = model.get_image_features(pixel_values=pixels, output_hidden_states=True)
+    tower = out.hidden_states[config.vision_feature_layer]
+    if config.vision_feature_select_strategy == "default":
+        tower = tower[:, 1:]  # the CLS token the projector never sees
+    yield "pixels", pixels.flatten(1).float()
+    yield "tower", tower.flatten(1).float()
+    yield "projector", torch.stack(list(out.pooler_output)).flatten(1).float()
 
 
 def linear_probe(

@@ -252,6 +252,18 @@ def _calibrated_cell(r: Mapping[str, Any]) -> str:
     return f"{cell} ± {100 * r['sd']:.1f}" if len(r.get("accuracy_seeds") or ()) > 1 and "sd" in r else cell
 
 
+# The calibration band: accuracy >= chance + BAND_LOW points and < BAND_HIGH percent.
+BAND_LOW, BAND_HIGH = 10.0, 95.0
+
+
+def band_verdict(r: Mapping[str, Any], low: float = BAND_LOW, high: float = BAND_HIGH) -> str:
+    """ok, TOO HARD or TOO EASY for a calibration row; an open task's chance is 0 (F1 of a blind guess)."""
+    acc, ch = 100 * r["accuracy"], 100 * (r.get("chance") or 0.0)
+    if acc < ch + low:
+        return "TOO HARD"
+    return "TOO EASY" if acc >= high else "ok"
+
+
 def _calibration_note(calib: Mapping[str, Any] | None) -> str:
     if not calib:
         return (
@@ -269,9 +281,10 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
         note += f" Re-run for {', '.join(update.get('tasks', ()))} with `{update.get('command', '?')}`{why}."
     band, tasks = calib.get("band") or {}, calib.get("tasks") or {}
     if band and tasks:
-        low, high = band.get("min_points_above_chance", 10.0), band.get("max_accuracy", 95.0)
-        hard = sorted(t for t, r in tasks.items() if 100 * r["accuracy"] < 100 * (r.get("chance") or 0.0) + low)
-        solved = sorted(t for t, r in tasks.items() if 100 * r["accuracy"] >= high)
+        low, high = band.get("min_points_above_chance", BAND_LOW), band.get("max_accuracy", BAND_HIGH)
+        verdicts = {t: band_verdict(r, low, high) for t, r in tasks.items()}
+        hard = sorted(t for t, v in verdicts.items() if v == "TOO HARD")
+        solved = sorted(t for t, v in verdicts.items() if v == "TOO EASY")
         note += (
             f" {len(tasks) - len(hard) - len(solved)} of {len(tasks)} tasks are in the band the benchmark aims for: "
             f"at least {low:g} points above chance (learnable) and below {high:g}% (not solved)."
