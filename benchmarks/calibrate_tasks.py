@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,16 +66,32 @@ def runtime(arch: ArchModel, data: dict, names: Sequence[str], args: argparse.Na
     )  # fmt: skip
 
 
+def base_weights(arch: ArchModel) -> dict[str, nn.Parameter]:
+    """What ``--train full`` moves besides the adapter: the projector and the whole text model (the tower stays
+    frozen, as in every member's pre-training)."""
+    adapter = {id(p) for p in arch.adapter.parameters("all")}
+    return {n: p for n, p in arch.model.named_parameters() if "vision_tower" not in n and id(p) not in adapter}
+
+
 def tune_and_score(name: str, data: dict, arch: ArchModel, init: dict, args: argparse.Namespace) -> dict:
-    """Reset the adapter to ``init``, fine-tune it on ``name`` alone (the budget in ``args``), score the test split."""
+    """Reset the adapter to ``init``, fine-tune it on ``name`` alone (the budget in ``args``), score the test split.
+    With ``args.train == "full"`` the base weights train too, and are put back afterwards."""
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(args.seed, "calibrate", name))  # a task's result is independent of the others
     arch.adapter.set_state(init)
     rt = runtime(arch, data, [name], args)
     zero = rt.evaluate(name, limit=args.limit)["score"] if args.zero_shot else None
     batches = epoch_batches(data[name].splits["train"], args.steps, args.batch, derive_seed(args.seed, name))
-    log = rt.train(args.steps, batches=batches)
-    acc = rt.evaluate(name, limit=args.limit)["score"]
+    base = base_weights(arch) if args.train == "full" else {}
+    saved = {n: p.detach().clone() for n, p in base.items()}
+    try:
+        log = rt.train(args.steps, batches=batches, params=[*arch.adapter.parameters("all"), *base.values()])
+        acc = rt.evaluate(name, limit=args.limit)["score"]
+    finally:
+        with torch.no_grad():
+            for n, p in base.items():
+                p.copy_(saved[n])
+                p.requires_grad_(False)
     return {"accuracy": acc, "chance": chance(data[name].splits["test"]), "zero_shot": zero,
             "final_loss": log["loss"], "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
@@ -112,6 +129,15 @@ def seeded_models(args: argparse.Namespace) -> Seeded:
     seeded = [argparse.Namespace(**{**vars(args), "seed": seed, "zero_shot": args.zero_shot and seed == args.seed})
               for seed in seed_list(args)]  # fmt: skip
     return [(a, adapted_model(a)) for a in seeded]
+
+
+TRAIN_MODES = ("adapter", "full")
+
+
+def full_marker(args: argparse.Namespace) -> dict[str, str]:
+    """``{"train": "full"}`` in a table's budget when the base weights trained (absent otherwise, as in the
+    tables made before ``--train``, so they still merge)."""
+    return {"train": args.train} if args.train != "adapter" else {}
 
 
 def seed_count(text: str) -> int:
@@ -210,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=MethodConfig.lr)
     p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
     p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--train", choices=TRAIN_MODES, default="adapter", help="what moves: the LoRA adapter (the "
+                   "calibration), or the adapter plus projector and text model (is it the adapter or the model?)")
     p.add_argument("--limit", type=int, default=None, help="test items per task (default all)")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
     p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per task (seed, seed+1, ...); the band "
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r, "scale": args.scale,
-                   "seeds": seed_list(args)},
+                   "seeds": seed_list(args), **full_marker(args)},
         "band": {"min_points_above_chance": BAND_LOW, "max_accuracy": BAND_HIGH},
     }  # fmt: skip
     old = None

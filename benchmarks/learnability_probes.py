@@ -21,7 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibrate_tasks import in_parallel, seed_count, seed_list, seeded_models, tune_over_seeds  # noqa: E402
+from calibrate_tasks import (  # noqa: E402
+    TRAIN_MODES,
+    full_marker,
+    in_parallel,
+    seed_count,
+    seed_list,
+    seeded_models,
+    tune_over_seeds,
+)
 
 from drake.data.build import sample_to_row  # noqa: E402
 from drake.data.rows import LazyRows  # noqa: E402
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=MethodConfig.lr)
     p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
+    p.add_argument("--train", choices=TRAIN_MODES, default="adapter", help="what moves: the adapter, or also the "
+                   "projector and text model")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
     p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per probe (seed, seed+1, ...); the table "
                    "gives their mean and standard deviation")
@@ -273,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": shlex.join(["python", "benchmarks/learnability_probes.py", *(argv if argv is not None else sys.argv[1:])]),
         "model": args.model,
         "budget": {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lora_r": args.lora_r,
-                   "seeds": seed_list(args)},
+                   "seeds": seed_list(args), **full_marker(args)},
         "probes": {n: {**r, "what": PROBES[n][0].__doc__} for n, r in results.items()},
     }
     if args.out:

@@ -60,6 +60,27 @@ def test_merge_replaces_re_run_rows_and_refuses_another_budget(
     assert exc.value.code == 2 and out.read_bytes() == before
 
 
+def test_full_training_moves_the_base_and_puts_it_back(
+    tmp_path: Path, untrained_models: dict[str, Path], bench
+) -> None:
+    calibrate = bench("calibrate_tasks")
+    common = ["--model", str(untrained_models["tiny-llama-s"]), "--steps", "3", "--batch", "4", "--limit", "6",
+              "--seeds", "1", "--scale", "0.05", "--data-dir", str(tmp_path / "data"), "--threads", "1"]  # fmt: skip
+    runs = {
+        "adapter": ["--tasks", "irfl_3"],
+        "full": ["--tasks", "irfl_3", "--train", "full"],
+        "full_after_another": ["--tasks", "vsr_0", "irfl_3", "--train", "full"],
+    }
+    tables = {}
+    for key, extra in runs.items():
+        calibrate.main([*common, *extra, "--out", str(tmp_path / f"{key}.json")])
+        tables[key] = json.loads((tmp_path / f"{key}.json").read_text())
+    row = {k: {f: v for f, v in t["tasks"]["irfl_3"].items() if f != "seconds"} for k, t in tables.items()}
+    assert row["full"]["final_loss"] != row["adapter"]["final_loss"]  # the base weights trained too
+    assert row["full_after_another"] == row["full"]  # ... and were put back before the next task
+    assert tables["full"]["budget"]["train"] == "full" and "train" not in tables["adapter"]["budget"]
+
+
 def test_learnability_probes_run_like_a_calibration(tmp_path: Path, untrained_models: dict[str, Path], bench) -> None:
     probes = bench("learnability_probes")
     out = tmp_path / "probes.json"
