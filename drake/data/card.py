@@ -291,9 +291,10 @@ def _calibration_note(calib: Mapping[str, Any] | None) -> str:
         )
         if hard:
             note += (
-                f" Too hard for this model in this budget: {', '.join(hard)}. They need a step that this model's adapter "
-                "does not learn (comparing pictures, pointing where the question says; ten times the steps did not "
-                "help where tried); they score what a method or a larger model adds beyond it."
+                f" Too hard for this model in this budget: {', '.join(hard)}. They need a step that this model does not "
+                "learn in this budget (comparing pictures, pointing where the question says; where tried, most stayed "
+                "at chance with ten times the steps, or with the whole text model trained); they score what a method "
+                "or a larger model adds beyond it."
             )
         if solved:
             note += f" Solved: {', '.join(solved)}."
