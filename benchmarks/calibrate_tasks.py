@@ -229,13 +229,13 @@ def _without_why(argv: Sequence[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny-llama-m")
-    p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--model", default="tiny-llama-m", help="zoo member, local folder or hub id")
+    p.add_argument("--tasks", nargs="*", default=None, help="task names (default: all 47)")
     p.add_argument("--steps", type=int, default=100, help="AdamW steps (dynamic scenario: 5 rounds x 20 per task)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=MethodConfig.lr)
-    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--batch", type=int, default=8, help="examples per step")
+    p.add_argument("--lr", type=float, default=MethodConfig.lr, help="AdamW learning rate (every method's default)")
+    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r, help="LoRA rank")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies the train / test split sizes")
     p.add_argument("--train", choices=TRAIN_MODES, default="adapter", help="what moves: the LoRA adapter (the "
                    "calibration), or the adapter plus projector and text model (is it the adapter or the model?)")
     p.add_argument("--limit", type=int, default=None, help="test items per task (default all)")
@@ -243,10 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per task (seed, seed+1, ...); the band "
                    "is judged on their mean")
     p.add_argument("--zero-shot", action="store_true", help="also score the base model before tuning")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-dir", default=None, help="built DRAKE-synth folder (default: the cache)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads with --jobs 1 (default: 1 on 2 cores or fewer, else up to 8)")
     p.add_argument("--jobs", type=int, default=1, help="tasks calibrated side by side, one process and thread each")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/calibration.json"), help="the table (JSON)")
     p.add_argument("--merge", action="store_true", help="replace only the re-run tasks' rows in the table at --out "
                    "(same model and budget required) and record the re-run under updated_by")
     p.add_argument("--why", default=None, help="with --merge: why these tasks were re-run (shown in the JSON)")

@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["tiny-llama-m"], help="zoo members or local folders")
     ap.add_argument("--n-train", type=int, default=1200, help="probe training images per kind")
     ap.add_argument("--n-test", type=int, default=400, help="probe test images per kind")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/feature_probes.json"))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/feature_probes.json"), help="the table (JSON)")
     args = ap.parse_args(argv)
     if min(args.n_train, args.n_test) < 8:
         ap.error(f"--n-train and --n-test must be >= 8, got {args.n_train} and {args.n_test}")

@@ -74,12 +74,12 @@ def run(method: str, scenario: Path, out: Path, sets: list[str], scale: float) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="drake-dynamic")
+    ap.add_argument("--scenario", default="drake-dynamic", help="scenario name (drake list scenarios)")
     ap.add_argument("--pool", default=None, help="model pool (default: the scenario's)")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="FL rounds per timed run")
     ap.add_argument("--steps", type=int, default=20, help="local steps per round (the harness default)")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8, help="examples per step")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per method, alternating (the median ratio is reported)")
     ap.add_argument("--scale", type=float, default=0.1, help="DRAKE-synth size (rows per task x 300)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 = stable timings on a shared CPU)")
     ap.add_argument("--pretrained", action="store_true", help="use the pre-trained zoo members")

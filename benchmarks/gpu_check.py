@@ -55,12 +55,12 @@ def build(text: str) -> torch.nn.Module:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--text", choices=["qwen-0.5b", "llama-1b"], default="qwen-0.5b")
-    p.add_argument("--mode", choices=["lora", "full"], default="lora")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--text", choices=["qwen-0.5b", "llama-1b"], default="qwen-0.5b", help="text-model size to build")
+    p.add_argument("--mode", choices=["lora", "full"], default="lora", help="train a LoRA adapter or every weight")
+    p.add_argument("--batch", type=int, default=8, help="samples per step")
     p.add_argument("--text-len", type=int, default=256, help="text tokens per sample (plus 729 image tokens)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the card's peak bf16 TFLOP/s, for the MFU")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device; run it on a GPU machine")

@@ -262,19 +262,20 @@ def _worker(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny-llama-m")
-    p.add_argument("--probes", nargs="*", default=None, choices=list(PROBES), metavar="PROBE")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=MethodConfig.lr)
-    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
+    p.add_argument("--model", default="tiny-llama-m", help="zoo member, local folder or hub id")
+    p.add_argument("--probes", nargs="*", default=None, choices=list(PROBES), metavar="PROBE",
+                   help=f"probes to run (default: all): {', '.join(PROBES)}")
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps (the calibration budget)")
+    p.add_argument("--batch", type=int, default=8, help="examples per step")
+    p.add_argument("--lr", type=float, default=MethodConfig.lr, help="AdamW learning rate")
+    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r, help="LoRA rank")
     p.add_argument("--train", choices=TRAIN_MODES, default="adapter", help="what moves: the adapter, or also the "
                    "projector and text model")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
     p.add_argument("--seeds", type=seed_count, default=3, help="training seeds per probe (seed, seed+1, ...); the table "
                    "gives their mean and standard deviation")
     p.add_argument("--jobs", type=int, default=1, help="probes side by side, one process and thread each")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/learnability_probes.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/learnability_probes.json"), help="the table (JSON)")
     args = p.parse_args(argv)
     args.tasks, args.limit, args.zero_shot = args.probes or list(PROBES), None, False
     set_threads(1)

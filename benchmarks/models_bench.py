@@ -177,11 +177,11 @@ def main() -> int:
         metavar="NAME:KEY=VALUE",
         help="override a spec/recipe field of one member (or all:KEY=VALUE)",
     )
-    ap.add_argument("--timing-steps", type=int, default=10)
-    ap.add_argument("--eval-items", type=int, default=300)
+    ap.add_argument("--timing-steps", type=int, default=10, help="timed train steps per member")
+    ap.add_argument("--eval-items", type=int, default=300, help="held-out public items scored per member")
     ap.add_argument("--eval-every", type=int, default=0, help="record a held-out curve while pre-training")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

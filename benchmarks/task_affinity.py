@@ -284,19 +284,19 @@ def plot_affinity(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-llama-m", help="zoo name or model folder")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="tasks of the matrix (default: four tasks from each of three groups)")
     p.add_argument("--steps", type=int, default=100, help="AdamW steps per fine-tune (as calibrate_tasks.py)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="examples per step")
     p.add_argument("--then-steps", type=int, default=20,
                    help="steps on task j after the adapter of task i (the transfer matrix; 0: skip it; default 20, "
                         "one FL round)")  # fmt: skip
-    p.add_argument("--lr", type=float, default=MethodConfig.lr)
-    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r)
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=MethodConfig.lr, help="AdamW learning rate")
+    p.add_argument("--lora-r", type=int, default=MethodConfig.lora_r, help="LoRA rank")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies the split sizes")
     p.add_argument("--limit", type=int, default=100, help="test items per task (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--data-dir", default=None, help="built DRAKE-synth folder (default: the cache)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/task_affinity.json"),
                    help="JSON path; the heatmap goes next to it (same name, .png)")  # fmt: skip
     return p.parse_args(argv)
