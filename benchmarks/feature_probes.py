@@ -3,7 +3,8 @@
 For each single-image question kind of the public split (and the VSR / Bongard-HOI interactions of the
 tasks), a linear probe (multinomial logistic regression) is fit on public *train* images and scored on
 public *test* images, from three inputs: the raw pixels, the frozen tower's outputs (the layer the projector
-reads) and the member's projector outputs. Beside it, the member's own held-out accuracy on that kind (its pre-training record).
+reads) and the member's projector outputs. Beside it, the member's own held-out accuracy on that kind (its
+pre-training record).
 A kind the projector holds but the member does not answer is lost in the text model, not in the tower.
 Writes ``benchmarks/results/feature_probes.json``.
 
