@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.n_train, args.n_test) < 8:
         ap.error(f"--n-train and --n-test must be >= 8, got {args.n_train} and {args.n_test}")
     set_threads(args.threads)
-    result = {"command": shlex.join(["python", "benchmarks/feature_probes.py", *sys.argv[1:]]), "models": {}}
+    argv = sys.argv[1:] if argv is None else argv  # the command that made the table, also when called with argv
+    result = {"command": shlex.join(["python", "benchmarks/feature_probes.py", *argv]), "models": {}}
     for name in args.models:
         rows = probe_member(name, args.n_train, args.n_test)
         result["models"][name] = rows

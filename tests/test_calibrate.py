@@ -120,6 +120,7 @@ def test_feature_probes_write_one_row_per_kind(tmp_path: Path, untrained_models:
     for r in rows.values():
         assert all(0.0 <= r[k] <= 1.0 for k in ("majority", "pixels", "tower", "projector")) and r["classes"] >= 2
     assert "member" not in rows["color"]  # an untrained folder has no pre-training record to quote
+    assert json.loads(out.read_text())["command"].endswith(f"--out {out}")  # the call's own arguments
     with pytest.raises(SystemExit) as e:
         probes.main(["--n-train", "0", "--out", str(out)])
     assert e.value.code == 2
