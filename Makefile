@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export FLWR_TELEMETRY_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test lint bench clean
+.PHONY: run test study lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python eval.py --method fedmosaic $(ARGS)
+
+# The whole DRAKE-synth study (many hours on 2 cores; resumable: run it again to continue).
+study: $(STAMP)
+	$(BIN)/python -m drake study $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .

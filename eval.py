@@ -15,11 +15,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from drake.cli import guarded
+    from drake.cli import add_debug_argument, guarded, run_phase, wants_debug
     from drake.runner import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
+    add_debug_argument(parser)  # an unexpected error: the full traceback, not one line
     args = parser.parse_args(argv)
 
     def _run() -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(path)
         return 0
 
-    return guarded(_run)
+    return guarded(_run, phase=run_phase(args.method, args.scenario), debug=wants_debug(args))
 
 
 if __name__ == "__main__":

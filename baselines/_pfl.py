@@ -42,6 +42,8 @@ class SharedAdapterMethod(Method[C]):
     copy_global_into: ClassVar[tuple[str, ...]] = ()
     #: extra client-local trainable parameters registered on the model: name -> initial value
     extra_params: ClassVar[Mapping[str, float]] = {}
+    #: adapters the server's global is loaded into under a ``server`` protocol (``load_server_model``)
+    server_model_into: ClassVar[tuple[str, ...]] = (DEFAULT,)
 
     def adapter_spec(self) -> AdapterSpec:
         local = tuple(f"*.{a}.*" for a in self.extra_adapters) + tuple(self.extra_params)
@@ -59,6 +61,9 @@ class SharedAdapterMethod(Method[C]):
         for dst in self.copy_global_into:
             handle.set_state(rename_adapter(state, DEFAULT, dst))
         return self.wrap(peft_model), handle
+
+    def load_server_model(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> None:
+        load_global(client, server.per_arch.get(client.architecture, {}), into=self.server_model_into)
 
     def wrap(self, peft_model: nn.Module) -> nn.Module:
         """The model the runtime trains and scores (default: the peft model itself)."""

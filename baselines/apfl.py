@@ -16,7 +16,7 @@ from baselines._pfl import (
     set_model_mix,
 )
 from drake.adapters.multi import DEFAULT
-from drake.fl.method import MethodConfig, ServerState
+from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 
 PERSONAL = "local"
@@ -91,6 +91,5 @@ class APFL(SharedAdapterMethod[APFLConfig]):
         set_model_mix(client, {DEFAULT: 1.0})
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
-        load_global(client, server.per_arch.get(client.architecture, {}))
+    def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, personal_mix(float(alpha_param(client).detach().clamp(0.0, 1.0))))

@@ -15,7 +15,7 @@ from baselines._pfl import (
     split_halves,
 )
 from drake.adapters.multi import DEFAULT
-from drake.fl.method import MethodConfig, ServerState
+from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 
 PERSONAL = "local"
@@ -50,6 +50,7 @@ class Ditto(SharedAdapterMethod[DittoConfig]):
     config_cls = DittoConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
+    server_model_into = ()  # scored on the personal adapter alone under every protocol
 
     def personal_loss_coef(self) -> float:
         return self.config.lam
@@ -68,5 +69,5 @@ class Ditto(SharedAdapterMethod[DittoConfig]):
         set_model_mix(client, {DEFAULT: 1.0})
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, merge_metrics([g, p]))
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
+    def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, {PERSONAL: 1.0})

@@ -14,8 +14,9 @@ class FedAvg(Method[MethodConfig]):
     Update rule: each client starts the round from its architecture's global adapter, trains
     ``local_steps`` steps, and the server sets global_arch = sum_k n_k * theta_k / sum_k n_k over the
     clients of that architecture. With heterogeneous models, averaging happens only within the same
-    architecture (as in the FedMosaic paper's adaptation). Evaluation uses the global adapter of the
-    client's architecture (the model FedAvg produces).
+    architecture (as in the FedMosaic paper's adaptation). Under the official protocol a client is scored
+    on its adapter right after its local training (as the FedMosaic code scores FedIT); under
+    ``server-global`` on its architecture's fresh average.
     """
 
     name = "fedavg"
@@ -31,15 +32,17 @@ class FedAvg(Method[MethodConfig]):
             server.per_arch[arch] = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
         return server
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
+    def load_server_model(self, ctx: RoundContext, client, server: ServerState) -> None:
         global_state = server.per_arch.get(client.architecture)
         if global_state:
             client.adapter.set_state(global_state)
 
     def eval_key(self, ctx: RoundContext, client, server: ServerState) -> Hashable | None:
-        """The clients of an architecture all evaluate its global adapter, where it is their whole adapter
-        (not with local keys, e.g. FedPer's personal layers, nor under a subclass's own ``personalize``)."""
+        """Under a ``server`` protocol the clients of an architecture all evaluate its global adapter, where it
+        is their whole adapter (not with local keys, e.g. FedPer's personal layers, nor under a subclass's
+        own scored state)."""
         global_state = server.per_arch.get(client.architecture)
-        if type(self).personalize is not FedAvg.personalize or not global_state:
+        own = (type(self).load_server_model, type(self).select_scored_state)
+        if own != (FedAvg.load_server_model, FedAvg.select_scored_state) or not global_state:
             return None
         return "global" if set(global_state) == set(client.adapter.names("all")) else None

@@ -20,7 +20,7 @@ from baselines._pfl import (
 )
 from drake.adapters.multi import DEFAULT
 from drake.fl.client import ClientRuntime, Row
-from drake.fl.method import MethodConfig, ServerState
+from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 
 PERSONAL = "local"
@@ -61,6 +61,7 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     config_cls = FedDATConfig
     extra_adapters = (PERSONAL, FROZEN)
     copy_global_into = (FROZEN,)
+    server_model_into = (DEFAULT, FROZEN)
 
     def compute_cost(self) -> float:
         return 4.0 / 3.0  # each step: one forward+backward (3 units) + one no-grad teacher forward (1 unit)
@@ -94,6 +95,5 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
         set_model_mix(client, {DEFAULT: 1.0})
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
-        load_global(client, server.per_arch.get(client.architecture, {}), into=(DEFAULT, FROZEN))
+    def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, dat_mix(self.config.dat_weight))

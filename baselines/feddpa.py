@@ -21,7 +21,7 @@ from baselines._pfl import (
 )
 from drake.adapters.multi import DEFAULT
 from drake.fl.client import ClientRuntime, Row, derive_seed
-from drake.fl.method import MethodConfig, ServerState
+from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 from drake.models.batching import collate
 from drake.models.scoring import position_ids
@@ -111,8 +111,7 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
         set_model_mix(client, {DEFAULT: 1.0})
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, merge_metrics(parts))
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
-        load_global(client, server.per_arch.get(client.architecture, {}))
+    def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, {DEFAULT: 0.5, PERSONAL: 0.5})  # used only if no reference instance exists
         refs = self.reference_rows(ctx, client)
         model: MixModel = client.model

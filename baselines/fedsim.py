@@ -9,7 +9,7 @@ from torch import nn
 from baselines._pfl import MixModel, SharedAdapterMethod, load_global, set_model_mix
 from drake.adapters.multi import DEFAULT
 from drake.errors import SpecError
-from drake.fl.method import MethodConfig, ServerState
+from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 
 PERSONAL = "local"
@@ -69,6 +69,5 @@ class FedSim(SharedAdapterMethod[FedSimConfig]):
         metrics = client.train(self.config.local_steps)
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
 
-    def personalize(self, ctx: RoundContext, client, server: ServerState) -> None:
-        load_global(client, server.per_arch.get(client.architecture, {}))
+    def select_scored_state(self, ctx: RoundContext, client) -> None:
         self._combine(client)

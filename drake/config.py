@@ -87,10 +87,21 @@ def parse_sets(sets: Sequence[str]) -> dict[str, str]:
     return out
 
 
+#: named configs shipped with the package (the paper's ablations): ``--config fedmosaic-no-rela``
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def named_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML file, or from a named config of drake/configs/ (a name without a suffix)."""
     p = Path(path)
+    if not p.is_file() and p.suffix == "" and (CONFIGS_DIR / f"{p}.yaml").is_file():
+        p = CONFIGS_DIR / f"{p}.yaml"
     if not p.is_file():
-        raise SpecError(f"--config {p}: file not found")
+        raise SpecError(f"--config {p}: file not found (named configs: {', '.join(named_configs())})")
     try:
         doc = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -281,25 +281,30 @@ def summarize_run(
     per_round: Mapping[Any, Mapping[Any, Mapping[str, float]]],
     own_tasks: Mapping[Any, Sequence[str]],
     eval_rounds: Sequence[int] | None = None,
+    others_rounds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """One seed's summary from ``{round: {client: {task: score}}}``.
 
     Returns ``{"self"|"others": {"a_last"|"a_auc": summarize(over clients)}, "per_client": {client:
-    {"self"|"others": {"a_last", "a_auc", "curve": {round: score}} | None}}}``. Only ``eval_rounds`` count
-    (default: every round present); each must be present. A client's A_last must come from the final
-    evaluation round. Client and round keys are strings so the summary equals itself after a JSON trip.
+    {"self"|"others": {"a_last", "a_auc", "curve": {round: score}} | None}}}``. Self counts ``eval_rounds``
+    (default: every round present), Others ``others_rounds`` (default: the same as Self; the official
+    protocol scores Others at fewer rounds); each must be present. A client's A_last must come from the
+    final round of its curve's schedule. Client and round keys are strings so the summary equals itself
+    after a JSON trip.
     """
     rounds = {int(r): v for r, v in per_round.items()}
     wanted = sorted(int(r) for r in eval_rounds) if eval_rounds is not None else sorted(rounds)
-    if not wanted:
-        raise DataError("summarize_run: no evaluation rounds")
-    missing = [r for r in wanted if r not in rounds]
-    if missing:
-        raise DataError(f"summarize_run: eval rounds {missing} have no scores; rounds present: {sorted(rounds)}")
+    schedule = {"self": wanted, "others": sorted(int(r) for r in others_rounds) if others_rounds is not None else wanted}
+    for target, sched in schedule.items():
+        if not sched:
+            raise DataError(f"summarize_run: no {target} evaluation rounds")
+        missing = [r for r in sched if r not in rounds]
+        if missing:
+            raise DataError(f"summarize_run: eval rounds {missing} have no scores; rounds present: {sorted(rounds)}")
     curves: dict[str, dict[str, dict[str, float]]] = {"self": {}, "others": {}}
-    for r in wanted:
-        for target, by_client in self_others(rounds[r], own_tasks).items():
-            for client, value in by_client.items():
+    for target, sched in schedule.items():
+        for r in sched:
+            for client, value in self_others(rounds[r], own_tasks)[target].items():
                 curves[target].setdefault(str(client), {})[str(r)] = value
     clients = sorted({str(c) for c in own_tasks} | set(curves["self"]) | set(curves["others"]), key=int)
     per_client: dict[str, dict[str, Any]] = {c: {} for c in clients}
@@ -311,8 +316,10 @@ def summarize_run(
             if not curve:
                 per_client[c][target] = None
                 continue
-            if int(max(curve, key=int)) != wanted[-1]:
-                raise DataError(f"summarize_run: client {c} has no {target} score at the last eval round {wanted[-1]}")
+            if int(max(curve, key=int)) != schedule[target][-1]:
+                raise DataError(
+                    f"summarize_run: client {c} has no {target} score at the last eval round {schedule[target][-1]}"
+                )
             lasts[c], aucs[c] = a_last(curve), a_auc(curve)
             per_client[c][target] = {"a_last": lasts[c], "a_auc": aucs[c], "curve": curve}
         out[target] = {"a_last": summarize(lasts), "a_auc": summarize(aucs)}

@@ -125,3 +125,53 @@ def plot_relevance(
     ax.set_title(title or "relevance")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def gate_table(diagnostics: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """FedMosaic's gate per client (a seed's ``extra.diagnostics``): beta on own vs others' prompts at the last
+    logged round, and Others A_last with the global branch only, the local branch only and the learned gate
+    (the last from the record's Others curve, filled in by the caller). Numbers in percent / beta x 100."""
+    last = diagnostics[-1]
+    headers = ["client", "beta own", "beta others", "Others: global only", "Others: local only"]
+    rows = []
+    for cid, d in sorted(last["clients"].items(), key=lambda kv: int(kv[0])):
+        branch = d.get("others_by_branch") or {}
+        cells = [d.get("beta_own"), d.get("beta_others"), branch.get("global"), branch.get("local")]
+        rows.append([cid, *("-" if v is None else f"{100 * v:.1f}" for v in cells)])
+    return headers, rows
+
+
+def plot_gate(
+    diagnostics: Sequence[Mapping[str, Any]], path: str | Path, *, learned: Mapping[str, float] | None = None,
+    title: str = "",
+) -> Path:
+    """Left: mean gate beta over clients on their own prompts vs other clients' prompts, per round (1 = the
+    global branch only). Right: each client's Others score at the last round per branch, and with the
+    learned gate (``learned``: client -> Others A_last)."""
+    rounds = [int(d["round"]) for d in diagnostics]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("beta_own", "own prompts"), ("beta_others", "other clients' prompts")):
+        means = []
+        for d in diagnostics:
+            vals = [c[key] for c in d["clients"].values() if c.get(key) is not None]
+            means.append(_mean(vals) if vals else math.nan)
+        left.plot(rounds, means, marker="o", label=label)
+    left.set_xticks(rounds)
+    left.set_xlabel("round")
+    left.set_ylabel("mean gate beta (1 = global branch)")
+    left.set_ylim(0, 1)
+    left.legend(fontsize=8)
+    last = sorted(diagnostics[-1]["clients"].items(), key=lambda kv: int(kv[0]))
+    bars = {f"{b} branch only": [(d.get("others_by_branch") or {}).get(b) or 0.0 for _, d in last] for b in ("global", "local")}
+    if learned:
+        bars["learned gate"] = [learned.get(c, 0.0) for c, _ in last]
+    width = 0.8 / len(bars)
+    for k, (label, values) in enumerate(bars.items()):
+        offset = (k - (len(bars) - 1) / 2) * width
+        right.bar([i + offset for i in range(len(last))], [100 * v for v in values], width, label=label)
+    right.set_xticks(range(len(last)), [f"client {c}" for c, _ in last], rotation=45, ha="right", fontsize=8)
+    right.set_ylabel(f"Others at round {rounds[-1]} (%)")
+    right.legend(fontsize=8)
+    fig.suptitle(title or "FedMosaic gate")
+    fig.tight_layout()
+    return _save(fig, path)

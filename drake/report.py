@@ -41,8 +41,32 @@ def print_summary(path: str | Path) -> None:
     headers = ["method", "scenario", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
                "Unseen 0-shot", "Unseen adapted", "MiB up/down", "wall s", "seeds"]  # fmt: skip
     print(table(headers, rows))
+    protocol = info.get("protocol")
+    if protocol:
+        model = "its model after its own local training" if protocol["scored"] == "post-local" else "the server's model for it"
+        tasks = "all its tasks" if protocol["all_tasks"] else "the tasks it has started"
+        print(f"Protocol {protocol['name']}{' (modified)' if protocol['modified'] else ''}: each client scored on {model}; "
+              f"Self on {tasks} at rounds {', '.join(map(str, protocol['self_rounds']))}; Others at rounds "
+              f"{', '.join(map(str, protocol['others_rounds']))}")  # fmt: skip
     steps = sorted({a["steps"] for s in seeds for f in s["final"].values() for a in (f.get("unseen_adapted") or {}).values()})
     if steps:
-        print(f"Unseen adapted: each client's model fine-tuned {'/'.join(map(str, steps))} steps per unseen task "
-              "(engine.unseen_adapt_steps), the client's own state untouched")  # fmt: skip
+        print(f"Unseen adapted: each client's scored model fine-tuned {'/'.join(map(str, steps))} steps per unseen task "
+              "(the protocol's unseen_steps), the client's own state untouched")  # fmt: skip
+    diagnostics = (seeds[0].get("extra") or {}).get("diagnostics")
+    if diagnostics:
+        print(gate_summary(record, seeds[0], diagnostics))
     print(f"result: {path}")
+
+
+def gate_summary(record: dict, seed: dict, diagnostics: list) -> str:
+    """FedMosaic's gate table for one seed, with the learned gate's Others A_last beside each branch alone."""
+    from drake.plots import gate_table
+    from drake.results import seed_summaries
+
+    headers, rows = gate_table(diagnostics)
+    per_client = seed_summaries(record)[int(seed["seed"])]["per_client"]
+    for row in rows:
+        others = (per_client.get(row[0]) or {}).get("others")
+        row.append(f"{100 * others['a_last']:.1f}" if others else "-")
+    title = f"Gate of seed {seed['seed']} at round {diagnostics[-1]['round']} (beta: 100 = global branch only):"
+    return title + "\n" + table([*headers, "Others: learned gate"], rows)

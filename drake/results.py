@@ -124,12 +124,14 @@ def make_record(
     env: Mapping[str, Any] | None = None,
     created_at: str | None = None,
     models: Mapping[str, Mapping[str, str]] | None = None,
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a schema-1.0 record; ``config_hash`` and ``results.summary`` are computed here.
 
     ``scenario`` is a ``ScenarioSpec`` (or a mapping ``{name, pool, fingerprint, spec}``); ``per_seed`` the
     engine's per-seed entries; ``tasks`` ``{task: {fingerprint, data_sha256}}``; ``models`` ``{architecture:
-    {path, weights_sha256}}`` (which base weights ran: a zoo name stays the same when its recipe changes).
+    {path, weights_sha256}}`` (which base weights ran: a zoo name stays the same when its recipe changes);
+    ``protocol`` the evaluation protocol's record (``drake.protocol.Protocol.record``).
     Not validated here: ``write_result`` validates.
     """
     env = dict(env) if env is not None else environment_info()
@@ -151,6 +153,7 @@ def make_record(
             "seeds": [int(s["seed"]) for s in per_seed],
             "config_hash": config_hash(method_config, scen["fingerprint"], data),
             "data": dict(data),
+            **({"protocol": dict(protocol)} if protocol else {}),
         },
         "results": {"summary": {}, "per_seed": list(per_seed)},
         "meta_info": {"tasks": dict(tasks), "packages": dict(env["packages"]), "hardware": dict(env["hardware"])},
@@ -171,10 +174,16 @@ def own_tasks(record: Mapping[str, Any]) -> dict[int, list[str]]:
     return {int(c["id"]): list(c["tasks"]) for c in clients}
 
 
-def eval_rounds(record: Mapping[str, Any]) -> list[int] | None:
-    """The scenario's evaluation rounds (A_AUC averages over them); None means every evaluated round."""
+def eval_rounds(record: Mapping[str, Any]) -> tuple[list[int] | None, list[int] | None]:
+    """(Self rounds, Others rounds) that A_last and A_AUC count: the recorded protocol's, else (a record
+    from before protocols were recorded) the scenario's ``eval_rounds`` for both; None means every
+    evaluated round."""
+    protocol = record["run_info"].get("protocol")
+    if protocol:
+        return [int(r) for r in protocol["self_rounds"]], [int(r) for r in protocol["others_rounds"]]
     rounds = record["run_info"]["scenario"]["spec"].get("eval_rounds")
-    return [int(r) for r in rounds] if rounds else None
+    rounds = [int(r) for r in rounds] if rounds else None
+    return rounds, rounds
 
 
 def per_round_scores(seed_result: Mapping[str, Any]) -> dict[int, dict[int, dict[str, float]]]:
@@ -188,12 +197,12 @@ def per_round_scores(seed_result: Mapping[str, Any]) -> dict[int, dict[int, dict
 
 def seed_summaries(record: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     """``{seed: drake.metrics.summarize_run(...)}`` for every successful seed."""
-    own, rounds = own_tasks(record), eval_rounds(record)
+    own, (self_rounds, others_rounds) = own_tasks(record), eval_rounds(record)
     out = {}
     for s in record["results"]["per_seed"]:
         if s["status"] == "success":
             try:
-                out[int(s["seed"])] = summarize_run(per_round_scores(s), own, rounds)
+                out[int(s["seed"])] = summarize_run(per_round_scores(s), own, self_rounds, others_rounds)
             except DataError as exc:
                 raise DataError(f"seed {s['seed']}: {exc}") from None
     return out

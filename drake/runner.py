@@ -25,6 +25,7 @@ from drake.fl.client import ArchModel, TaskRows, derive_seed, state_sha256
 from drake.fl.engine import ENGINES, EngineSettings
 from drake.fl.method import Method, MethodConfig
 from drake.methods import METHODS
+from drake.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
 
 # peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
@@ -40,11 +41,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", default=None, help="model pool of the scenario (hetero | homo | cross; default: the scenario's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (one result file with mean/std)")
     p.add_argument("--out", default="runs", help="output directory for results, plots and checkpoints")
-    p.add_argument("--config", default=None, help="YAML file of method settings (and `engine:` settings)")
+    p.add_argument("--config", default=None, help="YAML file of method settings (and `engine:` settings), or a named "
+                   "config: the paper's ablations fedmosaic-no-rela, -no-pq, -no-align, -scalar-gate, -homo (with --pool homo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting; engine.* keys go to the engine (repeatable)")
     p.add_argument("--engine", default=os.environ.get("DRAKE_ENGINE") or "auto",
                    help="engine: auto (processes on a CPU machine with 2+ cores, else sequential), sequential, processes "
                    "or flower; all give the same numbers (default: $DRAKE_ENGINE, else auto)")
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS.names(),
+                   help=f"evaluation protocol (default {DEFAULT_PROTOCOL}: FedMosaic's, each client scored on its model after "
+                   "its own local training; server-global: on the server's model for it); see drake/protocol.py")
     p.add_argument("--scale", type=float, default=1.0, help="DRAKE-synth size multiplier (1.0: 300 train / 100 test per task)")
     p.add_argument("--image-size", type=int, default=32, help="DRAKE-synth image size in pixels")
     p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under .drake/)")
@@ -124,6 +129,8 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     values, engine_values = _split_overrides(args)
     config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
     engine_values.setdefault("progress", not args.no_progress)
+    if getattr(args, "protocol", None):
+        engine_values["protocol"] = args.protocol
     settings = build_config(EngineSettings, engine_values, where="engine settings")
     task_specs = [tasks[t] for t in (*scenario.tasks, *scenario.unseen)]
     data_params = {"source": scenario.source, "scale": args.scale, "image_size": args.image_size, "seed": 0}
@@ -148,11 +155,13 @@ def set_threads(threads: int | None) -> None:
 
 
 def _pretrain_zoo_members(architectures: Sequence[str], *, progress: bool) -> None:
-    """Zoo members not yet cached are pre-trained now, side by side (first run only)."""
-    from drake.models.pretrain import pretrain_many
-    from drake.models.zoo import ZOO
+    """Nothing is pre-trained before a run: zoo members load the shipped weights. Resolving every model now
+    fails early, before data loads and seeds run, on a shipped file that is missing or changed (one line
+    naming it) or a registered member without weights (run `drake pretrain`)."""
+    from drake.models.loading import resolve
 
-    pretrain_many([a for a in architectures if a in ZOO], progress=progress)
+    for arch in architectures:
+        resolve(arch, progress=progress)
 
 
 def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:
@@ -186,21 +195,32 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         t0 = time.perf_counter()
         raw = engine.run(method, plan.scenario, seed=seed, resume=args.resume)
         per_seed.append(seed_record(seed, plan.scenario, raw, wall_seconds=time.perf_counter() - t0))
-    models = {name: {"path": a.loaded.path or name, "weights_sha256": a.weights_sha256} for name, a in engine.archs.items()}
+    models = {name: model_meta(name, a) for name, a in engine.archs.items()}
     record = R.make_record(
         command=command, engine=plan.engine, method=plan.method_cls.name, method_config=plan.resolved,
         scenario=plan.scenario, data=plan.data_params, per_seed=per_seed, tasks=task_meta(plan.data_dir, plan.task_specs),
-        models=models,
+        models=models, protocol=engine.protocol.record(plan.scenario),
     )  # fmt: skip
     path = R.write_result(out_dir / f"{plan.stem}.json", record)
     write_plots(record, out_dir / plan.stem)
     return path
 
 
+def model_meta(name: str, arch: ArchModel) -> dict[str, Any]:
+    """What a result records of one architecture's base model: a shipped zoo member by its name (its folder
+    differs per install) with the zoo's version and file hash, anything else by its path."""
+    zoo = arch.loaded.zoo
+    shipped = bool(zoo and zoo.get("shipped"))
+    out: dict[str, Any] = {"path": name if shipped else (arch.loaded.path or name), "weights_sha256": arch.weights_sha256}
+    if zoo:
+        out["zoo"] = dict(zoo)
+    return out
+
+
 def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: float) -> dict[str, Any]:
     """The engine's raw history -> one ``results.per_seed`` entry (schema 1.0)."""
     own = {c.id: c.tasks for c in scenario.clients}
-    rounds, relevance = [], []
+    rounds, relevance, diagnostics = [], [], []
     for h in raw["history"]:
         train = {
             str(cid): {"loss": m.get("loss"), "steps": int(m.get("steps", 0)), "examples": int(m.get("examples", 0))}
@@ -209,6 +229,8 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
         rounds.append({"round": h["round"], "eval": {str(c): v for c, v in h.get("eval", {}).items()}, "train": train})
         if "relevance" in h:
             relevance.append({"round": h["round"], "clients": sorted(own), "matrix": h["relevance"]})
+        if h.get("diagnostics"):
+            diagnostics.append({"round": h["round"], "clients": {str(c): d for c, d in h["diagnostics"].items()}})
     last_eval = next((h["eval"] for h in reversed(raw["history"]) if h.get("eval")), {})
     final: dict[str, Any] = {}
     for cid, scores in last_eval.items():
@@ -248,6 +270,8 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
     }  # fmt: skip
     if relevance:
         out["relevance"] = relevance
+    if diagnostics:
+        out["extra"]["diagnostics"] = _json_safe(diagnostics)  # the method's, per Others round (FedMosaic: its gate)
     if raw.get("grad_accum"):
         out["extra"]["grad_accum"] = dict(raw["grad_accum"])  # per architecture, set by engine.micro_batch
     method_log = _json_safe({k: v for k, v in raw.get("server_extra", {}).items() if k != "relevance"})
@@ -284,13 +308,22 @@ def task_meta(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, dict[str, 
 
 
 def write_plots(record: dict[str, Any], stem: Path) -> None:
-    from drake.plots import plot_client_bars, plot_learning_curves, plot_relevance
+    from drake.plots import plot_client_bars, plot_gate, plot_learning_curves, plot_relevance
 
     plot_learning_curves([record], stem.with_name(stem.name + "-curves.png"))
     plot_client_bars(record, stem.with_name(stem.name + "-clients.png"))
-    rel = record["results"]["per_seed"][0].get("relevance")
+    first = record["results"]["per_seed"][0]
+    rel = first.get("relevance")
     if rel:
         plot_relevance(rel[-1]["matrix"], stem.with_name(stem.name + "-relevance.png"), clients=rel[-1]["clients"])
+    diagnostics = (first.get("extra") or {}).get("diagnostics")
+    if diagnostics:
+        from drake.results import seed_summaries
+
+        per_client = seed_summaries(record)[int(first["seed"])]["per_client"]
+        learned = {c: v["others"]["a_last"] for c, v in per_client.items() if v.get("others")}
+        plot_gate(diagnostics, stem.with_name(stem.name + "-gate.png"), learned=learned,
+                  title=f"{record['run_info']['method']['name']}: gate (seed {first['seed']})")  # fmt: skip
 
 
 def check_method_and_scenario(method: str, scenario: str) -> None:

@@ -16,15 +16,19 @@ from typing import Any, Literal
 import yaml
 
 from drake.errors import SpecError, UnknownNameError, did_you_mean
+from drake.paths import PACKAGE_DIR, REPO_ROOT  # noqa: F401  (REPO_ROOT: re-exported, other modules use it)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TASKS_PATH = REPO_ROOT / "tasks.yaml"
-SCENARIOS_DIR = REPO_ROOT / "scenarios"
+# package data (drake/tasks.yaml, drake/scenarios/): found the same way in a checkout and in an installed wheel;
+# the repository's top-level tasks.yaml and scenarios/ are symlinks to these
+TASKS_PATH = PACKAGE_DIR / "tasks.yaml"
+SCENARIOS_DIR = PACKAGE_DIR / "scenarios"
 
 AnswerKind = Literal["choice", "open"]
 ANSWER_KINDS = ("choice", "open")
 SOURCE_KINDS = ("synth", "drake")
 MODES = ("dynamic", "static")
+#: keys of one entry of a scenario's ``clients`` list
+CLIENT_KEYS = ("id", "tasks", "lora_rank")
 
 
 def _check_keys(d: Any, *, cls: type, where: str, required: Sequence[str] = ()) -> dict[str, Any]:
@@ -220,12 +224,17 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """One client: its model (an architecture name from the pool) and its tasks in arrival order."""
+    """One client: its model (an architecture name from the pool) and its tasks in arrival order.
+
+    ``lora_rank`` (optional): the client's own LoRA rank, read by rank-heterogeneous methods (hetlora,
+    flexlora); None, and every other method, trains the client at the method's ``lora_r``.
+    """
 
     id: int
     model: str
     tasks: tuple[str, ...]
     stages: tuple[StageSpec, ...]
+    lora_rank: int | None = None
 
     def stage_at(self, round_idx: int) -> StageSpec:
         for stage in self.stages:
@@ -288,6 +297,9 @@ class ScenarioSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("path")
+        for c in d["clients"]:  # absent, not null: scenarios without ranks keep their fingerprints
+            if c.get("lora_rank") is None:
+                c.pop("lora_rank", None)
         return d
 
     def fingerprint(self) -> str:
@@ -326,9 +338,9 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     clients = []
     for i, c in enumerate(clients_raw):
         cw = f"{where}: clients[{i}]"
-        if not isinstance(c, Mapping) or set(c) - {"id", "tasks"} or "tasks" not in c:
-            bad = sorted(set(c) - {"id", "tasks"}) if isinstance(c, Mapping) else []
-            hint = did_you_mean(bad[0], ["id", "tasks"]) if bad else ""
+        if not isinstance(c, Mapping) or set(c) - set(CLIENT_KEYS) or "tasks" not in c:
+            bad = sorted(set(c) - set(CLIENT_KEYS)) if isinstance(c, Mapping) else []
+            hint = did_you_mean(bad[0], CLIENT_KEYS) if bad else ""
             raise SpecError(f"{cw}: expected {{id, tasks}}" + (f", got unknown key {bad[0]!r}{hint}" if bad else ""))
         tasks = _str_tuple(c["tasks"], cw, "tasks")
         if not tasks:
@@ -340,7 +352,7 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
             )
         else:
             stages = (StageSpec(tasks, 0, rounds),)
-        clients.append(ClientSpec(cid, pools[pool][i], tasks, stages))
+        clients.append(ClientSpec(cid, pools[pool][i], tasks, stages, _lora_rank(c.get("lora_rank"), cw)))
     if len({c.id for c in clients}) != len(clients):
         raise SpecError(f"{where}: client ids must be unique")
     eval_rounds = tuple(d.get("eval_rounds") or _default_eval_rounds(rounds, rpt, mode))
@@ -371,6 +383,15 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     )
     object.__setattr__(spec, "_raw", dict(raw))
     return spec
+
+
+def _lora_rank(value: Any, where: str) -> int | None:
+    """A client's optional ``lora_rank``: a whole number >= 1 (None when the client has none)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: 'lora_rank' must be a whole number >= 1 (e.g. 8), got {value!r}")
+    return value
 
 
 def _partition(raw: Any, where: str) -> dict[str, Any]:

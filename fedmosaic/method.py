@@ -44,6 +44,7 @@ from drake.fl.method import Method, MethodConfig, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, Payload, RoundContext, nbytes
 from fedmosaic import relevance as R
 from fedmosaic.align import AlignSettings, align_to_anchor
+from fedmosaic.diagnostics import gate_report
 from fedmosaic.pqlora import PQLoraConfig, PQLoraModel, block_layers, inject_pqlora
 from fedmosaic.pqlora.config import GATE_TOKENS, GATES
 from fedmosaic.pqlora.layer import one_thread
@@ -53,20 +54,20 @@ from fedmosaic.pqlora.layer import one_thread
 class FedMosaicConfig(MethodConfig):
     """FedMosaic settings; defaults are the paper's unless noted.
 
-    Scaled for the tiny zoo: the paper uses r=128, alpha=256 on LLaVA-Llama-3.2-1B/3B (hidden 2048/3072,
-    r/hidden = 1/16 on its smallest model) with alpha/r = 2. The zoo's smallest hidden size is 96, so
-    ``lora_r=6, lora_alpha=12`` keep r/hidden = 1/16 and alpha/r = 2 (``r`` must also stay within every PQ
-    module's width: the tiny Qwen k/v projections are 32 wide). The learning rates keep the paper's ratio
-    (A/B 2e-5, P/Q 5e-5) on the harness's ``lr``. ``num_blocks=2`` (paper 4): the paper puts PQ-LoRA on 4
-    of 16-36 layers (11-25%); the zoo's text models have 3-5 layers, so 4 blocks would make 80-100% of the
-    layers PQ layers (r^2 + r parameters each) and leave almost no LoRA capacity (smoke, 20 steps: Self
-    A_last 23 with 4 blocks vs 42 with 2 and 37 for Local); 2 blocks keep a middle and a last block matched
-    by relative depth. Alignment uses 128 public rows (paper 5000) because the zoo models are small. The gate noise of the official code is off by default (the paper does not
-    mention it; see ``pqlora/layer.py``). Every ablation of the paper is a flag below; rank is ``lora_r``.
+    Rank: the paper gives every method the same r (128, alpha 256, on LLaVA-Llama-3.2-1B/3B), so FedMosaic
+    takes the harness's one rank (``MethodConfig.lora_r`` = 32, alpha 64: the largest every PQ module of the
+    zoo allows, the tiny Qwen k/v projections being 32 wide). Until 2026-12 it ran r=6 (r/hidden = 1/16 on
+    the smallest member, as the paper's 128/2048) while the baselines ran r=8. The learning rates keep the
+    paper's ratio (A/B 2e-5, P/Q 5e-5) on the harness's ``lr``. ``num_blocks=2`` (paper 4): the paper puts
+    PQ-LoRA on 4 of 16-36 layers (11-25%); the zoo's text models have 3-5 layers, so 4 blocks would make
+    80-100% of the layers PQ layers (r^2 + r parameters each) and leave almost no LoRA capacity (smoke, 20
+    steps, r=6: Self A_last 23 with 4 blocks vs 42 with 2 and 37 for Local); 2 blocks keep a middle and a
+    last block matched by relative depth. Alignment uses 128 public rows (paper 5000) because the zoo models
+    are small. The gate noise of the official code is off by default (the paper does not mention it; see
+    ``pqlora/layer.py``). Every ablation of the paper is a flag below, and each has a named config
+    (``--config fedmosaic-no-rela`` etc., configs/).
     """
 
-    lora_r: int = field(default=6, metadata={"help": "rank of PQ-LoRA and of the LoRA layers (paper 128)"})
-    lora_alpha: int = field(default=12, metadata={"help": "scaling = alpha / r (paper 256)"})
     pq_lr_scale: float = field(default=2.5, metadata={"help": "P/Q learning rate = lr x this (paper 5e-5 / 2e-5)"})
     num_blocks: int = field(default=2, metadata={"help": "PQ-LoRA blocks, PQ on each block's last layer (paper 4)"})
     use_pq: bool = field(default=True, metadata={"help": "ablation off: LoRA only, shared within architecture"})
@@ -87,6 +88,7 @@ class FedMosaicConfig(MethodConfig):
     gate: str = field(default="sample", metadata={"help": "sample: input-dependent beta(h); scalar: one beta"})
     gate_noise: float = field(default=0.0, metadata={"help": "gate-logit noise std in training (official 0.6931)"})
     gate_tokens: str = field(default="prompt", metadata={"help": "tokens the sample gate averages: prompt (images + question) or all (the answer too, official)"})
+    diagnostics: bool = field(default=True, metadata={"help": "log the gate beta on own vs others' prompts at Others rounds, and Others per branch at the last (not part of training)"})
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -272,8 +274,9 @@ class FedMosaic(Method[FedMosaicConfig]):
             arrays.update(pq.lora_state("local"))
         return ClientUpdate(client.id, arrays, client.num_examples, metrics, extras)
 
-    def personalize(self, ctx: RoundContext, client: Any, server: ServerState) -> None:
-        """Evaluate the gated mix of the local adapter and the global this client trained with."""
+    def select_scored_state(self, ctx: RoundContext, client: Any) -> None:
+        """The gated mix of the local adapter and the global this client trained with (under every protocol:
+        the server's next G_i is not loaded, as the official code scores its saved client model)."""
         pq = _pq_model(client)
         self.prepare(ctx, client)
         held = client.state.extra.get(GLOBAL_KEY)
@@ -281,6 +284,15 @@ class FedMosaic(Method[FedMosaicConfig]):
             pq.load_global(held)
         else:
             pq.copy_local_to_global()
+
+    def diagnostics(
+        self, ctx: RoundContext, client: Any, own: Sequence[str], others: Sequence[str], *, final: bool,
+        limit: int | None,
+    ) -> dict[str, Any] | None:
+        """The gate on own vs others' prompts; at the last Others round, Others with each branch alone."""
+        if not self.config.diagnostics:
+            return None
+        return gate_report(client, _pq_model(client), own, others, final=final, limit=limit)
 
     def lr_groups(self, client: Any) -> dict[str, float]:
         lr = client.lr * self.config.pq_lr_scale

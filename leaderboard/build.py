@@ -1,6 +1,7 @@
 """Render the leaderboard: a pure function of the accepted result files (and tasks.yaml).
 
-Every accepted file is verified again (a file edited after acceptance stops the build), every summary is
+Every accepted file is verified again (a file edited after acceptance, a name that is not a plain name, or
+a file in the store that submit did not write under that name stops the build), every summary is
 recomputed with ``drake.metrics`` through ``drake.results.recompute_summary``, and the outputs are
 byte-for-byte reproducible: no clock, no absolute paths, sorted inputs, PNGs without metadata. Outputs::
 
@@ -24,9 +25,20 @@ from typing import Any
 
 from drake.errors import DataError
 from drake.io import atomic_write_text
+from drake.protocol import table_key
 from drake.results import recompute_summary, unseen_summary
 from drake.spec import TaskTable, load_tasks
-from leaderboard.submit import MIN_SEEDS, check_record, load_accepted, results_dir, successful_seeds
+from leaderboard.submit import (
+    MIN_SEEDS,
+    architecture_name,
+    check_record,
+    check_store,
+    expected_names,
+    load_accepted,
+    results_dir,
+    successful_seeds,
+    zoo_problems,
+)
 
 FORMAT = "drake-leaderboard"
 FORMAT_VERSION = 1
@@ -77,11 +89,15 @@ class Entry:
 
 @dataclass
 class Group:
-    """The entries of one scenario (same name, model pool and scenario fingerprint), ranked."""
+    """The entries of one table, ranked: the same scenario (name, model pool, fingerprint), the same evaluation
+    protocol (drake/protocol.py: numbers of two protocols are never ranked together), and either all on the
+    canonical zoo or all on other weights (``canonical`` False: an unofficial table)."""
 
     scenario: str
     pool: str
     fingerprint: str
+    protocol: str
+    canonical: bool
     entries: list[Entry]
     plots: dict[str, Any] = field(
         default_factory=dict
@@ -89,11 +105,13 @@ class Group:
 
     @property
     def slug(self) -> str:
-        return _slug(f"{self.scenario}--{self.pool}--{self.fingerprint[:8]}")
+        other = "" if self.canonical else "--other-weights"
+        return _slug(f"{self.scenario}--{self.pool}--{self.fingerprint[:8]}--{self.protocol}{other}")
 
     @property
     def title(self) -> str:
-        return f"{self.scenario} (pool {self.pool}, scenario {self.fingerprint[:8]})"
+        other = "" if self.canonical else "; unofficial: not the canonical zoo's weights"
+        return f"{self.scenario} (pool {self.pool}, scenario {self.fingerprint[:8]}, protocol {self.protocol}{other})"
 
 
 def _slug(text: str) -> str:
@@ -108,21 +126,22 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def verified_records(board: str | Path, tasks: TaskTable | None = None) -> dict[str, dict[str, Any]]:
-    """``{file name: record}`` of the store, each verified again; the first problem is a DataError."""
+    """``{file name: record}`` of the store, each verified again (names included) and attributed: stored
+    under a name submit gives its record. The first problem is a DataError naming the file."""
     tasks = tasks if tasks is not None else load_tasks()
+    check_store(board)  # folders, links, stray files: refused, never skipped
     records = load_accepted(board)
     for name, record in records.items():
         others = {n: r for n, r in records.items() if n != name}
-        problems = check_record(record, tasks=tasks, min_seeds=1, accepted=others)
+        problems = check_record(record, tasks=tasks, min_seeds=1, accepted=others, canonical=False)
         if problems:
             raise DataError(f"{results_dir(board) / name}: {problems[0]}; accepted files must never be edited: "
                             "restore it from version control (or remove it from the store)")  # fmt: skip
+        if name not in expected_names(record):
+            raise DataError(f"{results_dir(board) / name}: cannot be attributed to its record (`drake submit` "
+                            f"stores it as {expected_names(record)[0]}); accepted files are never renamed: "
+                            "restore it from version control (or remove it from the store)")  # fmt: skip
     return records
-
-
-def _architecture(model: str) -> str:
-    """A zoo name or hub id as is; a local path by its folder name."""
-    return Path(model).name if model.startswith(("/", ".", "~")) else model
 
 
 def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS) -> Entry:
@@ -136,7 +155,9 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
     return Entry(
         file=name,
         method=info["method"]["name"],
-        architectures=tuple(dict.fromkeys(_architecture(str(c["model"])) for c in clients if c.get("model"))),
+        architectures=tuple(
+            dict.fromkeys(architecture_name(str(c["model"])) for c in clients if c.get("model"))
+        ),
         clients=len(clients),
         stats={**{f"{t}_{s}": dict(summary[t][s]) for t, s in STATS},
                **{k: dict(unseen[k.removeprefix("unseen_")]) for k in UNSEEN_TITLES}},
@@ -147,7 +168,7 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
         else None,
         seeds=tuple(info["seeds"]),
         successful_seeds=len(successful_seeds(record)),
-        official=len(successful_seeds(record)) >= min_seeds,
+        official=len(successful_seeds(record)) >= min_seeds and not zoo_problems(record),
         config_hash=info["config_hash"],
         created_at=info["created_at"],
         command=info["command"],
@@ -166,17 +187,19 @@ def _rank_key(e: Entry) -> tuple[Any, ...]:
 
 
 def rank(records: Mapping[str, Mapping[str, Any]], min_seeds: int = MIN_SEEDS) -> list[Group]:
-    """Entries grouped by scenario, ranked by Self A_last, then Others A_last, then Self A_AUC (higher first)."""
-    groups: dict[tuple[str, str, str], list[Entry]] = {}
+    """Entries grouped by scenario, protocol and weights (see ``Group``), ranked by Self A_last, then Others
+    A_last, then Self A_AUC (higher first); canonical-zoo tables first."""
+    groups: dict[tuple[str, str, str, str, bool], list[Entry]] = {}
     for name in sorted(records):
-        scen = records[name]["run_info"]["scenario"]
-        groups.setdefault((scen["name"], scen["pool"], scen["fingerprint"]), []).append(
-            make_entry(name, records[name], min_seeds)
-        )
+        info = records[name]["run_info"]
+        scen = info["scenario"]
+        key = (scen["name"], scen["pool"], scen["fingerprint"], table_key(info.get("protocol")),
+               not zoo_problems(records[name]))  # fmt: skip
+        groups.setdefault(key, []).append(make_entry(name, records[name], min_seeds))
     out = []
-    for (scenario, pool, fp), entries in sorted(groups.items()):
+    for (scenario, pool, fp, protocol, canonical), entries in sorted(groups.items(), key=lambda kv: (not kv[0][4], kv[0])):
         ranked = [replace(e, rank=i) for i, e in enumerate(sorted(entries, key=_rank_key), 1)]
-        out.append(Group(scenario, pool, fp, ranked))
+        out.append(Group(scenario, pool, fp, protocol, canonical, ranked))
     return out
 
 
@@ -324,14 +347,25 @@ def _cells(e: Entry) -> list[str]:
 
 
 def _md(text: str) -> str:
+    """Text in a Markdown table or line: names are plain (checked), so only a pipe needs escaping."""
     return text.replace("|", "\\|")
+
+
+def _md_code(text: str) -> str:
+    """A Markdown code span that holds ``text`` whatever backticks it contains (no way out of the span)."""
+    text = " ".join(text.split())  # one line: a newline would end the list item
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or fence != "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _intro(meta: Mapping[str, Any]) -> str:
     latest = f" (newest run: {meta['latest']})" if meta["latest"] else ""
     return (f"Built by `drake leaderboard build` from {meta['files']} accepted result file(s){latest}. Every number "
             "is recomputed from the per-seed, per-client data in those files; rebuild rather than edit. Mean ± std "
-            f"over seeds; entries with fewer than {meta['min_seeds']} successful seeds are unofficial. Comm is bytes "
+            f"over seeds; entries with fewer than {meta['min_seeds']} successful seeds are unofficial. One table per "
+            "scenario and evaluation protocol (two protocols are never ranked together); entries on other weights "
+            "than the canonical zoo sit in unofficial tables of their own. Comm is bytes "
             "up + down per seed; compute is the measured ratio to the `local` method where the result records it.")  # fmt: skip
 
 
@@ -351,14 +385,14 @@ def render_markdown(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
         lines += [""] if g.plots["relevance"] else []
         lines += ["Reproduce (the exact command stored in each result):", ""]
         lines += [
-            f"- #{e.rank} **{_md(e.method)}** `{e.config_hash[:8]}` ({_md(e.file)}): `{e.command}`"
+            f"- #{e.rank} **{_md(e.method)}** `{e.config_hash[:8]}` ({_md(e.file)}): {_md_code(e.command)}"
             for e in g.entries
         ]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-CSV_FIELDS = ("scenario", "pool", "scenario_fingerprint", "rank", "method", "architectures",
+CSV_FIELDS = ("scenario", "pool", "scenario_fingerprint", "protocol", "canonical_zoo", "rank", "method", "architectures",
               *(f"{k}_{s}" for k in (*STAT_TITLES, *UNSEEN_TITLES) for s in ("mean", "std", "worst_client")),
               "comm_up_bytes", "comm_down_bytes", "compute_ratio_to_local", "seeds", "successful_seeds", "official",
               "config_hash", "file", "created_at", "drake_version", "git_commit", "command")  # fmt: skip
@@ -378,7 +412,8 @@ def render_csv(groups: Sequence[Group]) -> str:
     writer.writerow(CSV_FIELDS)
     for g in groups:
         for e in g.entries:
-            row = {"scenario": g.scenario, "pool": g.pool, "scenario_fingerprint": g.fingerprint, "rank": e.rank,
+            row = {"scenario": g.scenario, "pool": g.pool, "scenario_fingerprint": g.fingerprint,
+                   "protocol": g.protocol, "canonical_zoo": g.canonical, "rank": e.rank,
                    "method": e.method, "architectures": " ".join(e.architectures), "comm_up_bytes": e.comm_up,
                    "comm_down_bytes": e.comm_down, "compute_ratio_to_local": e.compute_ratio,
                    "seeds": " ".join(map(str, e.seeds)), "successful_seeds": e.successful_seeds, "official": e.official,
@@ -397,7 +432,8 @@ def render_json(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
     doc = {
         "format": FORMAT, "version": FORMAT_VERSION, "min_seeds": meta["min_seeds"], "files": meta["files"],
         "latest_created_at": meta["latest"],
-        "scenarios": [{"scenario": g.scenario, "pool": g.pool, "fingerprint": g.fingerprint, "plots": g.plots,
+        "scenarios": [{"scenario": g.scenario, "pool": g.pool, "fingerprint": g.fingerprint, "protocol": g.protocol,
+                       "canonical_zoo": g.canonical, "plots": g.plots,
                        "entries": [e.to_dict() for e in g.entries]} for g in groups],
     }  # fmt: skip
     return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -1,10 +1,18 @@
 """Accept a result into the leaderboard store only when every number in it can be verified.
 
 ``check_record`` says why a record cannot be accepted, one ``Rejection`` per problem, in a fixed order of
-classes: unreadable, schema_version, non_finite, schema / out_of_range, tampered / inconsistent, seeds,
-fingerprint, data_hash, duplicate (same method, config hash and a shared seed). ``submit`` runs it and writes the record into ``<board>/results/``
-atomically without ever replacing a file (hard link of a fsynced temp file), under an exclusive lock on the
-store directory, so concurrent or killed submits never leave a partial or edited file behind.
+classes: unreadable, schema_version, non_finite, unsafe_name, schema / out_of_range, tampered / inconsistent,
+protocol (none recorded), zoo (a zoo member whose weights are not the canonical zoo's), seeds, fingerprint,
+data_hash, duplicate (same method, config hash and a shared seed). ``submit`` runs it and
+writes the record into ``<board>/results/`` atomically without ever replacing a file (hard link of a fsynced
+temp file), under an exclusive lock on the store directory, so concurrent or killed submits never leave a
+partial or edited file behind.
+
+Records come from strangers (a pull-request bot may run ``drake submit``), so every name that becomes part of
+a stored file name or of a rendered page (method, scenario, pool, the clients' architectures) must be a plain
+``NAME_PATTERN`` name, checked before anything is written and again by ``leaderboard build``; the stored path
+must resolve inside the store (``store_path``), and the build refuses any file in the store that submit did
+not write (``check_store``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import fcntl
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,9 +48,23 @@ DEFAULT_BOARD = REPO_ROOT / "leaderboard"
 MIN_SEEDS = 3
 RESULTS = "results"
 KINDS = (
-    "unreadable", "schema_version", "non_finite", "schema", "out_of_range", "tampered", "inconsistent",
-    "seeds", "fingerprint", "data_hash", "duplicate",
+    "unreadable", "schema_version", "non_finite", "unsafe_name", "schema", "out_of_range", "tampered",
+    "inconsistent", "protocol", "zoo", "seeds", "fingerprint", "data_hash", "duplicate",
 )  # fmt: skip
+
+
+# A name that becomes part of a file name or a page: letters, digits, '.', '_', '-'; no '..', no separator, no
+# markup, at most 64 characters, starting with a letter or digit. drake/schema/result-1.0.schema.json carries
+# the same pattern for the method, scenario and pool names (checked here too: jsonschema's ``$`` would let a
+# trailing newline through, ``re.fullmatch`` does not).
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# An architecture as the board shows it: such a name, or a hub id with one ``owner/`` before it.
+ARCHITECTURE_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+# A stored file: ``results.result_filename`` of safe names (a plain name, at most 255 bytes).
+FILE_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,249}\.json$"
+# The temp file of a submit killed before its link (``drake.io``): the build ignores it, the next submit removes it.
+TEMP_PATTERN = r"^\.[A-Za-z0-9][A-Za-z0-9._-]*\.json\.[A-Za-z0-9_]+\.tmp$"
+KEEP_FILES = (".gitkeep",)  # lets git keep an empty store
 
 
 @dataclass(frozen=True)
@@ -182,6 +205,87 @@ def _integrity(record: Mapping[str, Any]) -> list[Rejection]:
     return out
 
 
+def architecture_name(model: str) -> str:
+    """How the board shows a client's model: a zoo name or hub id as is, a local path by its folder name."""
+    return Path(model).name if model.startswith(("/", ".", "~")) else model
+
+
+def is_safe_name(value: Any, pattern: str = NAME_PATTERN) -> bool:
+    return isinstance(value, str) and re.fullmatch(pattern, value) is not None
+
+
+def unsafe_names(record: Any) -> list[Rejection]:
+    """Every name of ``record`` that would become part of a stored file name or a page and is not a plain
+    name (path traversal, an absolute path, a separator, markup, a control character, too long).
+
+    Values that are missing or not strings are left to the schema check."""
+    info = record.get("run_info") if isinstance(record, Mapping) else None
+    if not isinstance(info, Mapping):
+        return []
+    method = info.get("method") if isinstance(info.get("method"), Mapping) else {}
+    scen = info.get("scenario") if isinstance(info.get("scenario"), Mapping) else {}
+    spec = scen.get("spec") if isinstance(scen.get("spec"), Mapping) else {}
+    clients = spec.get("clients") if isinstance(spec.get("clients"), list) else []
+    named = [("run_info.method.name", method.get("name"), NAME_PATTERN),
+             ("run_info.scenario.name", scen.get("name"), NAME_PATTERN)]  # fmt: skip
+    if scen.get("pool") != "":  # no pool: the file name and the page leave it out
+        named.append(("run_info.scenario.pool", scen.get("pool"), NAME_PATTERN))
+    for i, client in enumerate(clients):
+        model = client.get("model") if isinstance(client, Mapping) else None
+        if isinstance(model, str):
+            where = f"run_info.scenario.spec.clients[{i}].model"
+            named.append((where, architecture_name(model), ARCHITECTURE_PATTERN))
+    out, seen = [], set()
+    for where, value, pattern in named:
+        if not isinstance(value, str) or is_safe_name(value, pattern) or (value, pattern) in seen:
+            continue
+        seen.add((value, pattern))
+        hub = " (an architecture may be a hub id: owner/name)" if pattern == ARCHITECTURE_PATTERN else ""
+        out.append(Rejection("unsafe_name", f"{where} {value!r:.80} is not a plain name: it becomes part of a file "
+                             "name and a web page, so use at most 64 letters, digits, '.', '_' or '-', starting "
+                             f"with a letter or digit, without '..'{hub}"))  # fmt: skip
+    return out
+
+
+def _protocol(record: Mapping[str, Any]) -> list[Rejection]:
+    if record["run_info"].get("protocol"):
+        return []
+    return [Rejection("protocol", "no evaluation protocol recorded (a result from before drake/protocol.py): the "
+                      "board never ranks numbers whose protocol it cannot tell; rerun it")]  # fmt: skip
+
+
+def zoo_problems(record: Mapping[str, Any]) -> list[str]:
+    """Why the record's zoo members are not the canonical zoo's weights (the shipped, sha256-pinned zoo of
+    this version of DRAKE); empty when they are, or when the record uses no zoo member (real checkpoints)."""
+    from drake.models.zoo import ZOO
+    from drake.models.zoo_manifest import read_manifest
+
+    version = read_manifest()["zoo_version"]
+    models = record.get("meta_info", {}).get("models") or {}
+    archs = sorted({str(c["model"]) for c in record["run_info"]["scenario"]["spec"]["clients"] if c.get("model")})
+    out = []
+    for arch in archs:
+        zoo = (models.get(arch) or {}).get("zoo")
+        if not zoo:
+            if arch in ZOO:
+                out.append(f"{arch}: no zoo provenance recorded (a result from before the zoo shipped); rerun it")
+        elif not zoo.get("shipped"):
+            if zoo.get("member") or arch in ZOO:
+                out.append(f"{arch}: not the shipped weights of zoo {version} (a re-trained or edited member)")
+        elif zoo.get("zoo_version") != version:
+            out.append(f"{arch}: zoo {zoo.get('zoo_version')}, this board ranks zoo {version}")
+    return out
+
+
+def _zoo(record: Mapping[str, Any]) -> list[Rejection]:
+    problems = zoo_problems(record)
+    if not problems:
+        return []
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return [Rejection("zoo", f"{problems[0]}{more}; official entries run on the canonical zoo (or submit with "
+                      "--unofficial: the board keeps such entries in tables of their own)")]  # fmt: skip
+
+
 def successful_seeds(record: Mapping[str, Any]) -> list[int]:
     return sorted(int(s["seed"]) for s in record["results"]["per_seed"] if s["status"] == "success")
 
@@ -306,19 +410,26 @@ def check_record(
     manifest_dir: str | Path | None = None,
     min_seeds: int = MIN_SEEDS,
     accepted: Mapping[str, Mapping[str, Any]] | None = None,
+    canonical: bool = True,
 ) -> list[Rejection]:
     """Every reason ``record`` cannot be accepted; empty means it can.
 
     Structural problems (version, NaN/inf, schema) stop the check, since nothing after them can be trusted;
     the rest are all reported. ``manifest_dir`` (a built data directory) enables the data-hash check;
-    ``accepted`` (``{file name: record}``) the duplicate check.
+    ``accepted`` (``{file name: record}``) the duplicate check; ``canonical`` the canonical-zoo check (off
+    for ``--unofficial`` entries).
     """
     if not isinstance(record, Mapping):
         return [Rejection("unreadable", f"expected a JSON object, got {type(record).__name__}")]
     out = _structure(record)
+    if out and out[0].kind in ("schema_version", "non_finite"):
+        return out
+    out = unsafe_names(record) + out  # before the schema's own pattern errors, which say less
     if out:
         return out
     out = _integrity(record)
+    out += _protocol(record)
+    out += _zoo(record) if canonical else []
     out += _seeds(record, min_seeds)
     out += _fingerprints(record, tasks if tasks is not None else load_tasks())
     out += _data_hashes(record, Path(manifest_dir) if manifest_dir is not None else None)
@@ -341,6 +452,41 @@ def store_lock(store: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def store_path(store: Path, name: str) -> Path:
+    """``store / name``, or a DataError unless ``name`` is one plain file name that resolves inside ``store``
+    (no separator, no '..', no symlink out): the last guard before anything is written."""
+    target = store / name
+    inside = is_safe_name(name, FILE_PATTERN) and target.resolve().parent == store.resolve()
+    if not inside or target.is_symlink():
+        raise DataError(f"{name!r:.120}: not a plain file name inside {store}; nothing was written")
+    return target
+
+
+def expected_names(record: Mapping[str, Any]) -> tuple[str, str]:
+    """The names ``submit`` may give ``record`` in the store: its recipe's, or that with its seeds."""
+    name = result_filename(record)
+    seeds = "-".join(map(str, sorted(record["run_info"]["seeds"])))
+    return name, f"{name.removesuffix('.json')}--seeds-{seeds}.json"
+
+
+def check_store(board: str | Path) -> None:
+    """A DataError naming the first entry of ``<board>/results`` that submit did not write: a folder, a
+    link, a file that is not a result (by name), or a temp file of another name. A killed submit's temp
+    file and ``.gitkeep`` are fine. (Whether a result's name matches its record: ``verified_records``.)"""
+    store = results_dir(board)
+    if not store.is_dir():
+        return
+    for entry in sorted(store.iterdir()):
+        plain = entry.is_file() and not entry.is_symlink()
+        if plain and (entry.name in KEEP_FILES or is_safe_name(entry.name, TEMP_PATTERN)):
+            continue
+        what = ("a link" if entry.is_symlink() else "a folder" if entry.is_dir() else "not a plain file" if not plain
+                else None if is_safe_name(entry.name, FILE_PATTERN) else "not a result file name")  # fmt: skip
+        if what:
+            raise DataError(f"{entry}: cannot be attributed to an accepted result ({what}); the store holds only "
+                            "files written by `drake submit`: remove it, or restore the store from version control")  # fmt: skip
+
+
 def accepted_files(board: str | Path) -> list[Path]:
     """The store's accepted files, by name (temp files of an interrupted submit start with '.')."""
     store = results_dir(board)
@@ -360,15 +506,8 @@ def load_accepted(board: str | Path) -> dict[str, dict[str, Any]]:
 
 def store_name(record: Mapping[str, Any], taken: Sequence[str]) -> str:
     """``results.result_filename``; a second seed set of the same recipe gets ``--seeds-<seeds>``."""
-    name = result_filename(record)
-    if name not in taken:
-        return name
-    return (
-        name.removesuffix(".json")
-        + "--seeds-"
-        + "-".join(map(str, sorted(record["run_info"]["seeds"])))
-        + ".json"
-    )
+    name, with_seeds = expected_names(record)
+    return name if name not in taken else with_seeds
 
 
 @dataclass(frozen=True)
@@ -404,11 +543,15 @@ def submit(
 
     ``data_dir``: a built data directory to check data hashes against (default: the default build for the
     record's data settings, when it exists). ``unofficial`` accepts fewer than ``min_seeds`` seeds (at
-    least one); the leaderboard marks such entries unofficial. Raises SubmissionRejected.
+    least one) and zoo members that are not the canonical zoo's weights; the leaderboard marks such entries
+    unofficial (other weights: in tables of their own). Raises SubmissionRejected.
     """
     record, why = read_record(path)
     if why is not None or record is None:
         raise SubmissionRejected(path, [why or Rejection("unreadable", str(path))])
+    unsafe = unsafe_names(record)
+    if unsafe:  # before the store is even created or locked
+        raise SubmissionRejected(path, unsafe)
     manifest_dir = resolve_manifest_dir(record, data_dir)
     store = results_dir(board)
     with store_lock(store):
@@ -416,10 +559,11 @@ def submit(
             stale.unlink(missing_ok=True)
         accepted = load_accepted(board)
         problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
-                                min_seeds=1 if unofficial else min_seeds, accepted=accepted)  # fmt: skip
+                                min_seeds=1 if unofficial else min_seeds, accepted=accepted,
+                                canonical=not unofficial)  # fmt: skip
         if problems:
             raise SubmissionRejected(path, problems)
-        target = store / store_name(record, list(accepted))
+        target = store_path(store, store_name(record, list(accepted)))
         text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
         try:
             write_new_bytes(target, text.encode("utf-8"))

@@ -182,3 +182,116 @@ def test_build_command_prints_table(files, capsys):
     assert main(args) == 0
     assert "0 built, 3 up to date" in capsys.readouterr().out
     assert Path(out_dir / "README.md").read_text().startswith("---\n")
+
+
+# ------------------------------------------------------------------- unexpected (internal) errors
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom:\nthe second line of a long message")
+
+
+def _run_entry(entry: str, extra: list[str]) -> int:
+    """eval.py or `drake run`, both on fedsim/smoke (names checked, then ``run_from_args`` is called)."""
+    import eval as eval_script
+
+    argv = ["--method", "fedsim", "--scenario", "smoke", *extra]
+    return eval_script.main(argv) if entry == "eval.py" else main(["run", *argv])
+
+
+@pytest.mark.parametrize("entry", ["eval.py", "drake run"])
+def test_an_unexpected_error_is_one_line_naming_it_and_the_phase(entry, monkeypatch, capsys):
+    monkeypatch.delenv("DRAKE_DEBUG", raising=False)
+    monkeypatch.setattr("drake.runner.run_from_args", _boom)
+    rc = _run_entry(entry, [])
+    out, err = capsys.readouterr()
+    assert rc == 1, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.strip() == (
+        "error: unexpected RuntimeError while running fedsim on smoke: boom: the second line of a long message "
+        "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "extra", "env"),
+    [
+        ("eval.py", ["--debug"], None),
+        ("drake run", ["--debug"], None),
+        ("eval.py", [], "1"),
+        ("drake run", [], "yes"),
+    ],
+)
+def test_debug_flag_or_env_shows_the_traceback(entry, extra, env, monkeypatch, capsys):
+    monkeypatch.delenv("DRAKE_DEBUG", raising=False)
+    if env:
+        monkeypatch.setenv("DRAKE_DEBUG", env)
+    monkeypatch.setattr("drake.runner.run_from_args", _boom)
+    rc = _run_entry(entry, extra)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("Traceback (most recent call last):") and "in _boom" in err, err
+    assert "RuntimeError: boom:" in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("error: unexpected RuntimeError while running fedsim on smoke")
+    )
+
+
+def test_debug_before_the_subcommand_and_debug_zero(monkeypatch, capsys):
+    monkeypatch.setattr("drake.spec.load_tasks", _boom)
+    monkeypatch.setenv("DRAKE_DEBUG", "0")  # 0 means off, not "set"
+    assert main(["list", "tasks"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "error: unexpected RuntimeError in `drake list`: boom: the second line of a long message "
+        "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
+    ]
+    for argv in (["--debug", "list", "tasks"], ["list", "tasks", "--debug"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.strip().splitlines()[-1].endswith("(traceback above)"), argv
+
+
+def test_user_errors_and_ctrl_c_keep_their_one_line_and_exit_code(monkeypatch, capsys):
+    from drake.errors import DataError
+
+    monkeypatch.delenv("DRAKE_DEBUG", raising=False)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def bad_data(*args, **kwargs):
+        raise DataError("x.parquet: corrupted; rebuild with `drake build`")
+
+    for fn, rc, line in ((interrupt, 130, "error: interrupted"),
+                         (bad_data, 2, "error: x.parquet: corrupted; rebuild with `drake build`")):  # fmt: skip
+        monkeypatch.setattr("drake.runner.run_from_args", fn)
+        assert _run_entry("drake run", []) == rc
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+        assert _run_entry("eval.py", ["--debug"]) == rc  # --debug adds the traceback, keeps the exit code
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.strip().splitlines()[-1] == line
+
+
+def test_an_unexpected_error_in_a_real_process_is_one_line(tmp_path):
+    """The real interpreter, parser and exit code: the fault is injected by a sitecustomize on PYTHONPATH."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import drake.runner\n"
+        "def _boom(*a, **k):\n    raise ValueError('injected')\n"
+        "drake.runner.run_from_args = _boom\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    env.pop("DRAKE_DEBUG", None)
+    cmd = [sys.executable, "eval.py", "--method", "fedavg", "--scenario", "smoke"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: unexpected ValueError while running fedavg on smoke: injected "
+        "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
+    ]
+    proc = subprocess.run(
+        [*cmd, "--debug"], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr

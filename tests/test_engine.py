@@ -100,7 +100,8 @@ def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp
 def test_clients_with_one_model_are_scored_once_with_the_same_numbers(
     method: str, shared: bool, tiny_scenario: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """eval_key: clients 0 and 2 (same architecture) share FedAvg's global adapter; FedPer keeps local keys."""
+    """eval_key (server protocols only): clients 0 and 2 (same architecture) share FedAvg's global adapter;
+    FedPer keeps local keys."""
     from drake.fl.client import ClientRuntime
 
     calls: list[str] = []
@@ -111,11 +112,12 @@ def test_clients_with_one_model_are_scored_once_with_the_same_numbers(
         return evaluate(self, task, **kw)
 
     monkeypatch.setattr(ClientRuntime, "evaluate", counted)
-    memo = _run_seed(_args(tiny_scenario, tmp_path / "memo", "--method", method))
+    server = ("--protocol", "server-global")
+    memo = _run_seed(_args(tiny_scenario, tmp_path / "memo", "--method", method, *server))
     n_memo = len(calls)
     calls.clear()
     monkeypatch.setattr(METHODS.get(method), "eval_key", lambda self, ctx, client, server: None)
-    plain = _run_seed(_args(tiny_scenario, tmp_path / "plain", "--method", method))
+    plain = _run_seed(_args(tiny_scenario, tmp_path / "plain", "--method", method, *server))
     assert strip_timing(memo) == strip_timing(plain)
     assert all(f["unseen"] and f["unseen_adapted"] for f in memo["final"].values())
     assert (n_memo < len(calls)) == shared

@@ -24,6 +24,8 @@ import pytest
 
 from drake.cli import main as drake_main
 from drake.errors import DataError
+from drake.models.zoo_manifest import shipped_info
+from drake.protocol import PROTOCOLS
 from drake.results import load_result, make_record, recompute_summary, result_filename
 from drake.spec import REPO_ROOT, load_scenario, load_tasks
 from leaderboard.build import build, mean_relevance
@@ -108,9 +110,17 @@ def make(
     relevance: bool = False,
     ratio: float | None = None,
     created_at: str = "2026-11-25T00:00:00+00:00",
+    protocol: str = "official",
+    weights: str = "shipped",
 ) -> dict[str, Any]:
     scenario = load_scenario("smoke")
     own = {c.id: list(c.tasks) for c in scenario.clients}
+    models = {}
+    for arch in scenario.architectures:  # the canonical zoo, as a run records it (drake/runner.py model_meta)
+        zoo = shipped_info(arch)
+        if weights != "shipped":
+            zoo = {**zoo, "shipped": False, "zoo_version": None, "zoo_sha256": None, "member": None, "sha256": "1" * 64}
+        models[arch] = {"path": arch, "weights_sha256": "0" * 64, "zoo": zoo}
     return make_record(
         command=f"python eval.py --method {method} --scenario smoke --seeds {' '.join(map(str, seeds))} --set lr={lr}",
         engine="sequential",
@@ -122,6 +132,8 @@ def make(
         tasks=task_meta(built, [*scenario.tasks, *scenario.unseen]),
         env=ENV,
         created_at=created_at,
+        models=models,
+        protocol=PROTOCOLS.get(protocol).record(scenario),
     )
 
 
@@ -584,3 +596,236 @@ def test_copy_of_record_helpers_is_not_shared(built: Path) -> None:
     b = copy.deepcopy(a)
     _bump_summary(b)
     assert a != b and check_record(a, manifest_dir=built) == []
+
+
+# ------------------------------------------------------------------------------- crafted names (security)
+
+
+def reseal(record: dict[str, Any]) -> dict[str, Any]:
+    """What an attacker would do after editing a name: recompute every digest the checks recompute."""
+    from drake.results import config_hash
+    from drake.spec import fingerprint
+
+    info, scen = record["run_info"], record["run_info"]["scenario"]
+    for key in ("name", "pool"):
+        if key in scen["spec"]:
+            scen["spec"][key] = scen[key]
+    scen["fingerprint"] = fingerprint(scen["spec"])
+    info["config_hash"] = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
+    record["results"]["summary"] = recompute_summary(record)
+    return record
+
+
+def _set_name(field: str, value: str) -> Callable[[dict[str, Any]], None]:
+    def edit(r: dict[str, Any]) -> None:
+        info = r["run_info"]
+        if field == "method":
+            info["method"]["name"] = value
+        elif field == "model":
+            info["scenario"]["spec"]["clients"][1]["model"] = value
+        else:
+            info["scenario"][field] = value
+
+    return edit
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with a sha256 of each file's bytes ("dir" for a folder, the target of a link)."""
+    import hashlib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = ("link:" + os.readlink(p) if p.is_symlink() else "dir" if p.is_dir()
+                    else hashlib.sha256(p.read_bytes()).hexdigest())  # fmt: skip
+    return out
+
+
+HOSTILE = {
+    "traversal": "../../../../escaped",
+    "absolute": "/tmp/drake-escaped",
+    "separator": "a/b",
+    "backslash": "a\\b",
+    "dots": "..",
+    "markup": "</script><script>alert(1)</script>",
+    "newline": "smoke\n",
+    "long": "a" * 65,
+}
+# a client's model is shown by name: a local path is fine (its folder name is shown), a hub id has one '/'
+MODEL_HOSTILE = {
+    "markup": "<img src=x onerror=alert(1)>",
+    "markup-folder": "/models/<b>x</b>",
+    "traversal": "org/../../x",
+    "separator": "org/a/b",
+}
+CASES = [(f, k, v) for f in ("method", "name", "pool") for k, v in HOSTILE.items()]
+CASES += [("model", k, v) for k, v in MODEL_HOSTILE.items()]
+
+
+@pytest.fixture
+def live_board(built: Path, tmp_path: Path) -> Path:
+    """A board with one accepted result and a built site, inside ``tmp_path/world`` (which a write through
+    ``..`` or an absolute path inside it would change)."""
+    board = tmp_path / "world" / "board"
+    submit(write(tmp_path / "first.json", make(built)), board)
+    build(board)
+    return board
+
+
+@pytest.mark.parametrize(("field", "kind", "value"), CASES, ids=[f"{f}-{k}" for f, k, _ in CASES])
+def test_a_hostile_name_is_refused_and_nothing_is_written(
+    built: Path, tmp_path: Path, live_board: Path, field: str, kind: str, value: str
+) -> None:
+    record = make(built, method="local")
+    _set_name(field, value)(record)
+    src = write(tmp_path / "hostile.json", reseal(record))
+    before = snapshot(tmp_path / "world")
+    with pytest.raises(SubmissionRejected) as info:
+        submit(src, live_board)
+    assert snapshot(tmp_path / "world") == before, "a refused submit changed the board"
+    assert not Path("/tmp/drake-escaped").exists() and not (tmp_path / "escaped").exists()
+    first = info.value.rejections[0]
+    assert first.kind == "unsafe_name" and "is not a plain name" in first.message, str(info.value)
+    assert "\n" not in str(info.value)
+    where = {"method": "run_info.method.name", "model": "run_info.scenario.spec.clients[1].model"}
+    assert where.get(field, f"run_info.scenario.{field}") in first.message
+    # the same record, hand-placed in the store under a plain name, stops the build naming the file
+    planted = results_dir(live_board) / "local--planted.json"
+    planted.write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"local--planted\.json: \[unsafe_name\]"):
+        build(live_board, tmp_path / "site")
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_unattacked_record_is_accepted(built: Path, tmp_path: Path, live_board: Path) -> None:
+    """The hostile cases above differ from this one only in the name: the refusal is the name's doing."""
+    record = reseal(make(built, method="local"))
+    record["run_info"]["scenario"]["spec"]["clients"][1]["model"] = (
+        "/models/tiny-llama-m"  # a local path: fine
+    )
+    assert submit(write(tmp_path / "ok.json", reseal(record)), live_board).path.parent == results_dir(
+        live_board
+    )
+    build(live_board, tmp_path / "site")
+    assert "| local | tiny-llama-s, tiny-llama-m |" in (tmp_path / "site" / "leaderboard.md").read_text()
+
+
+def test_the_store_path_is_checked_before_writing(tmp_path: Path) -> None:
+    from leaderboard.submit import store_path
+
+    store = tmp_path / "results"
+    store.mkdir()
+    assert (
+        store_path(store, "fedavg--smoke-hetero--0123abcd.json")
+        == store / "fedavg--smoke-hetero--0123abcd.json"
+    )
+    (tmp_path / "outside").mkdir()
+    (store / "link.json").symlink_to(tmp_path / "outside" / "x.json")
+    for name in ("../x.json", "/tmp/x.json", "a/b.json", "..json", "link.json", "x.txt", "a" * 300 + ".json"):
+        with pytest.raises(DataError, match="not a plain file name inside"):
+            store_path(store, name)
+
+
+def test_cli_submit_refuses_a_traversal_in_one_line(
+    built: Path, tmp_path: Path, live_board: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = make(built, method="local")
+    _set_name("name", "../../../../../../tmp/x")(record)
+    src = write(tmp_path / "x.json", reseal(record))
+    before = snapshot(tmp_path / "world")
+    assert drake_main(["submit", str(src), "--board", str(live_board)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: rejected {src}: [unsafe_name] run_info.scenario.name"
+    )
+    assert snapshot(tmp_path / "world") == before
+
+
+def _planted_in_subfolder(store: Path) -> None:
+    """Where a scenario named ``</script>`` used to land: ``fedavg--<`` / ``script>-hetero--<hash>.json``."""
+    (store / "fedavg--<").mkdir()
+    (store / "fedavg--<" / "script>-hetero--0123abcd.json").write_text("{}")
+
+
+@pytest.mark.parametrize("stray", ["folder", "markup-folder", "text", "link", "renamed", "odd-temp"])
+def test_build_refuses_a_file_it_cannot_attribute(live_board: Path, tmp_path: Path, stray: str) -> None:
+    store = results_dir(live_board)
+    (accepted,) = accepted_files(live_board)
+    made = {
+        "folder": lambda: (store / "sub").mkdir(),
+        "markup-folder": lambda: _planted_in_subfolder(store),
+        "text": lambda: (store / "notes.txt").write_text("hi"),
+        "link": lambda: (store / "other.json").symlink_to(accepted),
+        "renamed": lambda: accepted.rename(store / "renamed.json"),  # a valid record under a foreign name
+        "odd-temp": lambda: (store / ".x.tmp").write_text("{"),
+    }
+    made[stray]()
+    (entry,) = set(store.iterdir()) - {accepted}
+    with pytest.raises(DataError) as info:
+        build(live_board, tmp_path / "site")
+    message = str(info.value)
+    assert message.startswith(f"{entry}: cannot be attributed") and "\n" not in message
+    assert not (tmp_path / "site").exists()
+
+
+def test_a_killed_submits_temp_file_and_gitkeep_are_not_strays(live_board: Path, tmp_path: Path) -> None:
+    store = results_dir(live_board)
+    (store / ".gitkeep").write_text("")
+    (store / ".fedavg--smoke-hetero--0123abcd.json.k3j_x9.tmp").write_text(
+        "{"
+    )  # drake.io's temp-file pattern
+    assert build(live_board, tmp_path / "site")
+
+
+def test_free_text_is_escaped_in_the_page_and_markdown(built: Path, tmp_path: Path) -> None:
+    """The stored command is free text: in HTML it is escaped, in Markdown it stays inside its code span."""
+    board = tmp_path / "board"
+    record = make(built)
+    record["run_info"]["command"] = "python eval.py `--x` ``</code><script>alert(1)</script>"
+    submit(write(tmp_path / "a.json", record), board)
+    build(board, tmp_path / "site")
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # the page's own sorting script
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "``` python eval.py `--x` ``</code><script>alert(1)</script> ```" in md
+
+
+# ---------------------------------------------------------------------------- protocol and canonical zoo
+
+
+def test_a_record_without_a_protocol_is_refused(built: Path, tmp_path: Path) -> None:
+    record = make(built)
+    del record["run_info"]["protocol"]
+    record["results"]["summary"] = recompute_summary(record)  # the scenario's eval_rounds then count
+    exc = rejected(write(tmp_path / "old.json", record), tmp_path / "board")
+    assert [r.kind for r in exc.rejections] == ["protocol"] and "rerun it" in str(exc)
+
+
+def test_other_weights_are_refused_unless_unofficial_and_ranked_apart(built: Path, tmp_path: Path) -> None:
+    board = tmp_path / "board"
+    other = write(tmp_path / "other.json", make(built, method="fedprox", weights="retrained"))
+    exc = rejected(other, board)
+    assert [r.kind for r in exc.rejections] == ["zoo"] and "not the shipped weights of zoo" in str(exc)
+    assert not (board / "results").exists() or not list((board / "results").glob("*.json"))
+    submit(other, board, unofficial=True)
+    submit(write(tmp_path / "fedavg.json", make(built)), board)
+    submit(write(tmp_path / "legacy.json", make(built, method="ditto", protocol="server-global")), board)
+    build(board, tmp_path / "site")
+    doc = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
+    tables = [(g["protocol"], g["canonical_zoo"], [e["method"] for e in g["entries"]]) for g in doc["scenarios"]]
+    assert tables == [("official", True, ["fedavg"]), ("server-global", True, ["ditto"]), ("official", False, ["fedprox"])]
+    assert not doc["scenarios"][2]["entries"][0]["official"]
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "protocol server-global)" in md and "unofficial: not the canonical zoo's weights" in md
+
+
+def test_a_zoo_member_without_provenance_is_not_canonical(built: Path) -> None:
+    from leaderboard.submit import zoo_problems
+
+    record = make(built)
+    assert zoo_problems(record) == []
+    del record["meta_info"]["models"]["tiny-llama-s"]["zoo"]
+    assert zoo_problems(record) == ["tiny-llama-s: no zoo provenance recorded (a result from before the zoo shipped); rerun it"]
+    record["meta_info"]["models"]["tiny-llama-m"]["zoo"]["zoo_version"] = "3.0"
+    assert any("zoo 3.0, this board ranks zoo" in p for p in zoo_problems(record))

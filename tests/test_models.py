@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -280,9 +281,11 @@ def test_loader_errors(tmp_path, monkeypatch, saved_folder):
     (other / "model.safetensors").write_bytes(b"")
     with pytest.raises(DrakeError, match="not a LLaVA-style model"):
         load_model(other)
+    # a registered member that does not ship and was never pre-trained: an error, never a silent pre-train
     monkeypatch.setenv("DRAKE_HOME", str(tmp_path / "home"))
-    with pytest.raises(DataError, match="drake pretrain --model tiny-qwen-s"):
-        load_model("tiny-qwen-s", pretrain_if_missing=False)
+    monkeypatch.setitem(ZOO, "tiny-qwen-xl", replace(get_spec("tiny-qwen-s"), name="tiny-qwen-xl", text_hidden=192))
+    with pytest.raises(DataError, match="does not ship with DRAKE.*drake pretrain --model tiny-qwen-xl"):
+        load_model("tiny-qwen-xl")
 
 
 def test_hub_id_loads_offline_from_the_cache(members, tmp_path, monkeypatch):

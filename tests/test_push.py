@@ -28,7 +28,7 @@ ENDPOINT = "http://hub.test"
 
 
 class FakeHub:
-    """Just enough of the Hub's HTTP API for ``create_repo`` + ``create_commit`` of a dataset."""
+    """Just enough of the Hub's HTTP API for ``create_repo`` + ``create_commit`` of a dataset or model repo."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
@@ -58,8 +58,8 @@ class FakeHub:
             if header is None or not isinstance(yaml.safe_load(header.group(1)), dict):
                 return httpx2.Response(400, json={"errors": [{"message": "bad YAML header"}], "warnings": []})
             return httpx2.Response(200, json={"errors": [], "warnings": []})
-        parts = url.path.split("/")  # /api/datasets/<org>/<name>/<preupload|commit>/<revision>
-        if len(parts) == 7 and parts[:3] == ["", "api", "datasets"]:
+        parts = url.path.split("/")  # /api/<datasets|models>/<org>/<name>/<preupload|commit>/<revision>
+        if len(parts) == 7 and parts[:2] == ["", "api"] and parts[2] in ("datasets", "models"):
             repo, action, revision = f"{parts[3]}/{parts[4]}", parts[5], parts[6]
             if repo not in self.repos:
                 return httpx2.Response(404, json={"error": "Repository not found"})
@@ -84,7 +84,8 @@ class FakeHub:
                     {"repo": repo, "revision": revision, "summary": header["summary"], "paths": sorted(added)}
                 )
                 oid = f"{len(self.commits):040x}"
-                return httpx2.Response(200, json={"commitUrl": f"{ENDPOINT}/datasets/{repo}/commit/{oid}",
+                kind = "datasets/" if parts[2] == "datasets" else ""
+                return httpx2.Response(200, json={"commitUrl": f"{ENDPOINT}/{kind}{repo}/commit/{oid}",
                                                   "commitOid": oid, "pullRequestUrl": None})  # fmt: skip
         return httpx2.Response(404, json={"error": f"no route {request.method} {url.path}"})
 
@@ -243,3 +244,60 @@ def test_cli_push(built: Path, board: Path, hub: FakeHub, capsys: pytest.Capture
     assert all(p.startswith("leaderboard/") for p in hub.files["me/lb"])
     assert main(["push", "--repo", "me/lb"]) == 2
     assert "nothing to push" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- the model zoo
+
+
+def test_push_zoo_then_load_a_member_from_a_local_hub_mirror(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`drake push --zoo` sends the verified shipped zoo to a model repo; a local mirror of that repo in the
+    HF cache layout then loads through the real snapshot_download path, offline, checked file by file."""
+    import torch
+
+    from drake.cli import main
+    from drake.models.loading import load_model
+    from drake.models.zoo_manifest import SHIPPED_DIR, ZooIntegrityError, read_manifest
+
+    assert main(["push", "--zoo", "me/drake-zoo", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-llama-m/model.safetensors" in out and "would go to model repo me/drake-zoo" in out
+    assert hub.requests == []
+    assert main(["push", "--zoo", "me/drake-zoo", "--endpoint", ENDPOINT, "--private"]) == 0
+    assert "to model repo me/drake-zoo" in capsys.readouterr().out
+    assert hub.repos["me/drake-zoo"]["name"] == "drake-zoo" and len(hub.commits) == 1
+    received = hub.files["me/drake-zoo"]
+    manifest = read_manifest()
+    assert json.loads(received["manifest.json"]) == manifest
+    expected = {f"{e['folder']}/{f}" for e in manifest["members"].values() for f in e["files"]}
+    assert set(received) == expected | {"manifest.json", "README.md"}
+    assert all(received[p] == (SHIPPED_DIR / p).read_bytes() for p in expected)  # byte-exact
+    assert "library_name: transformers" in received["README.md"].decode()
+    assert main(["push", "--zoo", "me/x", "--repo", "me/y"]) == 2
+
+    cache = tmp_path / "hf"
+    repo = cache / "models--me--drake-zoo"
+    snap = repo / "snapshots" / ("a" * 40)
+    for path, blob in received.items():
+        (snap / path).parent.mkdir(parents=True, exist_ok=True)
+        (snap / path).write_bytes(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = load_model("me/drake-zoo/tiny-llama-s", device="cpu", cache_dir=cache)
+    assert loaded.name == "me/drake-zoo/tiny-llama-s" and loaded.path == str(snap / "tiny-llama-s")
+    assert loaded.zoo["shipped"] and loaded.zoo["member"] == "tiny-llama-s"
+    shipped = load_model("tiny-llama-s", device="cpu").model.state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in loaded.model.state_dict().items())
+    with pytest.raises(DataError, match="has no member 'tiny-llama-x'; members: tiny-llama-m"):
+        load_model("me/drake-zoo/tiny-llama-x", cache_dir=cache)
+    with pytest.raises(DrakeError, match="cannot fetch zoo member 'me/absent/tiny-llama-s'.*HF_HUB_OFFLINE"):
+        load_model("me/absent/tiny-llama-s", cache_dir=cache)
+    victim = snap / "tiny-llama-s" / "config.json"
+    victim.write_text(victim.read_text().replace('"llama"', '"qwen2"', 1))
+    with pytest.raises(ZooIntegrityError) as info:
+        load_model("me/drake-zoo/tiny-llama-s", cache_dir=cache)
+    assert str(info.value).startswith(f"{victim}: sha256") and "delete the cached snapshot" in str(info.value)
+    assert "\n" not in str(info.value)

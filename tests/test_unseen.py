@@ -3,6 +3,7 @@
 The adaptation fine-tunes a copy of each client's personalized model on the unseen task's train split; it
 must change what is scored, and nothing else: Self/Others, the zero-shot scores, the clients' states and
 the model's weights equal those of a run with ``unseen_adapt_steps=0``; reruns and resumed runs agree.
+The runs here use the server-global protocol, where clients holding the same model share one adaptation.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_re
 from tests.records import strip_timing
 
 FAST = ["--scale", "0.1", "--no-progress", "--method", "fedavg", "--set", "local_steps=2", "--set", "batch_size=4",
-        "--set", "engine.others_limit=4", "--set", "engine.self_limit=4", "--set", "engine.unseen_limit=6"]  # fmt: skip
+        "--set", "engine.others_limit=4", "--set", "engine.self_limit=4", "--set", "engine.unseen_limit=6",
+        "--protocol", "server-global"]  # fmt: skip
 ADAPT = ["--set", "engine.unseen_adapt_steps=3", "--set", "engine.unseen_adapt_eval_every=2"]
 UNSEEN = "dreamsim_0"
 
@@ -221,6 +223,11 @@ def test_bad_adaptation_settings_are_one_line_errors(values: dict[str, str], nee
         build_config(EngineSettings, values, where="engine settings")
 
 
-def test_defaults() -> None:
+def test_defaults_come_from_the_protocol() -> None:
     s = EngineSettings()
-    assert s.unseen_adapt_steps == 10 and s.unseen_adapt_batch is None and s.unseen_adapt_eval_every == 0
+    assert s.unseen_adapt_steps is None and s.unseen_adapt_batch is None and s.unseen_adapt_eval_every is None
+    official = s.effective_protocol()
+    assert (official.name, official.unseen_steps, official.unseen_eval_every) == ("official", 40, 5)
+    assert official.unseen_stops() == [5, 10, 15, 20, 25, 30, 35, 40]  # with step 0: the official 9 points
+    legacy = EngineSettings(protocol="server-global", unseen_adapt_steps=3).effective_protocol()
+    assert (legacy.unseen_steps, legacy.unseen_eval_every, legacy.unseen_stops()) == (3, 0, [3])

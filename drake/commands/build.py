@@ -29,8 +29,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="output dir (default: .drake/data/drake-synth-s<scale>-px<size>-seed<seed>, "
-        "or .drake/data/drake-real for --source drake)",
+        help="output dir (default: <data root>/data/drake-synth-s<scale>-px<size>-seed<seed>, or "
+        "<data root>/data/drake-real for --source drake; data root: $DRAKE_HOME, else <checkout>/.drake, "
+        "else ~/.cache/drake)",
     )
     p.add_argument("--scale", type=float, default=1.0, help="rows per split = 300/100 x scale (default 1)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")

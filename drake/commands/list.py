@@ -1,4 +1,4 @@
-"""``drake list tasks|methods|scenarios|families``: what is registered, without importing torch."""
+"""``drake list tasks|methods|scenarios|families|models``: what is registered, without importing torch."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from typing import Any
 
 from drake.commands import table
 
-WHAT = ("tasks", "methods", "scenarios", "families")
+WHAT = ("tasks", "methods", "scenarios", "families", "models")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("list", help="list tasks, methods, scenarios or synth families")
+    p = subparsers.add_parser("list", help="list tasks, methods, scenarios, synth families or models")
     p.add_argument("what", choices=WHAT, help="what to list")
     p.add_argument("--tasks-file", metavar="PATH", help="tasks.yaml to read (default: the repository's)")
     p.add_argument("--groups", nargs="+", default=(), metavar="GROUP", help="only tasks in these groups")
+    p.add_argument("--path", nargs="+", default=(), metavar="DIR",
+                   help="models: also describe these model folders (save_pretrained output)")  # fmt: skip
     return p
 
 
@@ -73,7 +75,16 @@ def _families(args: argparse.Namespace) -> str:
     return table(("family", "summary", "tasks"), rows) + f"\n{len(rows)} families"
 
 
+def _models(args: argparse.Namespace) -> str:
+    from drake.models.catalog import describe_models
+
+    rows = describe_models(extra=args.path)
+    header = ("model", "kind", "params", "text", "layers x hidden", "held-out acc", "weights", "where")
+    return table(header, [tuple(r.values()) for r in rows]) + f"\n{len(rows)} models"
+
+
 def run(args: argparse.Namespace) -> int:
-    listers = {"tasks": _tasks, "methods": _methods, "scenarios": _scenarios, "families": _families}
+    listers = {"tasks": _tasks, "methods": _methods, "scenarios": _scenarios, "families": _families,
+               "models": _models}  # fmt: skip
     print(listers[args.what](args))
     return 0

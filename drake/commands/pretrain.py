@@ -10,7 +10,10 @@ from drake.commands import table
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("pretrain", help="pre-train the tiny zoo models on the public split (cached)")
+    p = subparsers.add_parser(
+        "pretrain",
+        help="re-run the zoo's recipe into the cache (the shipped weights are never replaced; --compare)",
+    )
     p.add_argument(
         "--model", nargs="+", default=["all"], metavar="NAME", help="zoo members or 'all' (default)"
     )
@@ -34,6 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--eval-every", type=int, default=0, metavar="N", help="also log held-out accuracy every N steps"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also print the fresh members' held-out accuracy beside the shipped (canonical) zoo's",
+    )
     return p
 
 
@@ -101,4 +109,33 @@ def run(args: argparse.Namespace) -> int:
             rows,
         )
     )
+    if args.compare:
+        print()
+        print(compare_table([*towers.values(), *specs], paths))
     return 0
+
+
+def compare_table(specs: list[Any], paths: dict[str, Any]) -> str:
+    """Fresh (cache) against shipped held-out accuracy, member by member; the shipped side is read from the
+    manifest, not recomputed."""
+    from drake.models.pretrain import cached_path, read_meta
+    from drake.models.zoo_manifest import file_sha256, member_entry, read_manifest
+
+    version = read_manifest()["zoo_version"]
+    rows = []
+    for spec in specs:
+        path = paths.get(spec.name) or cached_path(spec)
+        fresh = (read_meta(path) or {}).get("heldout_accuracy", {}).get("overall")
+        entry = member_entry(spec.name)
+        shipped = (entry or {}).get("heldout_accuracy", {}).get("overall")
+        diff = f"{fresh - shipped:+.3f}" if fresh is not None and shipped is not None else "-"
+        same_recipe = "-" if entry is None else "yes" if entry.get("cache_key") == path.name.rsplit("-", 1)[-1] else "no"
+        weights = path / "model.safetensors"
+        same_bytes = "-" if entry is None or not weights.is_file() else "yes" if file_sha256(weights) == entry["sha256"] else "no"
+        rows.append((spec.name, _acc(fresh), _acc(shipped), diff, same_recipe, same_bytes))
+    head = ("model", "fresh held-out", f"shipped (zoo {version})", "fresh - shipped", "same recipe", "same bytes")
+    return table(head, rows)
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

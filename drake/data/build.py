@@ -123,9 +123,11 @@ def split_sizes(scale: float = 1.0, base: Mapping[str, int] = SIZES) -> dict[str
 
 
 def default_data_dir(scale: float = 1.0, image_size: int = 32, seed: int = 0, source: str = "synth") -> Path:
-    """``$DRAKE_HOME/data/drake-<source>-s<scale>-px<size>-seed<seed>`` (DRAKE_HOME defaults to <repo>/.drake)."""
-    home = Path(os.environ.get("DRAKE_HOME") or REPO_ROOT / ".drake")
-    return home / "data" / f"drake-{source}-s{scale:g}-px{image_size}-seed{seed}"
+    """``<drake_home()>/data/drake-<source>-s<scale>-px<size>-seed<seed>`` (drake_home: $DRAKE_HOME, else
+    <checkout>/.drake, else ~/.cache/drake for an installed package; see drake/paths.py)."""
+    from drake.paths import drake_home
+
+    return drake_home() / "data" / f"drake-{source}-s{scale:g}-px{image_size}-seed{seed}"
 
 
 def encode_image(img: Any) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class ClientRuntime:
         self.length_norm = length_norm
         self.max_new_tokens = max_new_tokens
         self.steps_done = 0
-        #: set by a method's ``personalize`` to see the rows about to be scored (FedDPA's instance weights)
+        #: set by a method's ``select_scored_state`` to see the rows about to be scored (FedDPA's instance weights)
         self.before_eval: Callable[[Sequence[Row]], None] | None = None
 
     # ---- identity --------------------------------------------------------------------------------

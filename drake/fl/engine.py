@@ -29,6 +29,7 @@ from drake.fl.method import Method, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.io import atomic_write_bytes
 from drake.malloc import release_large_blocks
+from drake.protocol import DEFAULT_PROTOCOL, PROTOCOLS, Protocol
 from drake.registry import Registry
 from drake.spec import ScenarioSpec
 
@@ -46,9 +47,10 @@ class EngineSettings:
     max_new_tokens: int = field(default=6, metadata={"help": "greedy tokens for open-ended answers"})
     offload_budget_mb: float = field(default=512.0, metadata={"help": "client states kept in RAM before disk"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    unseen_adapt_steps: int = field(default=10, metadata={"help": "after the zero-shot unseen evaluation, fine-tune a copy of each client's personalized model this many steps on each unseen task's train split and score it again (0 = zero-shot only)"})
+    protocol: str = field(default=DEFAULT_PROTOCOL, metadata={"help": "evaluation protocol: official (FedMosaic's: each client's post-local model, Self at 8 rounds on all its tasks, Others at 4) or server-global (see drake/protocol.py)"})
+    unseen_adapt_steps: int | None = field(default=None, metadata={"help": "after the zero-shot unseen evaluation, fine-tune a copy of each client's scored model this many steps on each unseen task's train split (0 = zero-shot only; None = the protocol's)"})
     unseen_adapt_batch: int | None = field(default=None, metadata={"help": "examples per unseen-adaptation step (None = the method's batch_size)"})
-    unseen_adapt_eval_every: int = field(default=0, metadata={"help": "also score every N adaptation steps (the adapted A_AUC curve; 0 = only after the last step)"})
+    unseen_adapt_eval_every: int | None = field(default=None, metadata={"help": "score the adapted model every N steps (0 = only after the last step; None = the protocol's)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute text-model activations in backward: less GPU memory, ~30% more compute"})
     workers: int = field(default=0, metadata={"help": "--engine processes: worker processes (0 = one per core at the run's torch threads, at most one per client)"})
     micro_batch: int | str = field(default=0, metadata={"help": "examples per forward pass: 0 = the method's grad_accum; N = at most N; auto = the largest that fits (probed on CUDA, as 0 on CPU)"})
@@ -58,10 +60,17 @@ class EngineSettings:
         if not (mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 0)):
             raise SpecError(f"engine settings: micro_batch {mb!r}: expected auto, 0 or a positive integer")
         for name in ("unseen_adapt_steps", "unseen_adapt_eval_every", "workers"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 0 or more")
         if self.unseen_adapt_batch is not None and self.unseen_adapt_batch < 1:
             raise SpecError(f"engine settings: unseen_adapt_batch {self.unseen_adapt_batch}: expected 1 or more (or none)")
+        PROTOCOLS.get(self.protocol)  # an unknown name fails here, with suggestions
+
+    def effective_protocol(self) -> Protocol:
+        """The named protocol with this run's unseen-adaptation overrides."""
+        return PROTOCOLS.get(self.protocol).with_overrides(
+            unseen_steps=self.unseen_adapt_steps, unseen_eval_every=self.unseen_adapt_eval_every
+        )
 
 
 class StateStore:
@@ -131,6 +140,7 @@ class SequentialEngine:
         self.archs = archs
         self.data = data
         self.settings = settings or EngineSettings()
+        self.protocol = self.settings.effective_protocol()
         self.run_dir = run_dir
         #: per architecture, micro-batches per step when ``micro_batch`` overrides the method's grad_accum
         self.grad_accum: dict[str, int] = {}
@@ -142,7 +152,8 @@ class SequentialEngine:
 
     # ------------------------------------------------------------------------------------ helpers
     def _runtime(
-        self, method: Method, info: ClientInfo, stream: ClientStream, state: ClientState, seed: int, rnd: int
+        self, method: Method, info: ClientInfo, stream: ClientStream, state: ClientState, seed: int, rnd: int,
+        lr_scale: float = 1.0,
     ) -> ClientRuntime:
         arch = self.archs[info.architecture]
         stream.load_state_dict(state.stream) if state.stream else None
@@ -150,7 +161,7 @@ class SequentialEngine:
         cfg = method.config
         s = self.settings
         return ClientRuntime(
-            info, arch, self.data, stream, state, seed=seed, round_idx=rnd, lr=cfg.lr,
+            info, arch, self.data, stream, state, seed=seed, round_idx=rnd, lr=cfg.lr * lr_scale,
             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.batch_size,
             grad_accum=self.grad_accum.get(info.architecture, cfg.grad_accum), eval_batch_size=s.eval_batch_size,
             length_norm=s.length_norm,
@@ -243,6 +254,7 @@ class SequentialEngine:
             for cid, info in clients.items():
                 store.put(cid, ClientState(adapter={k: v.clone() for k, v in init_adapter[info.architecture].items()}))
 
+        eval_rounds = self.protocol.eval_rounds(scenario)
         bar = tqdm(total=scenario.rounds, initial=start_round, disable=not s.progress, desc=method.name, unit="round")
         for rnd in range(start_round, scenario.rounds):
             k = max(1, round(scenario.participation * len(clients)))
@@ -262,9 +274,13 @@ class SequentialEngine:
             entry: dict[str, Any] = {"round": rnd + 1, "train": train_log}
             if "relevance" in server.extra:
                 entry["relevance"] = [list(map(float, row)) for row in server.extra["relevance"]]
-            if rnd + 1 in scenario.eval_rounds:
+            if rnd + 1 in eval_rounds:
                 t0 = time.perf_counter()
-                entry["eval"] = self._evaluate_all(method, ctx, server, store, streams, specs, seed, rnd)
+                evals = self._evaluate_all(method, ctx, server, store, streams, specs, seed, rnd)
+                entry["eval"] = {cid: v["scores"] for cid, v in evals.items()}
+                diagnostics = {cid: v["diagnostics"] for cid, v in evals.items() if "diagnostics" in v}
+                if diagnostics:
+                    entry["diagnostics"] = diagnostics
                 wall["eval"] += time.perf_counter() - t0
             history.append(entry)
             self._save_checkpoint(
@@ -298,35 +314,45 @@ class SequentialEngine:
         return min(n, limit) if limit else n
 
     # --------------------------------------------------------------------------------- evaluation
-    def _seen_tasks(self, spec, rnd: int) -> list[str]:
-        """Tasks a client has started by round ``rnd`` (0-based), in arrival order."""
-        seen: list[str] = []
-        for stage in spec.stages:
-            if stage.start_round <= rnd:
-                seen += [t for t in stage.tasks if t not in seen]
-        return seen
+    def _scored_model(self, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState) -> None:
+        """Put the model the protocol scores in place on ``rt``: the client's own post-local state (or, under a
+        ``server`` protocol, what the server holds for it), in the state the method is scored in."""
+        if self.protocol.scored == "server":
+            method.load_server_model(ctx, rt, server)
+        method.select_scored_state(ctx, rt)
 
-    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, float]]:
-        """Every client's personalized model on its seen tasks (Self) and others' seen tasks (Others)."""
-        s = self.settings
-        seen = {cid: self._seen_tasks(spec, rnd) for cid, spec in specs.items()}
-        out: dict[int, dict[str, float]] = {}
+    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, Any]]:
+        """Each client's scored model on its own tasks (Self) and, at the protocol's Others rounds, on the
+        other clients' tasks; which tasks (all, or those started) is the protocol's.
+        Returns ``{client: {"scores": {task: score}, "diagnostics": the method's (where it gives some)}}``."""
+        s, p = self.settings, self.protocol
+        tasks = {cid: p.scored_tasks(spec, rnd) for cid, spec in specs.items()}
+        others_rounds = p.others_rounds(ctx.scenario)
+        others = s.eval_others and rnd + 1 in others_rounds
+        out: dict[int, dict[str, Any]] = {}
         memo: dict[Hashable, float] = {}
         for cid in self._hosted(specs):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, rnd)
-            method.personalize(ctx, rt, server)
+            self._scored_model(method, ctx, rt, server)
             score = self._scorer(method, ctx, rt, server, memo)
             scores: dict[str, float] = {}
-            for task in seen[cid]:
-                scores[task] = score(task, s.self_limit)
-            if s.eval_others:
-                for other, tasks in seen.items():
+            if rnd + 1 in p.self_rounds(ctx.scenario):
+                for task in tasks[cid]:
+                    scores[task] = score(task, s.self_limit)
+            if others:
+                for other, their in tasks.items():
                     if other == cid:
                         continue
-                    for task in tasks:
-                        if task not in scores:
+                    for task in their:
+                        if task not in scores and task not in specs[cid].tasks:
                             scores[task] = score(task, s.others_limit)
-            out[cid] = scores
+            out[cid] = {"scores": scores}
+            if others:
+                own = [t for t in scores if t in specs[cid].tasks]
+                theirs = [t for t in scores if t not in specs[cid].tasks]
+                diag = method.diagnostics(ctx, rt, own, theirs, final=rnd + 1 == others_rounds[-1], limit=s.others_limit)
+                if diag:
+                    out[cid]["diagnostics"] = diag
         # the client's stream position must not move because of evaluation
         for cid in self._hosted(specs):
             st = store.get(cid)
@@ -339,16 +365,17 @@ class SequentialEngine:
             return {}
         out: dict[int, dict[str, float]] = {}
         memo: dict[Hashable, float] = {}
-        for cid in self._hosted(ctx.clients):
+        tasks = self.protocol.unseen_tasks(ctx.clients, scenario.unseen)
+        for cid in self._hosted(tasks):
             rt = self._runtime(method, ctx.clients[cid], streams[cid], store.get(cid), seed, ctx.round)
-            method.personalize(ctx, rt, server)
+            self._scored_model(method, ctx, rt, server)
             score = self._scorer(method, ctx, rt, server, memo)
-            out[cid] = {t: score(t, self.settings.unseen_limit) for t in scenario.unseen}
+            out[cid] = {t: score(t, self.settings.unseen_limit) for t in tasks[cid]}
         return out
 
     def _scorer(self, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState,
                 memo: dict[Hashable, float]) -> Callable[[str, int | None], float]:
-        """``score(task, limit)`` for a personalized client: clients with the same ``method.eval_key`` (the
+        """``score(task, limit)`` for a client's scored model: clients with the same ``method.eval_key`` (the
         same model) share one evaluation per task and limit within ``memo``, the rest score on their own."""
         key = self._eval_key(method, ctx, rt, server)
 
@@ -361,59 +388,65 @@ class SequentialEngine:
 
         return score
 
-    @staticmethod
-    def _eval_key(method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState) -> Hashable | None:
+    def _eval_key(self, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState) -> Hashable | None:
         """The method's ``eval_key`` (and the architecture: each has its own base model); None where the
-        method watches the rows it scores (``before_eval``) or does not give one."""
-        key = method.eval_key(ctx, rt, server) if rt.before_eval is None else None
+        method watches the rows it scores (``before_eval``) or does not give one, and under a post-local
+        protocol (every client then holds its own model)."""
+        if self.protocol.scored != "server" or rt.before_eval is not None:
+            return None
+        key = method.eval_key(ctx, rt, server)
         return None if key is None else (rt.architecture, key)
 
     def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, dict[str, Any]]]:
-        """FedMosaic's generalization protocol: how fast each client's learned model adapts to a new task.
+        """FedMosaic's generalization test: how fast each client's learned model adapts to a new task.
 
-        A copy of each client's personalized model is fine-tuned for ``unseen_adapt_steps`` on an unseen
-        task's train split (the same seeded batches for every client, so clients differ only in what they
-        learned) and scored, every ``unseen_adapt_eval_every`` steps and after the last one. Each task starts
-        from the personalized model with a fresh optimizer. The client's saved state, its stream position,
-        torch's global RNG and the model's weights are left as they were.
+        A copy of a client's scored model is fine-tuned for the protocol's ``unseen_steps`` on each unseen task
+        the protocol gives it (``unseen_tasks``), on the task's train split (the same seeded batches for every
+        client, so clients differ only in what they learned), with the method's learning-rate groups scaled
+        by ``unseen_lr_scale``, and scored every
+        ``unseen_eval_every`` steps and after the last one. Each task starts from the scored model with a
+        fresh optimizer. The client's saved state, its stream position, torch's global RNG and the model's
+        weights are left as they were.
         Returns ``{client: {task: {"score": after the last step, "steps": n, "curve": {step: score}}}}``.
         """
-        s = self.settings
-        steps = s.unseen_adapt_steps
-        if not scenario.unseen or steps <= 0:
+        p = self.protocol
+        stops = p.unseen_stops()
+        if not scenario.unseen or not stops:
             return {}
-        batch = s.unseen_adapt_batch or method.config.batch_size
-        every = s.unseen_adapt_eval_every
-        stops = sorted({*range(every, steps + 1, every), steps}) if every > 0 else [steps]
+        steps = stops[-1]
+        batch = self.settings.unseen_adapt_batch or method.config.batch_size
+        tasks = p.unseen_tasks(ctx.clients, scenario.unseen)
         batches = {t: self._unseen_batches(t, seed, steps, batch) for t in scenario.unseen}
         out: dict[int, dict[str, dict[str, Any]]] = {}
         memo: dict[Hashable, dict[str, dict[str, Any]]] = {}
         with self._rng_kept():
-            for cid in self._hosted(ctx.clients):
+            for cid in self._hosted(tasks):
                 saved = store.get(cid)
                 state = ClientState(adapter=saved.adapter, optimizer=None, stream=copy.deepcopy(saved.stream),
                                     extra=copy.deepcopy(saved.extra))  # fmt: skip
-                rt = self._runtime(method, ctx.clients[cid], streams[cid], state, seed, ctx.round)
-                method.personalize(ctx, rt, server)
+                rt = self._runtime(method, ctx.clients[cid], streams[cid], state, seed, ctx.round, p.unseen_lr_scale)
+                self._scored_model(method, ctx, rt, server)
                 # the same model trained on the same batches ends the same, unless dropout (seeded per client) acts
                 key = None if has_dropout(rt.model) else self._eval_key(method, ctx, rt, server)
+                key = None if key is None else (key, tuple(tasks[cid]))
                 if key is not None and key in memo:
                     out[cid] = copy.deepcopy(memo[key])
                     continue
                 params = rt.adapter.parameters("all")
-                start = [p.detach().clone() for p in params]
+                start = [param.detach().clone() for param in params]
+                groups = method.lr_groups(rt)
                 scores: dict[str, dict[str, Any]] = {}
-                for task in scenario.unseen:
+                for task in tasks[cid]:
                     state.optimizer, rt.steps_done, done = None, 0, 0
                     curve: dict[int, float] = {}
                     for stop in stops:
-                        rt.train(stop - done, batches=batches[task][done:stop])
+                        rt.train(stop - done, batches=batches[task][done:stop], lr_groups=groups)
                         done = stop
-                        curve[stop] = rt.evaluate(task, limit=s.unseen_limit)["score"]
+                        curve[stop] = rt.evaluate(task, limit=self.settings.unseen_limit)["score"]
                     scores[task] = {"score": curve[steps], "steps": steps, "curve": curve}
                     with torch.no_grad():
-                        for p, p0 in zip(params, start):
-                            p.copy_(p0)
+                        for param, p0 in zip(params, start):
+                            param.copy_(p0)
                 out[cid] = scores
                 if key is not None:
                     memo[key] = scores  # every client it serves gets a copy

@@ -7,8 +7,12 @@ Hooks and where they run:
 - ``configure_round(ctx, server)``     server: one Payload per participating client (per-client globals)
 - ``client_update(ctx, client, payload)``  client: load payload, train, return a ClientUpdate
 - ``aggregate(ctx, server, updates)``  server: new server state (must not mutate ``updates``)
-- ``personalize(ctx, client, server)`` client, before each evaluation: put the model to evaluate in place
-- ``eval_key(ctx, client, server)``    client, after personalize: clients with equal keys are scored once
+- ``load_server_model(ctx, client, server)``  client, before an evaluation under a ``server`` protocol only
+                                       (drake/protocol.py): load what the server holds for this client
+- ``select_scored_state(ctx, client)`` client, before each evaluation: the state the method's paper scores
+- ``lr_groups(client)``                client: learning rates by parameter pattern (also for unseen tasks)
+- ``diagnostics(ctx, client, own, others, ...)``  client, after scoring: optional numbers about the model
+- ``eval_key(ctx, client, server)``    client, under a ``server`` protocol: equal keys are scored once
 - ``should_stop(ctx, history)``        server: early stop
 """
 
@@ -45,8 +49,8 @@ class MethodConfig:
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate for adapter parameters"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling alpha/r)"})
+    lora_r: int = field(default=32, metadata={"help": "LoRA rank, the same for every method (the paper's protocol): the largest every PQ-LoRA module of the zoo allows (the tiny Qwen k/v projections are 32 wide)"})
+    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling alpha/r = 2, the paper's 256/128)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (paper: 0.05; off by default: on CPU it costs ~40% of a tiny-model step)"})
     lora_targets: tuple[str, ...] = field(default=ALL_TEXT_LINEAR, metadata={"help": "text-model linear layers"})
 
@@ -127,14 +131,35 @@ class Method(ABC, Generic[C]):
     def client_update(self, ctx: RoundContext, client: ClientRuntime, payload: Payload) -> ClientUpdate:
         """Train on the client's current data and return what goes to the server."""
 
-    def personalize(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> None:
-        """Put the model to evaluate in place (default: the client's own current adapter)."""
+    def load_server_model(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> None:
+        """Under a ``server`` protocol only (``--protocol server-global``): load what the server holds for this
+        client before it is scored (FedAvg: its architecture's fresh average). The official protocol never
+        calls it: each client is scored on its model right after its own local training. Default: nothing."""
+
+    def select_scored_state(self, ctx: RoundContext, client: ClientRuntime) -> None:
+        """Put the method's scored state in place on the client's model, where its paper defines one (Ditto:
+        the personal adapter alone; FedDPA: the instance-wise mix). Runs before every evaluation and before
+        the unseen-task fine-tuning, under every protocol. Default: the client's adapter as it is."""
+
+    def lr_groups(self, client: ClientRuntime) -> dict[str, float]:
+        """Learning rates by parameter-name pattern (fnmatch) for ``client.train``; the rest use ``client.lr``.
+        The engine uses them for the unseen-task fine-tuning too. Default: none."""
+        return {}
+
+    def diagnostics(
+        self, ctx: RoundContext, client: ClientRuntime, own: Sequence[str], others: Sequence[str], *, final: bool,
+        limit: int | None,
+    ) -> dict[str, Any] | None:
+        """Numbers about the scored model, written beside the result at each evaluation that scores other
+        clients' tasks (``others``; ``final`` at the last one; ``limit`` test rows per task), e.g. FedMosaic's
+        gate on own vs others' prompts. Default: none."""
+        return None
 
     def eval_key(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> Hashable | None:
-        """After ``personalize``: a key equal for clients (of one architecture) that now hold the same model,
-        so the engine scores it, and fine-tunes it on the unseen tasks, once for all of them. None (the
-        default): every client is scored on its own. Give one only where it is exact: same weights, adapter
-        mix and evaluation code."""
+        """After ``load_server_model`` and ``select_scored_state``: a key equal for clients (of one
+        architecture) that now hold the same model, so the engine scores it, and fine-tunes it on the unseen
+        tasks, once for all of them. None (the default): every client is scored on its own. Give one only
+        where it is exact: same weights, adapter mix and evaluation code."""
         return None
 
 

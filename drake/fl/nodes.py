@@ -142,7 +142,7 @@ def node_rows(
 ) -> dict[str, TaskRows]:
     """The rows a node needs: its clients' training rows and the test rows its evaluations score."""
     own = {t for c in scenario.clients if c.id in hosted for t in c.tasks}
-    train = own | (set(scenario.unseen) if s.unseen_adapt_steps > 0 else set())
+    train = own | (set(scenario.unseen) if s.effective_protocol().unseen_stops() else set())
     others = (s.others_limit or None) if s.eval_others else 0
 
     def widest(*limits: int | None) -> int | None:
@@ -239,7 +239,7 @@ class NodesEngine(SequentialEngine):
         return ", ".join(map(str, self.hosts.get(node, []))) or "none"
 
     def _server_view(self, server: ServerState, node: int, ctx: RoundContext) -> ServerState:
-        """What ``personalize`` on a node may read: its architectures' globals and its clients' own globals."""
+        """What ``load_server_model`` on a node may read: its architectures' globals and its clients' own globals."""
         hosted = self.hosts[node]
         archs = {ctx.clients[c].architecture for c in hosted}
         return ServerState(
@@ -282,7 +282,7 @@ class NodesEngine(SequentialEngine):
             bar.set_postfix(nodes=len(calls), clients=len(updates))
         return updates, comm, {c: log[c] for c in ctx.participants if c in log}
 
-    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, float]]:
+    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, Any]]:
         return self._evaluate_on_nodes("_evaluate_all", ctx, server, store, streams, specs, seed, rnd)
 
     def _evaluate_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, float]]:
@@ -292,6 +292,6 @@ class NodesEngine(SequentialEngine):
 
     def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, Any]]:
         # a message of its own (not one with the zero-shot scoring), so the run's wall time has it as a phase
-        if not scenario.unseen or self.settings.unseen_adapt_steps <= 0:
+        if not scenario.unseen or not self.protocol.unseen_stops():
             return {}
         return self._evaluate_on_nodes("_adapt_unseen", ctx, server, store, streams, seed, scenario)

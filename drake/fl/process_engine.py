@@ -31,6 +31,12 @@ def default_workers(clients: int) -> int:
     return max(1, min(clients, (os.cpu_count() or 1) // max(1, torch.get_num_threads())))
 
 
+def image_seq_length(base: Any, default: int = 16) -> int:
+    """Image tokens per image of a base HF model (LLaVA's ``config.image_seq_length``); ``default`` when the
+    model does not say. Pass the unwrapped base model: a method's wrapper need not carry a ``config``."""
+    return int(getattr(getattr(base, "config", None), "image_seq_length", None) or default)
+
+
 def _serve(conn: Connection, node_config: dict[str, Any]) -> None:
     """A worker's loop: one request in, the reply and the hosted clients' states out, until the pipe closes."""
     from drake.fl.nodes import serve_node
@@ -71,9 +77,10 @@ class ProcessEngine(NodesEngine):
         """Clients dealt to ``n`` workers, the costliest first onto the least-loaded worker (the LPT rule), so
         the workers finish a round close together. A client's cost: its model's parameter count times the
         mean sequence length (image tokens + ~40 text tokens) of its tasks' training rows. Placement never
-        changes a number, only the wall time."""
-        size = {name: sum(p.numel() for p in a.model.parameters()) for name, a in self.archs.items()}
-        image_tokens = {name: getattr(a.model.config, "image_seq_length", 16) for name, a in self.archs.items()}
+        changes a number, only the wall time. Both facts come from the architecture's base model
+        (``ArchModel.loaded``), never from ``ArchModel.model``, which a method may have wrapped."""
+        size = {name: sum(p.numel() for p in a.loaded.model.parameters()) for name, a in self.archs.items()}
+        image_tokens = {name: image_seq_length(a.loaded.model) for name, a in self.archs.items()}
 
         def cost(client: Any) -> float:
             rows = [r for t in client.tasks for r in self.data[t].splits.get("train", [])]

@@ -45,6 +45,8 @@ class LoadedModel:
     hidden_size: int  # text model width
     path: str = ""  # the folder or hub id the weights came from
     meta: dict[str, Any] = field(default_factory=dict)  # pre-training record of zoo members
+    #: zoo provenance for result files (``zoo_manifest.shipped_info``): zoo_version, member, sha256, shipped
+    zoo: dict[str, Any] | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -126,19 +128,35 @@ def _quiet_progress() -> Iterator[None]:
 
 
 def resolve(
-    name_or_path: str | Path, *, pretrain_if_missing: bool = True, progress: bool = True
+    name_or_path: str | Path,
+    *,
+    pretrain_if_missing: bool = False,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> tuple[str, str]:
-    """``(display name, folder or hub id)`` for a zoo name, a folder or a hub id; zoo members pre-train once."""
+    """``(display name, folder or hub id)`` for a zoo name, a folder, a zoo hub id or a hub id.
+
+    A zoo member is the shipped weights (``drake/models/zoo_weights``, every file checked against its sha256:
+    a missing or changed file is a ZooIntegrityError naming it); it is never pre-trained here. A registered
+    member that does not ship (a larger one added with ``register_model``) is read from the cache that
+    ``drake pretrain`` fills, and pre-trained now only with ``pretrain_if_missing=True``. ``org/repo/member``
+    is a member of a zoo pushed with ``drake push --zoo`` (fetched with ``snapshot_download``, checked).
+    """
+    from drake.models.zoo_manifest import shipped_names, shipped_path
+
     name = str(name_or_path)
-    if name in ZOO:
+    if name in ZOO or name in shipped_names():
+        path = shipped_path(name)
+        if path is not None:
+            return name, str(path)
         from drake.models.pretrain import cached_path, is_cached, pretrain
 
         path = cached_path(name)
         if not is_cached(path):
             if not pretrain_if_missing:
                 raise DataError(
-                    f"zoo model {name!r} is not pre-trained yet ({path} is missing); run `drake pretrain "
-                    f"--model {name}`"
+                    f"zoo model {name!r} does not ship with DRAKE and is not pre-trained yet ({path} is missing); "
+                    f"run `drake pretrain --model {name}`"
                 )
             path = pretrain(name, progress=progress)
         return name, str(path)
@@ -148,11 +166,16 @@ def resolve(
             raise DataError(f"{path}: expected a model folder (save_pretrained output), got a file")
         _check_folder(path)
         return path.name, str(path)
+    from drake.models.zoo_hub import hub_member_folder, is_zoo_hub_id
+
+    if is_zoo_hub_id(name):
+        return name, str(hub_member_folder(name, cache_dir=cache_dir))
     if _is_hub_id(name):
         return name, name
     raise UnknownNameError(
         f"unknown model {name!r}{did_you_mean(name, ZOO)}; use a zoo member ({', '.join(sorted(ZOO))}), "
-        "a local model folder, or a hub id like 'llava-hf/llava-interleave-qwen-0.5b-hf'"
+        "a local model folder, a hub id like 'llava-hf/llava-interleave-qwen-0.5b-hf' or a zoo repo member "
+        "like 'you/drake-zoo/tiny-llama-m'"
     )
 
 
@@ -161,20 +184,24 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    pretrain_if_missing: bool = True,
+    pretrain_if_missing: bool = False,
     gradient_checkpointing: bool = False,
     progress: bool = True,
     cache_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Load a LLaVA-style model + processor, frozen, in eval mode, on ``device`` (auto: cuda if present).
 
-    ``dtype`` defaults to bfloat16 on cuda and float32 on cpu. A zoo name pre-trains on first use unless
-    ``pretrain_if_missing=False`` (then a DataError says to run ``drake pretrain``). Hub ids honour
-    ``HF_HUB_OFFLINE`` (cache only) and ``cache_dir`` (default: the HF cache).
+    ``dtype`` defaults to bfloat16 on cuda and float32 on cpu. A zoo name loads the shipped weights after
+    checking their sha256 (never pre-training; see ``resolve``); to use members you pre-trained yourself, pass
+    their cache folder (``drake pretrain`` prints it; ``drake.models.pretrain.cached_path(name)``). Hub ids
+    (``org/repo``, or ``org/repo/member`` for a pushed zoo) honour ``HF_HUB_OFFLINE`` (cache only) and
+    ``cache_dir`` (default: the HF cache). ``LoadedModel.zoo`` is the zoo provenance (``shipped_info``).
     """
     from transformers import AutoConfig, AutoProcessor
 
-    display, source = resolve(name_or_path, pretrain_if_missing=pretrain_if_missing, progress=progress)
+    display, source = resolve(
+        name_or_path, pretrain_if_missing=pretrain_if_missing, progress=progress, cache_dir=cache_dir
+    )
     dev = resolve_device(device)
     dtype = dtype or default_dtype(dev)
     local_only = _offline() or Path(source).exists()
@@ -201,10 +228,13 @@ def load_model(
         enable_gradient_checkpointing(model)
     text = config.text_config
     meta: dict[str, Any] = {}
+    zoo = None
     if Path(source).is_dir():
         from drake.models.pretrain import read_meta
+        from drake.models.zoo_manifest import shipped_info
 
         meta = read_meta(source) or {}
+        zoo = shipped_info(source)
     return LoadedModel(
         model=model,
         processor=processor,
@@ -216,6 +246,7 @@ def load_model(
         hidden_size=int(text.hidden_size),
         path=source,
         meta=meta,
+        zoo=zoo,
     )
 
 

@@ -1,5 +1,8 @@
 """Pre-train zoo members from scratch on the public split and cache them as ``save_pretrained`` folders.
 
+This is the zoo's recipe. Runs load the shipped weights (drake/models/zoo_manifest.py), never these: a cache
+folder is used only when passed by path, and ``drake pretrain --compare`` sets it beside the shipped one.
+
 The cache folder is ``<models_home>/<name>-<hash12>`` where the hash covers the member's config and recipe
 (seed included), the vocabulary, the public-data version and this module's version: change any of them
 and a new folder is trained, never a stale one reused. Training is budgeted in steps, the data order is a
@@ -284,6 +287,7 @@ def pretrain(
     """
     spec = get_spec(model) if isinstance(model, str) else model
     home_path = Path(home) if home else models_home()
+    _refuse_shipped(home_path)
     vocab = default_vocab() if vocab is None else list(vocab)
     final = cached_path(spec, vocab, home_path)
     if is_cached(final) and not force:
@@ -340,6 +344,18 @@ def pretrain(
         f"(chance {acc['chance']:.2f}) -> {final}"
     )
     return final
+
+
+def _refuse_shipped(home: Path) -> None:
+    """The recipe writes to a cache, never into the shipped zoo (a re-run would silently replace the
+    canonical weights; shipping is ``python -m drake.models.zoo_manifest ship``)."""
+    from drake.errors import DrakeError
+    from drake.models.zoo_manifest import SHIPPED_DIR
+
+    if home.resolve().is_relative_to(SHIPPED_DIR):
+        raise DrakeError(
+            f"{home}: inside the shipped zoo ({SHIPPED_DIR}); pre-train into a cache ($DRAKE_HOME or the default)"
+        )
 
 
 def load_frozen_tower(model: Any, donor: Path) -> None:

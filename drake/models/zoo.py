@@ -10,7 +10,6 @@ pre-trained once and frozen (``SIGLIP_TOWER``), as the members of a real LLaVA f
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -155,11 +154,11 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def models_home() -> Path:
-    """Where pre-trained members and the vocabulary are cached: $DRAKE_HOME/models or <repo>/.drake/models."""
-    from drake.spec import REPO_ROOT
+    """The cache of members ``drake pretrain`` trains on this machine: ``<drake_home()>/models`` ($DRAKE_HOME,
+    else <checkout>/.drake, else ~/.cache/drake). The shipped zoo is not here: see drake/models/zoo_manifest.py."""
+    from drake.paths import drake_home
 
-    home = os.environ.get("DRAKE_HOME")
-    return (Path(home) if home else REPO_ROOT / ".drake") / "models"
+    return drake_home() / "models"
 
 
 def build_config(

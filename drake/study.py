@@ -1,0 +1,148 @@
+"""The DRAKE-synth study: every method (and FedMosaic's ablations) x scenarios x seeds, resumable, each finished
+run submitted to the leaderboard and the board rebuilt.
+
+A run is one result file over all seeds (``eval.py --seeds 0 1 2``) under ``<out>/<entry>/``. A run whose
+result file exists is skipped; a killed run continues from its last finished round (``--resume``). The study
+log ``<out>/study.jsonl`` has one line per finished run (wall time, result, whether the board took it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drake.errors import SpecError
+
+#: the scenarios of the study, dynamic first (its table lands first)
+SCENARIOS = ("drake-dynamic", "drake-static")
+SEEDS = (0, 1, 2)
+#: the methods of the protocol comparison first (docs/results.md), then the rest of the registry
+FIRST = ("local", "fedavg", "fedprox", "ditto", "feddpa", "fedmosaic")
+#: FedMosaic's ablations as named configs (drake/configs/), with the pool each needs
+ABLATIONS = {"no-rela": None, "no-pq": None, "no-align": None, "scalar-gate": None, "homo": "homo"}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One entry of the study: a method (or a named variant of it) on one scenario and pool."""
+
+    name: str  # e.g. "fedmosaic", "fedmosaic+no-rela"
+    method: str
+    scenario: str
+    pool: str = "hetero"
+    config: str | None = None  # a named config of drake/configs/
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}--{self.scenario}-{self.pool}"
+
+    def argv(self, seeds: Sequence[int], out: Path) -> list[str]:
+        args = ["--method", self.method, "--scenario", self.scenario, "--pool", self.pool,
+                "--seeds", *map(str, seeds), "--out", str(out / self.key)]  # fmt: skip
+        return args + (["--config", self.config] if self.config else [])
+
+
+def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] | None = None) -> list[StudyRun]:
+    """Every registered method and ablation on every study scenario; ``methods`` / ``scenarios`` narrow it
+    (names as in the plan: ``fedmosaic+no-rela`` for an ablation)."""
+    from drake.methods import METHODS
+
+    registered = METHODS.names()
+    names = [m for m in FIRST if m in registered]
+    names += [f"fedmosaic+{a}" for a in ABLATIONS] + [m for m in registered if m not in FIRST]
+    if methods:
+        unknown = sorted(set(methods) - set(names))
+        if unknown:
+            raise SpecError(f"study: unknown method {', '.join(unknown)}; the plan has: {', '.join(names)}")
+        names = [n for n in names if n in methods]
+    chosen = list(scenarios or SCENARIOS)
+    plan = []
+    for scenario in chosen:
+        for name in names:
+            method, _, ablation = name.partition("+")
+            pool = (ABLATIONS[ablation] if ablation else None) or "hetero"
+            plan.append(StudyRun(name, method, scenario, pool, f"fedmosaic-{ablation}" if ablation else None))
+    return plan
+
+
+def _args(run: StudyRun, seeds: Sequence[int], out: Path, extra: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    from drake.runner import add_run_arguments
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    argv = [*run.argv(seeds, out), *extra, "--no-progress"]
+    return parser.parse_args(argv), argv
+
+
+def result_path(run: StudyRun, seeds: Sequence[int], out: Path, extra: Sequence[str] = ()) -> Path:
+    """Where ``run``'s result file is (or will be) written: resolves the plan as eval.py does."""
+    from drake.runner import plan_from_args
+
+    args, _ = _args(run, seeds, out, extra)
+    return Path(args.out) / f"{plan_from_args(args).stem}.json"
+
+
+def run_study(
+    plan: Sequence[StudyRun],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    board: Path | None,
+    extra: Sequence[str] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run (or skip) every entry, submitting each result to ``board`` and rebuilding it; returns the log.
+    ``extra``: more eval.py arguments for every run (e.g. a smaller budget with ``--set``)."""
+    from tqdm.auto import tqdm
+
+    from drake.runner import run_from_args
+
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[dict[str, Any]] = []
+    bar = tqdm(total=len(plan), disable=not progress, desc="study", unit="run")
+    for run in plan:
+        bar.set_postfix_str(run.key)
+        path = result_path(run, seeds, out, extra)
+        entry: dict[str, Any] = {"run": run.key, "seeds": list(seeds), "result": str(path)}
+        if path.is_file():
+            entry["status"] = "done before"
+        else:
+            args, argv = _args(run, seeds, out, [*extra, "--resume"])
+            t0 = time.perf_counter()
+            run_from_args(args, argv)
+            entry.update(status="ran", wall_s=round(time.perf_counter() - t0, 1))
+        if board is not None:
+            entry["board"] = _submit(path, board)
+        done.append(entry)
+        _append(out / "study.jsonl", entry)
+        log(f"{run.key}: {entry['status']}" + (f" in {entry['wall_s']:.0f} s" if "wall_s" in entry else "")
+            + (f"; board: {entry['board']}" if "board" in entry else ""))  # fmt: skip
+        bar.update(1)
+    bar.close()
+    return done
+
+
+def _submit(path: Path, board: Path) -> str:
+    """Submit ``path`` and rebuild the board; an entry already there is not an error."""
+    from leaderboard.build import build
+    from leaderboard.submit import SubmissionRejected, submit
+
+    try:
+        status = f"accepted as {submit(path, board).path.name}"
+    except SubmissionRejected as exc:
+        if {r.kind for r in exc.rejections} != {"duplicate"}:
+            raise
+        status = "already on the board"
+    build(board)
+    return status
+
+
+def _append(path: Path, entry: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({**entry, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")

@@ -1,0 +1,38 @@
+"""``drake study``: the plan, and a resumable run that lands on the leaderboard once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drake.errors import SpecError
+from drake.study import StudyRun, default_plan, run_study
+
+FAST = ["--scale", "0.1", "--set", "local_steps=2", "--set", "batch_size=4", "--set", "engine.self_limit=4",
+        "--set", "engine.others_limit=4", "--set", "engine.unseen_limit=4", "--set", "engine.unseen_adapt_steps=0"]  # fmt: skip
+
+
+def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
+    plan = default_plan()
+    first = [r.name for r in plan[:6]]
+    assert first == ["local", "fedavg", "fedprox", "ditto", "feddpa", "fedmosaic"]
+    assert {r.scenario for r in plan[: len(plan) // 2]} == {"drake-dynamic"}
+    homo = next(r for r in plan if r.name == "fedmosaic+homo")
+    assert (homo.method, homo.pool, homo.config) == ("fedmosaic", "homo", "fedmosaic-homo")
+    narrow = default_plan(["fedavg", "fedmosaic+no-rela"], ["drake-static"])
+    assert [(r.name, r.scenario) for r in narrow] == [("fedavg", "drake-static"), ("fedmosaic+no-rela", "drake-static")]
+    with pytest.raises(SpecError, match="fedmosaic\\+no-rela"):
+        default_plan(["fedmosaic+no-rella"])
+
+
+def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path) -> None:
+    plan = [StudyRun("fedavg", "fedavg", str(tiny_scenario), "test")]
+    board = tmp_path / "board"
+    lines: list[str] = []
+    first = run_study(plan, [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False, log=lines.append)
+    assert first[0]["status"] == "ran" and first[0]["board"].startswith("accepted")
+    assert len(list((board / "results").glob("*.json"))) == 1 and (board / "site" / "leaderboard.md").is_file()
+    again = run_study(plan, [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False, log=lines.append)
+    assert again[0]["status"] == "done before" and again[0]["board"] == "already on the board"
+    assert len((tmp_path / "study" / "study.jsonl").read_text().splitlines()) == 2
