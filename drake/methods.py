@@ -20,3 +20,6 @@ METHODS.register("feddat", "baselines.feddat:FedDAT", summary="dual-adapter teac
 METHODS.register("perada", "baselines.perada:PerAda", summary="personal LoRA + server KD on public data (across architectures); global averaged within each architecture")
 METHODS.register("apfl", "baselines.apfl:APFL", summary="global + local LoRA mixed by a learned alpha; global averaged within each architecture")
 METHODS.register("fedmosaic", "fedmosaic.method:FedMosaic", summary="PQ-LoRA shared across architectures + RELA relevance-weighted per-client globals")
+METHODS.register("hetlora", "baselines.hetlora:HetLoRA", summary="per-client LoRA ranks: zero-pad, norm-weighted average, truncate; averaged within each architecture")
+METHODS.register("flexlora", "baselines.flexlora:FlexLoRA", summary="per-client LoRA ranks: mean of B A, SVD back to each rank; averaged within each architecture")
+METHODS.register("feddf", "baselines.feddf:FedDF", summary="FedAvg + server ensemble distillation on public data (across architectures); averaged within each architecture")

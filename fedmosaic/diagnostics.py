@@ -64,8 +64,12 @@ def gate_report(
     client: Any, pq: PQLoraModel, own: Sequence[str], others: Sequence[str], *, final: bool, limit: int | None
 ) -> dict[str, Any]:
     """``{"beta_own", "beta_others"}``, and at the final evaluation ``others_by_branch``: the client's mean
-    Others score with the global branch only (beta = 1) and the local branch only (beta = 0)."""
-    out: dict[str, Any] = {"beta_own": mean_beta(client, pq, own), "beta_others": mean_beta(client, pq, others)}
+    Others score with the global branch only (beta = 1) and the local branch only (beta = 0).
+
+    The gate is read on at most ``limit`` rows per task (the Others scoring limit): an engine whose clients
+    run elsewhere ships only the rows its evaluations score, so every engine reads the gate on the same rows."""
+    n = GATE_ROWS if limit is None else min(GATE_ROWS, limit)
+    out: dict[str, Any] = {"beta_own": mean_beta(client, pq, own, n), "beta_others": mean_beta(client, pq, others, n)}
     if final and others:
         by_branch = {}
         for branch, beta in (("global", 1.0), ("local", 0.0)):

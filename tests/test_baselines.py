@@ -316,7 +316,8 @@ def _run(scenario: Path, out: Path, method: str, spy: bool = False) -> tuple[dic
 
 @pytest.fixture
 def last_round_eval(tiny_scenario: Path) -> Path:
-    """The hetero tiny scenario (llama-s, qwen-s, llama-s) evaluated after round 2 only (half the eval time)."""
+    """The hetero tiny scenario (llama-s, qwen-s, llama-s) evaluated after round 2 only (half the eval time)
+    under the server-global protocol; the official protocol keeps its own rounds (1, 2)."""
     text = tiny_scenario.read_text()
     assert "eval_rounds: [1, 2]" in text
     tiny_scenario.write_text(text.replace("eval_rounds: [1, 2]", "eval_rounds: [2]"))
@@ -333,7 +334,8 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
         assert all(torch.isfinite(t).all() for t in u.arrays.values())
         assert method == "fedprox" or local, "a personalized method keeps something local"
     assert set(record["rounds"][-1]["eval"]) == {"0", "1", "2"}
-    assert set(record["final"]) == {"0", "1", "2"} and all(f["unseen"] for f in record["final"].values())
+    # the official protocol tests each unseen task on one client: the smoke's one task on client 0
+    assert set(record["final"]) == {"0", "1", "2"} and record["final"]["0"]["unseen"]
     for entry in record["rounds"]:
         for scores in entry["eval"].values():
             assert scores and all(0.0 <= v <= 1.0 for v in scores.values())
