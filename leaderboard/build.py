@@ -296,9 +296,11 @@ def make_plots(groups: Sequence[Group], records: Mapping[str, Mapping[str, Any]]
 
 
 def fmt_stat(cell: Mapping[str, Any]) -> str:
+    """A score in percent, as the run summary and the README print it: ``38.7 ± 0.4``."""
     if cell["mean"] is None:
         return "-"
-    return f"{cell['mean']:.3f} ± {cell['std']:.3f}" if cell["std"] is not None else f"{cell['mean']:.3f}"
+    mean = f"{100 * cell['mean']:.1f}"
+    return f"{mean} ± {100 * cell['std']:.1f}" if cell["std"] is not None else mean
 
 
 def fmt_bytes(n: float | None) -> str:

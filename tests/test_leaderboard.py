@@ -829,3 +829,39 @@ def test_a_zoo_member_without_provenance_is_not_canonical(built: Path) -> None:
     assert zoo_problems(record) == ["tiny-llama-s: no zoo provenance recorded (a result from before the zoo shipped); rerun it"]
     record["meta_info"]["models"]["tiny-llama-m"]["zoo"]["zoo_version"] = "3.0"
     assert any("zoo 3.0, this board ranks zoo" in p for p in zoo_problems(record))
+
+
+# ----------------------------------------------------------------------------------- README results
+
+
+def test_the_readme_results_block_is_what_the_store_gives() -> None:
+    """The README's table is generated from leaderboard/results: any difference (a typed number, a result
+    landed without rebuilding) fails here; fix with `drake leaderboard build --readme README.md`."""
+    from drake.spec import REPO_ROOT
+    from leaderboard.build import rank, verified_records
+    from leaderboard.readme import BEGIN, END, results_block
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text[text.index(BEGIN) : text.index(END) + len(END)]
+    assert block == results_block(rank(verified_records(REPO_ROOT / "leaderboard")))
+
+
+def test_readme_sync_writes_percent_tables_of_the_official_protocol(built: Path, tmp_path: Path) -> None:
+    from drake.errors import DataError
+    from leaderboard.build import rank, verified_records
+    from leaderboard.readme import BEGIN, END, replace_block, sync_readme
+
+    board = tmp_path / "board"
+    submit(write(tmp_path / "a.json", make(built)), board)
+    submit(write(tmp_path / "b.json", make(built, method="ditto", protocol="server-global")), board)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    groups = rank(verified_records(board))
+    assert sync_readme(readme, groups) and not sync_readme(readme, groups)
+    text = readme.read_text()
+    assert text.startswith("# x\n\n") and text.endswith("\n\nafter\n") and "old" not in text
+    fedavg = next(line for line in text.splitlines() if line.startswith("| fedavg |"))
+    mean = recompute_summary(make(built))["self"]["a_last"]["mean"]
+    assert f"| {100 * mean:.1f} ± " in fedavg and "ditto" not in text  # server-global is not in the README
+    with pytest.raises(DataError, match="markers"):
+        replace_block("no markers", "x")

@@ -16,6 +16,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_board_arguments(b)
     b.add_argument("--out", metavar="DIR", help="output directory (default: <board>/site)")
+    b.add_argument("--readme", metavar="PATH",
+                   help="also rewrite the generated results block of this README (e.g. README.md)")  # fmt: skip
     return p
 
 
@@ -28,7 +30,14 @@ def run(args: argparse.Namespace) -> int:
 
     board = Path(args.board) if args.board else DEFAULT_BOARD
     out = Path(args.out) if args.out else board / "site"
-    written = build(board, out, tasks=load_tasks(args.tasks_file), min_seeds=args.min_seeds)
+    tasks = load_tasks(args.tasks_file)
+    written = build(board, out, tasks=tasks, min_seeds=args.min_seeds)
     plots = sum(1 for p in written if p.suffix == ".png")
     print(f"wrote {len(written) - plots} pages and {plots} plots -> {out} (open {out / 'index.html'})")
+    if args.readme:
+        from leaderboard.build import rank, verified_records
+        from leaderboard.readme import sync_readme
+
+        changed = sync_readme(args.readme, rank(verified_records(board, tasks), args.min_seeds))
+        print(f"{args.readme}: results block {'rewritten' if changed else 'already up to date'}")
     return 0
