@@ -21,8 +21,9 @@ from drake.errors import SpecError
 #: the scenarios of the study, dynamic first (its table lands first)
 SCENARIOS = ("drake-dynamic", "drake-static")
 SEEDS = (0, 1, 2)
-#: the methods of the protocol comparison first (docs/results.md), then the rest of the registry
-FIRST = ("local", "fedavg", "fedprox", "ditto", "feddpa", "fedmosaic")
+#: the methods of the protocol comparison first (docs/results.md: FedMosaic vs FedAvg, then the floor and the
+#: personalized baselines), then the rest of the registry
+FIRST = ("fedavg", "fedmosaic", "local", "ditto", "feddpa", "fedprox")
 #: FedMosaic's ablations as named configs (drake/configs/), with the pool each needs
 ABLATIONS = {"no-rela": None, "no-pq": None, "no-align": None, "scalar-gate": None, "homo": "homo"}
 

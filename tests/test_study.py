@@ -16,7 +16,7 @@ FAST = ["--scale", "0.1", "--set", "local_steps=2", "--set", "batch_size=4", "--
 def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
     plan = default_plan()
     first = [r.name for r in plan[:6]]
-    assert first == ["local", "fedavg", "fedprox", "ditto", "feddpa", "fedmosaic"]
+    assert first == ["fedavg", "fedmosaic", "local", "ditto", "feddpa", "fedprox"]
     assert {r.scenario for r in plan[: len(plan) // 2]} == {"drake-dynamic"}
     homo = next(r for r in plan if r.name == "fedmosaic+homo")
     assert (homo.method, homo.pool, homo.config) == ("fedmosaic", "homo", "fedmosaic-homo")
