@@ -23,3 +23,5 @@ METHODS.register("fedmosaic", "fedmosaic.method:FedMosaic", summary="PQ-LoRA sha
 METHODS.register("hetlora", "baselines.hetlora:HetLoRA", summary="per-client LoRA ranks: zero-pad, norm-weighted average, truncate; averaged within each architecture")
 METHODS.register("flexlora", "baselines.flexlora:FlexLoRA", summary="per-client LoRA ranks: mean of B A, SVD back to each rank; averaged within each architecture")
 METHODS.register("feddf", "baselines.feddf:FedDF", summary="FedAvg + server ensemble distillation on public data (across architectures); averaged within each architecture")
+METHODS.register("fedms", "baselines.fedms:FedMS", summary="global expert LoRA with sparsely activated blocks, then frozen global + local expert mixed by a gate; global then gate averaged within each architecture")
+METHODS.register("fedamole", "baselines.fedamole.method:FedAMoLE", summary="per-module LoRA expert pools re-assigned to clients by reverse selection (exact ILP); experts averaged over their holders within each architecture")
