@@ -16,8 +16,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_board_arguments(b)
     b.add_argument("--out", metavar="DIR", help="output directory (default: <board>/site)")
-    b.add_argument("--readme", metavar="PATH",
-                   help="also rewrite the generated results block of this README (e.g. README.md)")  # fmt: skip
+    b.add_argument("--readme", metavar="PATH", nargs="+",
+                   help="also rewrite the generated results block of these files (README.md docs/results.md)")  # fmt: skip
     return p
 
 
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         from leaderboard.build import rank, verified_records
         from leaderboard.readme import sync_readme
 
-        changed = sync_readme(args.readme, rank(verified_records(board, tasks), args.min_seeds))
-        print(f"{args.readme}: results block {'rewritten' if changed else 'already up to date'}")
+        groups = rank(verified_records(board, tasks), args.min_seeds)
+        for path in args.readme:
+            changed = sync_readme(path, groups)
+            print(f"{path}: results block {'rewritten' if changed else 'already up to date'}")
     return 0
