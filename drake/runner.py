@@ -52,7 +52,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "its own local training; server-global: on the server's model for it); see drake/protocol.py")
     p.add_argument("--scale", type=float, default=1.0, help="DRAKE-synth size multiplier (1.0: 300 train / 100 test per task)")
     p.add_argument("--image-size", type=int, default=32, help="DRAKE-synth image size in pixels")
-    p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under .drake/)")
+    p.add_argument("--data-dir", default=None, help="built data directory (default: built on demand under the data root: $DRAKE_HOME, else <checkout>/.drake, else ~/.cache/drake)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: 1 on machines with <= 2 cores, where tiny models gain little from a second thread and slow down ~10x when the cores are shared)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last finished round")
@@ -137,7 +137,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     data_dir = Path(
         ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
     )
-    _pretrain_zoo_members(scenario.architectures, progress=settings.progress)
+    check_models(scenario.architectures, progress=settings.progress)
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
     engine_dict.pop("workers")  # where the clients run, not what they compute: same numbers, same hash
@@ -154,7 +154,7 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads if threads else (1 if cores <= 2 else min(cores, 8)))
 
 
-def _pretrain_zoo_members(architectures: Sequence[str], *, progress: bool) -> None:
+def check_models(architectures: Sequence[str], *, progress: bool) -> None:
     """Nothing is pre-trained before a run: zoo members load the shipped weights. Resolving every model now
     fails early, before data loads and seeds run, on a shipped file that is missing or changed (one line
     naming it) or a registered member without weights (run `drake pretrain`)."""

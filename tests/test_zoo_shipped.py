@@ -78,9 +78,9 @@ def test_manifest_pins_every_shipped_file_and_matches_the_recipe(monkeypatch):
 
 def test_load_model_reads_the_shipped_weights_and_never_pretrains(no_pretraining):
     from drake.models.loading import load_model, resolve
-    from drake.runner import _pretrain_zoo_members
+    from drake.runner import check_models
 
-    _pretrain_zoo_members(["tiny-llama-s", "tiny-qwen-m"], progress=False)  # the runner's check: no training
+    check_models(["tiny-llama-s", "tiny-qwen-m"], progress=False)  # the runner's check: no training
     assert resolve("tiny-llama-m") == ("tiny-llama-m", str(zm.SHIPPED_DIR / "tiny-llama-m"))
     loaded = load_model("tiny-qwen-s", device="cpu", progress=False)
     entry = zm.member_entry("tiny-qwen-s")
