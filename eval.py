@@ -16,7 +16,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from drake.cli import add_debug_argument, guarded, run_phase, wants_debug
-    from drake.runner import add_run_arguments
+    from drake.run_options import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)

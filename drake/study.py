@@ -72,7 +72,7 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
 
 
 def _args(run: StudyRun, seeds: Sequence[int], out: Path, extra: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    from drake.runner import add_run_arguments
+    from drake.run_options import add_run_arguments
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)

@@ -295,3 +295,14 @@ def test_an_unexpected_error_in_a_real_process_is_one_line(tmp_path):
         [*cmd, "--debug"], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120
     )
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+
+
+def test_building_the_cli_imports_no_torch() -> None:
+    """`drake --help` and `drake list` stay instant: no subcommand's parser imports torch (run options live
+    in drake/run_options.py, not drake/runner.py)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from drake.cli import make_parser; make_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

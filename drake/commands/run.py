@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from drake.runner import add_run_arguments
+    from drake.run_options import add_run_arguments
 
     p = subparsers.add_parser("run", help="run a federated method on a scenario (same as eval.py)")
     add_run_arguments(p)
