@@ -1,7 +1,10 @@
-"""Figures for results and the leaderboard: learning curves, per-client bars, relevance heatmaps.
+"""Figures for results and the leaderboard: learning curves, Self vs Others, the cost plot, per-client bars,
+relevance heatmaps.
 
-Every number plotted comes from ``drake.results.seed_summaries`` (so from ``drake.metrics``), and every PNG
-is byte-for-byte reproducible: Agg backend, fixed size and dpi, no software/date metadata, atomic write.
+Every number plotted comes from ``drake.results.seed_summaries`` (so from ``drake.metrics``); scores are drawn
+in percent, the unit the tables print. Every PNG is byte-for-byte reproducible: Agg backend, fixed size and
+dpi, no software/date metadata, atomic write. Point labels are placed by ``place_labels`` so that no two
+labels (and no label and a marker) overlap, however close the methods score.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +20,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from drake.errors import DataError  # noqa: E402
 from drake.io import atomic_write_bytes  # noqa: E402
+from drake.metrics import summarize  # noqa: E402
 from drake.results import seed_summaries  # noqa: E402
 
 DPI = 100
+PCT = 100.0  # scores are fractions in records and percent on every axis, as in the tables
+MIB = float(1 << 20)
 TARGETS = (("self", "Self (own tasks)"), ("others", "Others (other clients' tasks)"))
+LABEL_GID = "point-label"  # every label placed by place_labels carries it (tests find them by it)
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "D", "v", "P", "X")
 
 
 def _save(fig: Any, path: str | Path) -> Path:
@@ -41,9 +52,257 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
-def mean_curves(record: Mapping[str, Any]) -> dict[str, dict[int, float]]:
-    """``{"self"|"others": {round: score}}``: per round, the mean over clients, then over successful seeds."""
-    out: dict[str, dict[int, float]] = {}
+def style(i: int) -> dict[str, str]:
+    """The i-th method's colour, line style and marker: ten colours, then the next line style (so fifteen
+    methods never share a look); one index per method keeps its look the same across a table's plots."""
+    return {"color": f"C{i % 10}", "linestyle": _LINESTYLES[(i // 10) % len(_LINESTYLES)],
+            "marker": _MARKERS[(i // 10) % len(_MARKERS)]}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- label placement
+
+_DIRECTIONS = tuple(
+    (math.cos(math.radians(a)), math.sin(math.radians(a)))
+    for a in (45, 0, 135, 180, 90, 270, 315, 225, 22.5, 157.5, 202.5, 337.5, 67.5, 112.5, 247.5, 292.5)
+)
+_RADII_PX = (5, 12, 22, 34, 48, 64, 82, 102, 124, 148, 174, 202, 232, 264)
+_LEADER_FROM_PX = 22  # labels this far from their point get a thin leader line
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in display pixels
+
+
+def _overlap(a: Box, b: Box, pad: float = 0.0) -> float:
+    w = min(a[2], b[2]) + pad - max(a[0], b[0])
+    h = min(a[3], b[3]) + pad - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _candidate(x: float, y: float, dx: float, dy: float, r: float, w: float, h: float) -> tuple[Box, str, str]:
+    """The label box at distance r from (x, y) in direction (dx, dy), touching that point with the side
+    that faces it; and the matching horizontal/vertical alignment."""
+    cx, cy = x + r * dx, y + r * dy
+    ha = "left" if dx > 0.3 else "right" if dx < -0.3 else "center"
+    va = "bottom" if dy > 0.3 else "top" if dy < -0.3 else "center"
+    x0 = cx if ha == "left" else cx - w if ha == "right" else cx - w / 2
+    y0 = cy if va == "bottom" else cy - h if va == "top" else cy - h / 2
+    return (x0, y0, x0 + w, y0 + h), ha, va
+
+
+def place_labels(
+    ax: Any,
+    anchors: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    *,
+    obstacles: Sequence[tuple[float, float]] = (),
+    segments: Sequence[tuple[tuple[float, float], tuple[float, float]]] = (),
+    colors: Sequence[str] | None = None,
+    fontsize: float = 8,
+    marker_px: float = 5.0,
+) -> list[Any]:
+    """Label each anchor (data coordinates) so that no label overlaps another label or a marker.
+
+    Greedy and deterministic: labels are placed in the given order (rank order, so the best methods get the
+    closest spots); each takes the first free spot on rings of growing radius around its point, inside the
+    axes, measured with the renderer's real text extents; a label away from its point gets a leader line.
+    Markers sit at every anchor and every ``obstacles`` point (``marker_px``: half their size in pixels);
+    ``segments`` (error bars, connectors: pairs of data points) are avoided too, as 3-pixel-wide strips.
+    Call it after the axes' limits and the figure's layout are final: it works in display pixels.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    frame = ax.get_window_extent(renderer)
+    inner = (frame.x0 + 2, frame.y0 + 2, frame.x1 - 2, frame.y1 - 2)
+    marks = [tuple(to_px(p)) for p in (*anchors, *obstacles)]
+    blocked: list[Box] = [(x - marker_px, y - marker_px, x + marker_px, y + marker_px) for x, y in marks]
+    for a, b in segments:
+        (ax_, ay), (bx, by) = to_px(a), to_px(b)
+        blocked.append((min(ax_, bx) - 1.5, min(ay, by) - 1.5, max(ax_, bx) + 1.5, max(ay, by) + 1.5))
+    points_per_px = 72.0 / fig.dpi
+    texts = []
+    for i, (anchor, label) in enumerate(zip(anchors, labels)):
+        probe = ax.text(0, 0, label, fontsize=fontsize)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = extent.width + 2, extent.height + 1
+        x, y = to_px(anchor)
+        best: tuple[float, Box, str, str, float] | None = None
+        for r in _RADII_PX:
+            for dx, dy in _DIRECTIONS:
+                box, ha, va = _candidate(x, y, dx, dy, r, w, h)
+                outside = (box[0] < inner[0] or box[1] < inner[1] or box[2] > inner[2] or box[3] > inner[3])
+                if outside:
+                    continue
+                cost = sum(_overlap(box, b, pad=1.0) for b in blocked)
+                if best is None or cost < best[0]:
+                    best = (cost, box, ha, va, r)
+                if cost == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        if best is None:  # no spot inside the axes at all (a tiny axes): beside the point, up and right
+            best = (0.0, _candidate(x, y, *_DIRECTIONS[0], _RADII_PX[0], w, h)[0], "left", "bottom", _RADII_PX[0])
+        _, box, ha, va, r = best
+        tx = box[0] if ha == "left" else box[2] if ha == "right" else (box[0] + box[2]) / 2
+        ty = box[1] if va == "bottom" else box[3] if va == "top" else (box[1] + box[3]) / 2
+        color = colors[i] if colors is not None else "0.15"
+        arrow = {"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1, "shrinkB": marker_px * points_per_px}
+        texts.append(ax.annotate(
+            label, anchor, xytext=((tx - x) * points_per_px, (ty - y) * points_per_px), textcoords="offset points",
+            ha=ha, va=va, fontsize=fontsize, color=color, gid=LABEL_GID,
+            arrowprops=arrow if r >= _LEADER_FROM_PX else None,
+        ))  # fmt: skip
+        blocked.append(box)
+    return texts
+
+
+def _pct_limits(values: Sequence[float], spreads: Sequence[float], *, min_span: float = 10.0) -> tuple[float, float]:
+    """Axis limits in percent around the values and their spreads: room for labels, within 0..100."""
+    lo = min(v - s for v, s in zip(values, spreads))
+    hi = max(v + s for v, s in zip(values, spreads))
+    span = max(hi - lo, min_span)
+    mid = (lo + hi) / 2
+    lo, hi = mid - 0.8 * span, mid + 0.8 * span
+    if lo < 0:
+        lo, hi = 0.0, hi - lo
+    if hi > PCT:
+        lo, hi = max(0.0, lo - (hi - PCT)), PCT
+    return lo, hi
+
+
+# ------------------------------------------------------------------------------------ self vs others
+
+
+@dataclass(frozen=True)
+class Point:
+    """One method on the Self vs Others plane, in percent: means and seed spreads (std over seeds)."""
+
+    label: str
+    x: float
+    y: float
+    xerr: float = 0.0
+    yerr: float = 0.0
+    official: bool = True
+    style_index: int | None = None  # the method's look (``style``) when not its position in the list
+
+
+def self_vs_others_figure(points: Sequence[Point], *, title: str = "") -> Any:
+    """Self A_last (x) against Others A_last (y), one point per method with its seed spread as error bars,
+    every point labelled (``place_labels``), the y = x diagonal for reference. Returns the Figure."""
+    if not points:
+        raise DataError("self_vs_others_figure: no points to plot")
+    fig, ax = plt.subplots(figsize=(7, 5.6))
+    looks = [style(i if p.style_index is None else p.style_index) for i, p in enumerate(points)]
+    for p, st in zip(points, looks):
+        ax.errorbar(p.x, p.y, xerr=p.xerr, yerr=p.yerr, fmt=st["marker"], color=st["color"], ms=6, capsize=3,
+                    elinewidth=1, mfc=st["color"] if p.official else "white", zorder=3)  # fmt: skip
+    ax.set_xlim(*_pct_limits([p.x for p in points], [p.xerr for p in points]))
+    ax.set_ylim(*_pct_limits([p.y for p in points], [p.yerr for p in points]))
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], color="0.8", lw=0.8, zorder=0, label="Self = Others")
+    ax.set_xlabel("Self A_last (%, own tasks)")
+    ax.set_ylabel("Others A_last (%, other clients' tasks)")
+    ax.set_title(title or "Self vs Others")
+    ax.grid(alpha=0.3)
+    note = "error bars: std over seeds"
+    if not all(p.official for p in points):
+        note += "; hollow marker: unofficial (fewer seeds)"
+    fig.text(0.01, 0.01, note, fontsize=8, color="0.35")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    bars = [seg for p in points for seg in (((p.x - p.xerr, p.y), (p.x + p.xerr, p.y)),
+                                            ((p.x, p.y - p.yerr), (p.x, p.y + p.yerr)))]  # fmt: skip
+    place_labels(ax, [(p.x, p.y) for p in points], [p.label for p in points], segments=bars,
+                 colors=[st["color"] for st in looks])  # fmt: skip
+    return fig
+
+
+def plot_self_vs_others(points: Sequence[Point], path: str | Path, *, title: str = "") -> Path:
+    """``self_vs_others_figure`` written as a PNG."""
+    return _save(self_vs_others_figure(points, title=title), path)
+
+
+# ----------------------------------------------------------------------------------------- cost plot
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """One method's accuracy (percent) against its cost: training compute relative to Local (None where
+    the result does not record it) and MiB communicated per seed (up + down)."""
+
+    label: str
+    self_score: float | None
+    others_score: float | None
+    compute_ratio: float | None
+    comm_mib: float | None
+    official: bool = True
+
+
+COST_PANELS = (("compute_ratio", "training compute relative to Local (x)"),
+               ("comm_mib", "MiB communicated per seed (up + down)"))  # fmt: skip
+
+
+def cost_figure(points: Sequence[CostPoint], *, title: str = "") -> Any:
+    """The paper's cost plot, two panels: Self and Others A_last against training compute relative to Local
+    and against MiB communicated per seed; one point per method and score (circle: Self, triangle: Others,
+    joined by a thin line), each method labelled once, at its Self point. Returns the Figure."""
+    if not points:
+        raise DataError("cost_figure: no points to plot")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    scores = [v for p in points for v in (p.self_score, p.others_score) if v is not None]
+    ylim = _pct_limits(scores, [0.0] * len(scores)) if scores else (0.0, PCT)
+    placements = []
+    for ax, (attr, xlabel) in zip(axes, COST_PANELS):
+        shown = [(i, p) for i, p in enumerate(points) if getattr(p, attr) is not None
+                 and (p.self_score is not None or p.others_score is not None)]  # fmt: skip
+        ids = {i for i, _ in shown}
+        missing = [p.label for i, p in enumerate(points) if i not in ids]
+        for i, p in shown:
+            x, st = getattr(p, attr), style(i)
+            ys = [v for v in (p.self_score, p.others_score) if v is not None]
+            if len(ys) == 2:
+                ax.plot([x, x], ys, color=st["color"], lw=0.8, alpha=0.6, zorder=2)
+            for v, marker in ((p.self_score, "o"), (p.others_score, "^")):
+                if v is not None:
+                    ax.plot([x], [v], marker=marker, ms=6, color=st["color"], ls="none", zorder=3,
+                            mfc=st["color"] if p.official else "white")  # fmt: skip
+        xs = [getattr(p, attr) for _, p in shown]
+        if xs:  # compute from Local's 1x (or below), communication from zero (Local sends nothing)
+            lo = min(1.0 if attr == "compute_ratio" else 0.0, min(xs))
+            span = max(max(xs) - lo, 0.5 if attr == "compute_ratio" else 1e-9)
+            ax.set_xlim(lo - 0.08 * span, max(xs) + 0.25 * span)
+        if attr == "compute_ratio":
+            ax.axvline(1.0, color="0.8", lw=0.8, zorder=0)
+        ax.set_ylim(*ylim)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if missing:
+            names = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            ax.set_title(f"not shown (no {xlabel.split(' (')[0].split(' per ')[0]} recorded): {names}", fontsize=8,
+                         color="0.35")  # fmt: skip
+        placements.append((ax, shown, attr))
+    axes[0].set_ylabel("A_last (%)")
+    handles = [plt.Line2D([], [], marker="o", ls="none", color="0.3", label="Self A_last (own tasks)"),
+               plt.Line2D([], [], marker="^", ls="none", color="0.3", label="Others A_last (other clients' tasks)")]
+    fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title or "Accuracy vs cost", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    for ax, shown, attr in placements:
+        anchors = [(getattr(p, attr), p.self_score if p.self_score is not None else p.others_score) for _, p in shown]
+        both = [p for _, p in shown if p.self_score is not None and p.others_score is not None]
+        place_labels(ax, anchors, [p.label for _, p in shown], obstacles=[(getattr(p, attr), p.others_score) for p in both],
+                     segments=[((getattr(p, attr), p.self_score), (getattr(p, attr), p.others_score)) for p in both],
+                     colors=[style(i)["color"] for i, _ in shown])  # fmt: skip
+    return fig
+
+
+def plot_cost(points: Sequence[CostPoint], path: str | Path, *, title: str = "") -> Path:
+    """``cost_figure`` written as a PNG."""
+    return _save(cost_figure(points, title=title), path)
+
+
+def seed_curves(record: Mapping[str, Any]) -> dict[str, dict[int, list[float]]]:
+    """``{"self"|"others": {round: [one value per successful seed]}}``, each the mean over clients."""
+    out: dict[str, dict[int, list[float]]] = {}
     summaries = list(seed_summaries(record).values())
     for target, _ in TARGETS:
         per_round: dict[int, list[float]] = {}
@@ -54,29 +313,82 @@ def mean_curves(record: Mapping[str, Any]) -> dict[str, dict[int, float]]:
                     by_round.setdefault(int(r), []).append(v)
             for r, vs in by_round.items():
                 per_round.setdefault(r, []).append(_mean(vs))
-        out[target] = {r: _mean(vs) for r, vs in sorted(per_round.items())}
+        out[target] = dict(sorted(per_round.items()))
     return out
 
 
-def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Self and Others score vs round, one line per record (method), in two panels."""
+def mean_curves(record: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    """``{"self"|"others": {round: score}}``: per round, the mean over clients, then over successful seeds."""
+    return {t: {r: _mean(vs) for r, vs in curve.items()} for t, curve in seed_curves(record).items()}
+
+
+def task_switches(record: Mapping[str, Any]) -> list[int]:
+    """The rounds after which a client starts a new task, from the scenario spec stored in the record (its
+    clients' stages; ``rounds_per_task`` where no stages are stored): empty for a static scenario."""
+    spec = record["run_info"]["scenario"].get("spec") or {}
+    if spec.get("mode") != "dynamic":
+        return []
+    starts = {int(st["start_round"]) for c in spec.get("clients") or () for st in c.get("stages") or ()}
+    if not starts and spec.get("rounds_per_task"):
+        starts = set(range(0, int(spec["rounds"]), int(spec["rounds_per_task"])))
+    return sorted(r for r in starts if 0 < r < int(spec.get("rounds") or 0))
+
+
+def learning_curves_figure(
+    records: Sequence[Mapping[str, Any]], *, labels: Sequence[str] | None = None, title: str = ""
+) -> Any:
+    """Self and Others A (percent, mean over clients then seeds) per round, one line per record, the band
+    its std over seeds; dotted vertical lines where a dynamic scenario's clients switch task (between the
+    last round on a task and the first round on the next). Returns the Figure."""
+    if not records:
+        raise DataError("learning_curves_figure: no records to plot")
+    labels = list(labels) if labels is not None else [_label(r) for r in records]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    last_round = 1
+    for i, record in enumerate(records):
+        st, curves = style(i), seed_curves(record)
+        last_round = max(last_round, int(record["run_info"]["scenario"].get("spec", {}).get("rounds") or 1))
+        for ax, (target, _) in zip(axes, TARGETS):
+            rounds = list(curves[target])
+            if not rounds:
+                continue
+            last_round = max(last_round, rounds[-1])
+            stats = [summarize(curves[target][r]) for r in rounds]
+            means = [PCT * s["mean"] for s in stats]
+            ax.plot(rounds, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=4, lw=1.4,
+                    label=labels[i])  # fmt: skip
+            if any(s["std"] for s in stats):
+                ax.fill_between(rounds, [m - PCT * s["std"] for m, s in zip(means, stats)],
+                                [m + PCT * s["std"] for m, s in zip(means, stats)], color=st["color"], alpha=0.12,
+                                lw=0)  # fmt: skip
+    switches = sorted({r for record in records for r in task_switches(record)})
+    for ax, (_, title_) in zip(axes, TARGETS):
+        for k, r in enumerate(switches):
+            ax.axvline(r + 0.5, color="0.45", ls=":", lw=1, zorder=0, gid="task-switch",
+                       label="task switch" if k == 0 else None)  # fmt: skip
+        ax.set_title(title_)
+        ax.set_xlabel("round")
+        ax.set_xlim(0.5, last_round + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("A (%, mean over clients; band: std over seeds)")
+    handles, names = axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    return fig
+
+
+def plot_learning_curves(
+    records: Sequence[Mapping[str, Any]], path: str | Path, *, labels: Sequence[str] | None = None, title: str = ""
+) -> Path:
+    """``learning_curves_figure`` written as a PNG."""
     if not records:
         raise DataError(f"{path}: no records to plot")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for record in records:
-        curves = mean_curves(record)
-        for ax, (target, _) in zip(axes, TARGETS):
-            if curves[target]:
-                rounds = list(curves[target])
-                ax.plot(rounds, [curves[target][r] for r in rounds], marker="o", label=_label(record))
-    for ax, (_, title) in zip(axes, TARGETS):
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score (mean over clients and seeds)")
-    axes[0].legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(learning_curves_figure(records, labels=labels, title=title), path)
 
 
 def plot_client_bars(record: Mapping[str, Any], path: str | Path) -> Path:
@@ -92,10 +404,11 @@ def plot_client_bars(record: Mapping[str, Any], path: str | Path) -> Path:
         for c in clients:
             vals = [s["per_client"][c][target]["a_last"] for s in summaries if (s["per_client"].get(c) or {}).get(target)]
             heights.append(_mean(vals) if vals else 0.0)
-        ax.bar([i + (k - 0.5) * width for i in range(len(clients))], heights, width, label=title.split(" (")[0])
+        ax.bar([i + (k - 0.5) * width for i in range(len(clients))], [PCT * h for h in heights], width,
+               label=title.split(" (")[0])  # fmt: skip
     ax.set_xticks(range(len(clients)), [f"client {c}" for c in clients], rotation=0)
-    ax.set_ylabel("A_last")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel("A_last (%)")
+    ax.set_ylim(0, PCT)
     ax.set_title(_label(record))
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -115,13 +428,16 @@ def plot_relevance(
     labels = [f"client {c}" for c in (clients if clients is not None else range(n))]
     fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 0.6 + 0.6 * n) if n > 6 else (5, 4))
     image = ax.imshow(rows, cmap="viridis", aspect="equal")
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label="relevance weight")
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
     if n <= 12:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{rows[i][j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                shade = "k" if image.norm(rows[i][j]) > 0.6 else "w"  # dark text on viridis' light end
+                ax.text(j, i, f"{rows[i][j]:.2f}", ha="center", va="center", fontsize=7, color=shade)
+    ax.set_xlabel("client j (drawn on)")
+    ax.set_ylabel("client i (its customised global)")
     ax.set_title(title or "relevance")
     fig.tight_layout()
     return _save(fig, path)

@@ -7,7 +7,8 @@ byte-for-byte reproducible: no clock, no absolute paths, sorted inputs, PNGs wit
 
     <out>/leaderboard.md  .csv  .json   one table per scenario (name, model pool, scenario fingerprint)
     <out>/index.html                    the same tables, sortable by clicking a header; inline CSS/JS only
-    <out>/plots/*.png                   Self vs Others scatter, learning curves, relevance heatmaps
+    <out>/plots/*.png                   per table: Self vs Others scatter, learning curves, accuracy vs cost;
+                                        per entry with relevance (FedMosaic): its relevance heatmap
 """
 
 from __future__ import annotations
@@ -206,44 +207,40 @@ def rank(records: Mapping[str, Mapping[str, Any]], min_seeds: int = MIN_SEEDS) -
 # -------------------------------------------------------------------------------------------- plots
 
 
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100.0 * v
+
+
 def plot_self_vs_others(entries: Sequence[Entry], path: str | Path, title: str = "") -> Path | None:
-    """Scatter of Self A_last (x) against Others A_last (y), std over seeds as error bars; None if no point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from drake.io import atomic_write_bytes
-    from drake.plots import DPI
+    """Scatter of Self A_last (x) against Others A_last (y) in percent, std over seeds as error bars, every
+    method labelled without overlaps (``drake.plots.place_labels``); None if no entry has both scores."""
+    from drake.plots import Point
+    from drake.plots import plot_self_vs_others as plot
 
     points = [
-        e
-        for e in entries
-        if e.stats["self_a_last"]["mean"] is not None and e.stats["others_a_last"]["mean"] is not None
+        Point(e.method, _pct(x["mean"]), _pct(y["mean"]), _pct(x["std"]) or 0.0, _pct(y["std"]) or 0.0, e.official,
+              style_index=i)
+        for i, e in enumerate(entries)
+        for x, y in [(e.stats["self_a_last"], e.stats["others_a_last"])]
+        if x["mean"] is not None and y["mean"] is not None
     ]
-    if not points:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for i, e in enumerate(points):
-        x, y = e.stats["self_a_last"], e.stats["others_a_last"]
-        color = f"C{i % 10}"
-        ax.errorbar(x["mean"], y["mean"], xerr=x["std"] or 0.0, yerr=y["std"] or 0.0, fmt="o", color=color,
-                    mfc=color if e.official else "white", capsize=3,
-                    label=f"{e.rank}. {e.method}" + ("" if e.official else " (unofficial)"))  # fmt: skip
-        ax.annotate(e.method, (x["mean"], y["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, zorder=0)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("Self A_last (own tasks)")
-    ax.set_ylabel("Others A_last (other clients' tasks)")
-    ax.set_title(title or "Self vs Others")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return plot(points, path, title=title) if points else None
+
+
+def plot_cost(entries: Sequence[Entry], path: str | Path, title: str = "") -> Path | None:
+    """The paper's cost plot: Self and Others A_last (percent) against training compute relative to Local
+    and against MiB communicated per seed, one point per method; None if no entry records a cost."""
+    from drake.plots import MIB, CostPoint
+    from drake.plots import plot_cost as plot
+
+    points = [
+        CostPoint(e.method, _pct(e.stats["self_a_last"]["mean"]), _pct(e.stats["others_a_last"]["mean"]),
+                  e.compute_ratio, None if e.comm_total is None else e.comm_total / MIB, e.official)
+        for e in entries
+    ]  # fmt: skip
+    useful = [p for p in points if (p.self_score, p.others_score) != (None, None)
+              and (p.compute_ratio, p.comm_mib) != (None, None)]  # fmt: skip
+    return plot(points, path, title=title) if useful else None
 
 
 def mean_relevance(record: Mapping[str, Any]) -> tuple[int, list[int], list[list[float]], int] | None:
@@ -263,23 +260,32 @@ def mean_relevance(record: Mapping[str, Any]) -> tuple[int, list[int], list[list
 
 
 def make_plots(groups: Sequence[Group], records: Mapping[str, Mapping[str, Any]], out: Path) -> list[Path]:
-    """Write every group's plots under ``out/plots`` and note their relative paths in ``group.plots``."""
+    """Write every group's plots under ``out/plots`` and note their relative paths in ``group.plots``.
+
+    One colour per method within a table (its rank order), the same in every plot of that table.
+    """
     from drake.plots import plot_learning_curves, plot_relevance
 
     written = []
     for g in groups:
         g.plots = {"relevance": []}
         scatter = plot_self_vs_others(
-            g.entries, out / "plots" / f"{g.slug}--scatter.png", f"{g.scenario}: Self vs Others"
+            g.entries, out / "plots" / f"{g.slug}--scatter.png", f"{g.scenario}: Self vs Others A_last"
         )
         if scatter is not None:
             written.append(scatter)
             g.plots["scatter"] = f"plots/{scatter.name}"
         curves = plot_learning_curves(
-            [records[e.file] for e in g.entries], out / "plots" / f"{g.slug}--curves.png"
-        )
+            [records[e.file] for e in g.entries], out / "plots" / f"{g.slug}--curves.png",
+            labels=[e.method + ("" if e.official else " (unofficial)") for e in g.entries],
+            title=f"{g.scenario}: learning curves",
+        )  # fmt: skip
         written.append(curves)
         g.plots["curves"] = f"plots/{curves.name}"
+        cost = plot_cost(g.entries, out / "plots" / f"{g.slug}--cost.png", f"{g.scenario}: accuracy vs cost")
+        if cost is not None:
+            written.append(cost)
+            g.plots["cost"] = f"plots/{cost.name}"
         for e in g.entries:
             rel = mean_relevance(records[e.file])
             if rel is None:
@@ -290,6 +296,29 @@ def make_plots(groups: Sequence[Group], records: Mapping[str, Mapping[str, Any]]
             written.append(plot_relevance(matrix, path, clients=clients, title=title))
             g.plots["relevance"].append({"file": e.file, "method": e.method, "plot": f"plots/{path.name}"})
     return written
+
+
+def figures(g: Group) -> list[tuple[str, str, str]]:
+    """``(path, alt text, caption)`` of a table's plots, in page order (the same in Markdown and HTML)."""
+    out = []
+    if "scatter" in g.plots:
+        out.append((g.plots["scatter"], "Self vs Others A_last",
+                    "Self vs Others: each method's Self A_last (own tasks) against its Others A_last (other "
+                    "clients' tasks), in %, mean over seeds with the std over seeds as error bars; hollow "
+                    "markers are unofficial entries."))  # fmt: skip
+    out.append((g.plots["curves"], "Learning curves",
+                "Learning curves: A per round (Self and Others, in %, mean over clients and seeds; band: std over "
+                "seeds); dotted lines mark where a dynamic scenario's clients switch to their next task."))  # fmt: skip
+    if "cost" in g.plots:
+        out.append((g.plots["cost"], "Accuracy vs cost",
+                    "Accuracy vs cost (the paper's cost plot): Self (circle) and Others (triangle) A_last in % "
+                    "against training compute relative to Local and against MiB communicated per seed (up + "
+                    "down), one point per method."))  # fmt: skip
+    for r in g.plots["relevance"]:
+        out.append((r["plot"], f"Relevance: {r['method']}",
+                    f"{r['method']}'s relevance heatmap ({r['file']}): row i is how much client i's "
+                    "customised global model draws on client j (RELA weights, mean over seeds)."))  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -306,7 +335,7 @@ def fmt_stat(cell: Mapping[str, Any]) -> str:
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):  # binary, as the run summary and plots
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"
@@ -364,8 +393,8 @@ def _md_code(text: str) -> str:
 def _intro(meta: Mapping[str, Any]) -> str:
     latest = f" (newest run: {meta['latest']})" if meta["latest"] else ""
     return (f"Built by `drake leaderboard build` from {meta['files']} accepted result file(s){latest}. Every number "
-            "is recomputed from the per-seed, per-client data in those files; rebuild rather than edit. Mean ± std "
-            f"over seeds; entries with fewer than {meta['min_seeds']} successful seeds are unofficial. One table per "
+            "is recomputed from the per-seed, per-client data in those files; rebuild rather than edit. Scores in %, "
+            f"mean ± std over seeds; entries with fewer than {meta['min_seeds']} successful seeds are unofficial. One table per "
             "scenario and evaluation protocol (two protocols are never ranked together); entries on other weights "
             "than the canonical zoo sit in unofficial tables of their own. Comm is bytes "
             "up + down per seed; compute is the measured ratio to the `local` method where the result records it.")  # fmt: skip
@@ -380,11 +409,8 @@ def render_markdown(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
                   "|" + "|".join("---:" if c in ("rank", "comm / seed", "compute vs local", "seeds") else "---" for c in COLUMNS) + "|"]  # fmt: skip
         lines += ["| " + " | ".join(_md(c) for c in _cells(e)) + " |" for e in g.entries]
         lines.append("")
-        if "scatter" in g.plots:
-            lines += [f"![Self vs Others A_last]({g.plots['scatter']})", ""]
-        lines += [f"![Learning curves]({g.plots['curves']})", ""]
-        lines += [f"![Relevance: {_md(r['method'])}]({r['plot']})" for r in g.plots["relevance"]]
-        lines += [""] if g.plots["relevance"] else []
+        for src, alt, caption in figures(g):
+            lines += [f"![{_md(alt)}]({src})", "", f"*{_md(caption)}*", ""]
         lines += ["Reproduce (the exact command stored in each result):", ""]
         lines += [
             f"- #{e.rank} **{_md(e.method)}** `{e.config_hash[:8]}` ({_md(e.file)}): {_md_code(e.command)}"
@@ -461,8 +487,8 @@ table.lb thead th[aria-sort=descending]::after { content: " \\25BC"; color: #1d2
 table.lb tbody tr:nth-child(even) { background: #fafbfd; }
 tr.unofficial td { color: #7a8293; }
 .figs { display: flex; flex-wrap: wrap; gap: 1rem; margin-top: 1rem; }
-.figs figure { margin: 0; } .figs img { max-width: 100%; border: 1px solid #e3e6ec; }
-figcaption { font-size: 13px; color: #4a5263; }
+.figs figure { margin: 0; display: table; } .figs img { max-width: 100%; border: 1px solid #e3e6ec; }
+figcaption { font-size: 13px; color: #4a5263; display: table-caption; caption-side: bottom; padding-top: .3rem; }
 details { margin-top: .8rem; } code { font-size: 12.5px; background: #f3f5f9; padding: 0 .25rem; }
 """
 JS = """
@@ -512,12 +538,12 @@ def _html_row(e: Entry) -> str:
         (str(e.rank), _num(e.rank), True),
         (e.method, e.method, False),
         (", ".join(e.architectures), ", ".join(e.architectures), False),
-        *((fmt_stat(e.stats[k]), _num(e.stats[k]["mean"]), True) for k in STAT_TITLES),
+        *((fmt_stat(e.stats[k]), _num(_pct(e.stats[k]["mean"])), True) for k in STAT_TITLES),
         (fmt_bytes(e.comm_total), _num(e.comm_total), True),
         (fmt_ratio(e.compute_ratio), _num(e.compute_ratio), True),
         (fmt_seeds(e), _num(e.successful_seeds), True),
         ("yes" if e.official else "no", "yes" if e.official else "no", False),
-        *((fmt_stat(e.stats[k]), _num(e.stats[k]["mean"]), True) for k in UNSEEN_TITLES),
+        *((fmt_stat(e.stats[k]), _num(_pct(e.stats[k]["mean"])), True) for k in UNSEEN_TITLES),
     ]
     tds = "".join(
         f'<td{" class=num" if num else ""} data-v="{esc(v)}">{esc(text)}</td>' for text, v, num in values
@@ -536,14 +562,9 @@ def _html_group(g: Group) -> str:
         for c in COLUMNS
     )
     rows = "\n".join(_html_row(e) for e in g.entries)
-    figs = []
-    if "scatter" in g.plots:
-        figs.append((g.plots["scatter"], "Self vs Others A_last (mean ± std over seeds)"))
-    figs.append((g.plots["curves"], "Learning curves (mean over clients and seeds)"))
-    figs += [(r["plot"], f"Relevance: {r['method']} ({r['file']})") for r in g.plots["relevance"]]
     fig_html = "\n".join(
-        f'<figure><img src="{esc(src)}" alt="{esc(cap)}"><figcaption>{esc(cap)}</figcaption></figure>'
-        for src, cap in figs
+        f'<figure><img src="{esc(src)}" alt="{esc(alt)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        for src, alt, cap in figures(g)
     )
     cmds = "\n".join(f"<li>#{e.rank} <b>{esc(e.method)}</b> <code>{esc(e.config_hash[:8])}</code> "
                      f"({esc(e.file)}): <code>{esc(e.command)}</code></li>" for e in g.entries)  # fmt: skip

@@ -434,7 +434,7 @@ def test_build_is_deterministic_and_path_independent(board: Path, tmp_path: Path
     assert a == b
     assert sorted(a) == sorted(str(p.relative_to(tmp_path / "one")) for p in first)
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html"} <= set(a)
-    assert sum(name.endswith(".png") for name in a) == 3  # scatter, curves, one relevance heatmap
+    assert sum(name.endswith(".png") for name in a) == 4  # scatter, curves, cost, one relevance heatmap
     for blob in a.values():
         assert str(tmp_path).encode() not in blob and str(board).encode() not in blob
 
@@ -461,7 +461,7 @@ def test_build_numbers_are_recomputed_and_ranked(board: Path, tmp_path: Path) ->
     assert rows[3]["compute_ratio_to_local"] == ""
     md = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "## smoke (pool hetero, scenario" in md and "newest run: 2026-11-23T10:00:00+00:00" in md
-    assert "| 2 | fedavg | tiny-llama-s, tiny-llama-m |" in md and "4.00 kB | 1.60x | 3 | yes |" in md
+    assert "| 2 | fedavg | tiny-llama-s, tiny-llama-m |" in md and "3.91 KiB | 1.60x | 3 | yes |" in md
     assert "| 3 (+0) |" not in md and "| 2 | no |" in md  # ditto: two seeds, unofficial
     assert "`python eval.py --method local --scenario smoke --seeds 0 1 2 --set lr=0.001`" in md
     doc = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
@@ -480,11 +480,33 @@ def test_mean_relevance_averages_seeds(board: Path) -> None:
 def test_empty_store_and_stale_plots(board: Path, tmp_path: Path) -> None:
     out = tmp_path / "site"
     build(board, out)
-    assert len(list((out / "plots").glob("*.png"))) == 3
+    assert len(list((out / "plots").glob("*.png"))) == 4
     build(tmp_path / "empty-board", out)
     assert list((out / "plots").glob("*.png")) == []  # a plot of a removed entry does not linger
     assert "No accepted results yet" in (out / "leaderboard.md").read_text()
     assert "No accepted results yet" in (out / "index.html").read_text()
+
+
+def test_plots_beside_the_table_in_percent(board: Path, tmp_path: Path) -> None:
+    """Every table has its scatter, learning curves, cost plot (and FedMosaic's heatmap) in the Markdown and
+    the HTML, each captioned; the HTML sorts on the numbers it prints (percent, not fractions)."""
+    import re
+
+    out = tmp_path / "site"
+    build(board, out)
+    doc = json.loads((out / "leaderboard.json").read_text())
+    (group,) = doc["scenarios"]
+    plots = [group["plots"][k] for k in ("scatter", "curves", "cost")] + [r["plot"] for r in group["plots"]["relevance"]]
+    assert all((out / p).is_file() for p in plots) and len(set(plots)) == 4
+    md, page = (out / "leaderboard.md").read_text(), (out / "index.html").read_text()
+    for p in plots:
+        assert md.count(f"]({p})") == 1 and page.count(f'src="{p}"') == 1
+    assert "MiB communicated per seed" in md and "relative to Local" in md and "next task" in md
+    cells = re.findall(r'<td class=num data-v="([^"]*)">([^<]*)</td>', page)
+    stats = [(v, text) for v, text in cells if " ± " in text]
+    assert len(stats) >= 4 * 4
+    for v, text in stats:  # the sort value is the printed mean, unrounded
+        assert f"{float(v):.1f}" == text.split(" ± ")[0]
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -507,7 +529,7 @@ def test_cli_submit_and_build(built: Path, tmp_path: Path, capsys: pytest.Captur
     assert lb_main(["submit", str(good), "--board", str(board)]) == 2
     assert "[duplicate]" in capsys.readouterr().err
     assert lb_main(["build", "--board", str(board), "--out", str(tmp_path / "site")]) == 0
-    assert "wrote 4 pages and 2 plots" in capsys.readouterr().out
+    assert "wrote 4 pages and 3 plots" in capsys.readouterr().out  # scatter, curves, cost
     assert drake_main(["leaderboard", "build", "--board", str(board), "--out", str(tmp_path / "site2")]) == 0
     assert (tmp_path / "site2" / "index.html").read_bytes() == (tmp_path / "site" / "index.html").read_bytes()
     assert lb_main(["bogus"]) == 2
@@ -538,10 +560,18 @@ def test_html_page_in_a_real_browser(board: Path, tmp_path: Path, chromium: str)
         assert requests and all(u.startswith(out.as_uri() + "/") for u in requests), (
             requests
         )  # nothing leaves
-        assert len(requests) == 1 + 3  # the page and its three plots
-        assert (
-            page.eval("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)") == [True] * 3
+        assert len(requests) == 1 + 4  # the page and its four plots
+        images = page.eval(
+            "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth,"
+            " i.naturalHeight, i.getBoundingClientRect().width, i.closest('figure').querySelector('figcaption')"
+            ".textContent])"
         )
+        assert [src.rsplit("--", 1)[-1] for src, *_ in images] == ["scatter.png", "curves.png", "cost.png",
+                                                                   "relevance.png"]  # fmt: skip
+        for src, complete, width, height, shown, caption in images:  # every plot loads, is drawn and labelled
+            assert complete and width >= 400 and height >= 300 and 0 < shown <= 1280, src
+            assert len(caption) > 40, src
+        assert "relevance heatmap" in images[3][5] and "fedmosaic" in images[3][5]
 
         def column(n: int) -> list[str]:
             return page.eval(
