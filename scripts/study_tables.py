@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""The evidence tables of docs/results.md, printed from the accepted result files (leaderboard/results).
+
+    python scripts/study_tables.py --scenario drake-dynamic --methods fedavg fedmosaic
+
+Per method: Self/Others A_last per client (mean over seeds), and for FedMosaic the gate (beta on own vs other
+clients' prompts at the last Others round, Others with each branch alone) and the relevance it put on clients
+of the same related-task group (the scenario file's comment: clients 0-2, 3-5, 6-9) vs the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drake.commands import table
+from drake.results import load_result, seed_summaries
+from drake.spec import REPO_ROOT
+
+GROUPS = ((0, 1, 2), (3, 4, 5), (6, 7, 8, 9))  # drake-dynamic/static: related tasks on nearby clients
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def records(board: Path, scenario: str, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted((board / "results").glob("*.json")):
+        record = load_result(path)
+        info = record["run_info"]
+        name = info["method"]["name"]
+        if info["scenario"]["name"] == scenario and name in methods and (info.get("protocol") or {}).get("name") == "official":
+            out[f"{name} ({path.name})"] = record
+    return out
+
+
+def per_client(record: dict[str, Any]) -> list[list[str]]:
+    summaries = list(seed_summaries(record).values())
+    clients = sorted({c for s in summaries for c in s["per_client"]}, key=int)
+    rows = []
+    for c in clients:
+        cells = [c]
+        for target in ("self", "others"):
+            vals = [s["per_client"][c][target]["a_last"] for s in summaries if (s["per_client"].get(c) or {}).get(target)]
+            cells.append(f"{100 * _mean(vals):.1f}")
+        rows.append(cells)
+    return rows
+
+
+def gate(record: dict[str, Any]) -> list[list[str]]:
+    seeds = [s for s in record["results"]["per_seed"] if (s.get("extra") or {}).get("diagnostics")]
+    if not seeds:
+        return []
+    clients = sorted(seeds[0]["extra"]["diagnostics"][-1]["clients"], key=int)
+    rows = []
+    for c in clients:
+        last = [s["extra"]["diagnostics"][-1]["clients"][c] for s in seeds]
+        own = _mean([d["beta_own"] for d in last if d.get("beta_own") is not None])
+        oth = _mean([d["beta_others"] for d in last if d.get("beta_others") is not None])
+        glob = _mean([d["others_by_branch"]["global"] for d in last if d.get("others_by_branch")])
+        loc = _mean([d["others_by_branch"]["local"] for d in last if d.get("others_by_branch")])
+        rows.append([c, f"{100 * own:.1f}", f"{100 * oth:.1f}", f"{100 * glob:.1f}", f"{100 * loc:.1f}"])
+    return rows
+
+
+def relevance(record: dict[str, Any]) -> str | None:
+    """Mean relevance weight on clients of the same group vs other groups, last round, over seeds."""
+    same, other = [], []
+    for s in record["results"]["per_seed"]:
+        rel = s.get("relevance")
+        if not rel:
+            continue
+        ids, matrix = rel[-1]["clients"], rel[-1]["matrix"]
+        group = {c: g for g, members in enumerate(GROUPS) for c in members}
+        for i, ci in enumerate(ids):
+            for j, cj in enumerate(ids):
+                if i != j:
+                    (same if group.get(ci) == group.get(cj) else other).append(matrix[i][j])
+    if not same:
+        return None
+    return f"relevance weight per client pair at the last round: same group {_mean(same):.3f}, other groups {_mean(other):.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", default="drake-dynamic", help="scenario name (default drake-dynamic)")
+    p.add_argument("--methods", nargs="+", default=["fedavg", "fedmosaic"], help="methods to show")
+    p.add_argument("--board", default=str(REPO_ROOT / "leaderboard"), help="leaderboard directory")
+    args = p.parse_args(argv)
+    for name, record in records(Path(args.board), args.scenario, args.methods).items():
+        print(f"\n## {name}: per client, A_last (%), mean over {len(seed_summaries(record))} seeds")
+        print(table(("client", "Self", "Others"), per_client(record)))
+        rows = gate(record)
+        if rows:
+            print("\nGate at the last Others round (beta x 100: 100 = global branch only), Others (%) per branch:")
+            print(table(("client", "beta own", "beta others", "Others global only", "Others local only"), rows))
+        line = relevance(record)
+        if line:
+            print("\n" + line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
