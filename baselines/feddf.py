@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 from baselines._pfl import answer_logits, kd_loss
+from baselines._public import load_public_rows, server_runtime
 from baselines.fedavg import FedAvg
 from baselines.perada import ensemble_teacher, teacher_groups, vocab_signature
-from drake.errors import DataError, SpecError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, derive_seed
+from drake.errors import SpecError
+from drake.fl.client import ArchModel, ClientRuntime, Row
 from drake.fl.method import MethodConfig, ServerState
-from drake.fl.types import Arrays, ClientInfo, ClientUpdate, RoundContext
+from drake.fl.types import Arrays, ClientUpdate, RoundContext
 from drake.models.batching import IGNORE_INDEX, collate
 
 TEACHERS = ("clients", "globals")
@@ -118,13 +119,7 @@ class FedDF(FedAvg):
 
     def public_rows(self) -> list[Row]:
         if self._public is None:
-            from drake.data.build import load_task_split
-
-            if self._data_dir is None:
-                raise DataError("feddf: no data directory bound; run through the harness (drake run / eval.py)")
-            ds = load_task_split(self._data_dir, "public", "train")
-            n = min(self.config.kd_samples + self.config.kd_val_samples, len(ds))
-            self._public = [dict(ds[i]) for i in range(n)]
+            self._public = load_public_rows(self._data_dir, self.config.kd_samples + self.config.kd_val_samples, "feddf")
         return self._public
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
@@ -212,10 +207,6 @@ class FedDF(FedAvg):
         return best_state, {"kl_before": before, "kl_after": best, "steps": float(done), "kept_step": float(best_step)}, units
 
     def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
-        """A runtime over an architecture's model for server-side training (the one training loop), with no
-        stream (every batch is passed in) and a fresh optimizer each round."""
+        """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""
         cfg = self.config
-        return ClientRuntime(
-            ClientInfo(-1, am.name, ()), am, {}, None, ClientState(), seed=derive_seed(ctx.seed, "feddf-kd"),  # type: ignore[arg-type]
-            round_idx=ctx.round, lr=cfg.kd_lr, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch,
-        )  # fmt: skip
+        return server_runtime(ctx, am, tag="feddf-kd", lr=cfg.kd_lr, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch)

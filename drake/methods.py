@@ -25,3 +25,5 @@ METHODS.register("flexlora", "baselines.flexlora:FlexLoRA", summary="per-client 
 METHODS.register("feddf", "baselines.feddf:FedDF", summary="FedAvg + server ensemble distillation on public data (across architectures); averaged within each architecture")
 METHODS.register("fedms", "baselines.fedms:FedMS", summary="global expert LoRA with sparsely activated blocks, then frozen global + local expert mixed by a gate; global then gate averaged within each architecture")
 METHODS.register("fedamole", "baselines.fedamole.method:FedAMoLE", summary="per-module LoRA expert pools re-assigned to clients by reverse selection (exact ILP); experts averaged over their holders within each architecture")
+METHODS.register("fedmkt", "baselines.fedmkt:FedMKT", summary="mutual KD between clients and per-architecture server models on public data (token-aligned, DualMinCE); no parameter averaging")
+METHODS.register("takfl", "baselines.takfl:TAKFL", summary="per student architecture, one KD task vector per teacher architecture on public data, merged by task arithmetic; averaged within each architecture")
