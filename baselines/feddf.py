@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from baselines._pfl import answer_logits, kd_loss
-from baselines._public import load_public_rows, server_runtime
+from baselines._public import PublicData, server_runtime
 from baselines.fedavg import FedAvg
 from baselines.perada import ensemble_teacher, teacher_groups, vocab_signature
 from drake.errors import SpecError
@@ -75,7 +74,7 @@ def ensemble_kl(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
     return float(kd_loss(s, t, temperature)) / (temperature * temperature)
 
 
-class FedDF(FedAvg):
+class FedDF(PublicData, FedAvg):
     """FedDF (Lin, Kong, Stich, Jaggi, "Ensemble Distillation for Robust Model Fusion in Federated
     Learning", NeurIPS 2020, arXiv 2006.07242).
 
@@ -105,22 +104,11 @@ class FedDF(FedAvg):
 
     def __init__(self, config: FedDFConfig | None = None) -> None:
         super().__init__(config)
-        self._archs: dict[str, ArchModel] = {}
-        self._data_dir: Path | None = None
-        self._public: list[Row] | None = None
+        self._init_public()
 
-    def bind(self, archs: Mapping[str, ArchModel], data_dir: Path | None) -> None:
-        self._archs = dict(archs)
-        self._data_dir = data_dir
-
-    def set_public_rows(self, rows: Sequence[Row]) -> None:
-        """Use ``rows`` as the public data (first ``kd_samples`` to distil, next ``kd_val_samples`` to validate)."""
-        self._public = list(rows)
-
-    def public_rows(self) -> list[Row]:
-        if self._public is None:
-            self._public = load_public_rows(self._data_dir, self.config.kd_samples + self.config.kd_val_samples, "feddf")
-        return self._public
+    def public_size(self) -> int:
+        """The first ``kd_samples`` public rows distil, the next ``kd_val_samples`` validate."""
+        return self.config.kd_samples + self.config.kd_val_samples
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         server = super().aggregate(ctx, server, updates)

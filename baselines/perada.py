@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from baselines._pfl import answer_logits, kd_loss, set_model_mix
+from baselines._public import PublicData, server_runtime
 from baselines.ditto import Ditto, DittoConfig
 from drake.adapters.multi import DEFAULT
-from drake.errors import DataError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, derive_seed
+from drake.fl.client import ArchModel, ClientRuntime, Row
 from drake.fl.method import ServerState
-from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.fl.types import ClientUpdate, RoundContext
 from drake.models.batching import collate
 
 
@@ -59,7 +58,7 @@ def teacher_groups(archs: Mapping[str, str], clients: Mapping[int, str], cross_a
     return out
 
 
-class PerAda(Ditto):
+class PerAda(PublicData, Ditto):
     """PerAda (Xie et al., "PerAda: Parameter-Efficient Federated Learning Personalization with
     Generalization Guarantees", CVPR 2024, arXiv 2302.06637).
 
@@ -82,24 +81,10 @@ class PerAda(Ditto):
 
     def __init__(self, config: PerAdaConfig | None = None) -> None:
         super().__init__(config)
-        self._archs: dict[str, ArchModel] = {}
-        self._data_dir: Path | None = None
-        self._public: list[Row] | None = None
+        self._init_public()
 
-    def bind(self, archs: Mapping[str, ArchModel], data_dir: Path | None) -> None:
-        self._archs = dict(archs)
-        self._data_dir = data_dir
-
-    def public_rows(self) -> list[Row]:
-        if self._public is None:
-            from drake.data.build import load_task_split
-
-            if self._data_dir is None:
-                raise DataError("perada: no data directory bound; run through the harness (drake run / eval.py)")
-            ds = load_task_split(self._data_dir, "public", "train")
-            n = min(self.config.kd_samples, len(ds))
-            self._public = [dict(ds[i]) for i in range(n)]
-        return self._public
+    def public_size(self) -> int:
+        return self.config.kd_samples
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         server = super().aggregate(ctx, server, updates)
@@ -163,13 +148,6 @@ class PerAda(Ditto):
         return out
 
     def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
-        """A runtime over an architecture's model for server-side training (the one training loop).
-
-        It has no stream (every batch is passed in) and a fresh optimizer each round.
-        """
+        """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""
         cfg = self.config
-        info = ClientInfo(-1, am.name, ())
-        return ClientRuntime(
-            info, am, {}, None, ClientState(), seed=derive_seed(ctx.seed, "perada-kd"), round_idx=ctx.round,  # type: ignore[arg-type]
-            lr=cfg.kd_lr, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch,
-        )  # fmt: skip
+        return server_runtime(ctx, am, tag="perada-kd", lr=cfg.kd_lr, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch)
