@@ -27,3 +27,4 @@ METHODS.register("fedms", "baselines.fedms:FedMS", summary="global expert LoRA w
 METHODS.register("fedamole", "baselines.fedamole.method:FedAMoLE", summary="per-module LoRA expert pools re-assigned to clients by reverse selection (exact ILP); experts averaged over their holders within each architecture")
 METHODS.register("fedmkt", "baselines.fedmkt:FedMKT", summary="mutual KD between clients and per-architecture server models on public data (token-aligned, DualMinCE); no parameter averaging")
 METHODS.register("takfl", "baselines.takfl:TAKFL", summary="per student architecture, one KD task vector per teacher architecture on public data, merged by task arithmetic; averaged within each architecture")
+METHODS.register("mosaic", "baselines.mosaic.method:Mosaic", summary="per-task generators uploaded once; task experts fused by a meta model, distilled into each architecture's global on generated samples only")
