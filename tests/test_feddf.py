@@ -11,10 +11,10 @@ import torch
 from baselines.feddf import FedDF, FedDFConfig, ensemble_kl, row_logits
 from baselines.perada import ensemble_teacher
 from drake.errors import SpecError
-from drake.fl.client import ArchModel
 from drake.fl.method import ServerState
-from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.fl.types import ClientInfo, RoundContext
 from drake.spec import load_scenario
+from tests.zoo_kd import attach_zoo, random_updates
 
 ARCHS = {0: "tiny-llama-s", 1: "tiny-llama-m", 2: "tiny-llama-s"}  # two architectures, one tokenizer
 
@@ -27,22 +27,9 @@ def public() -> list[dict]:
 
 
 def _setup(config: FedDFConfig, public: list[dict]):
-    from drake.models.loading import load_model
-
     method = FedDF(config)
-    archs = {}
-    for name in sorted(set(ARCHS.values())):
-        loaded = load_model(name, device="cpu", progress=False)
-        torch.manual_seed(0)
-        model, handle = method.attach(loaded.model, name)
-        archs[name] = ArchModel(name, loaded, model, handle)
-    method.bind(archs, None)
-    method.set_public_rows(public[:40])
-    updates = []
-    for cid, arch in ARCHS.items():  # three "trained" clients: random LoRA states of their architecture
-        g = torch.Generator().manual_seed(cid + 1)
-        state = {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in archs[arch].adapter.get_state().items()}
-        updates.append(ClientUpdate(cid, state, 10 * (cid + 1), {"examples": 8.0}))
+    archs = attach_zoo(method, ARCHS.values(), public[:40])
+    updates = random_updates(archs, ARCHS, lambda cid: 10 * (cid + 1))  # three "trained" clients
     clients = {cid: ClientInfo(cid, arch, ("t",)) for cid, arch in ARCHS.items()}
     ctx = RoundContext(0, load_scenario("smoke"), 0, tuple(ARCHS), clients)
     return method, archs, updates, ctx

@@ -17,6 +17,7 @@ from drake.fl.client import ArchModel, ClientRuntime, ClientState
 from drake.fl.method import ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.spec import load_scenario
+from tests.zoo_kd import attach_zoo
 
 ARCHS = {0: "tiny-llama-s", 1: "tiny-llama-m", 2: "tiny-llama-s"}  # two architectures, one tokenizer
 ANSWER = " reddish blue"
@@ -168,17 +169,8 @@ def public() -> list[dict]:
 
 
 def _setup(config: FedMKTConfig, public: list[dict]):
-    from drake.models.loading import load_model
-
     method = FedMKT(config)
-    archs = {}
-    for name in sorted(set(ARCHS.values())):
-        loaded = load_model(name, device="cpu", progress=False)
-        torch.manual_seed(0)
-        model, handle = method.attach(loaded.model, name)
-        archs[name] = ArchModel(name, loaded, model, handle)
-    method.bind(archs, None)  # the initial adapters (LoRA B = 0: the base models) start the server models
-    method.set_public_rows(public[:32])
+    archs = attach_zoo(method, ARCHS.values(), public[:32])  # the initial adapters (LoRA B = 0: the base models) start the server models
     states, updates = {}, []
     for cid, arch in ARCHS.items():  # three "trained" clients: perturbed LoRA states of their architecture
         g = torch.Generator().manual_seed(cid + 1)

@@ -12,10 +12,10 @@ from baselines.feddf import ensemble_kl, row_logits
 from baselines.perada import ensemble_teacher
 from baselines.takfl import TAKFL, TAKFLConfig, candidate_weights, choose_weights, merge_task_vectors
 from drake.errors import SpecError
-from drake.fl.client import ArchModel
 from drake.fl.method import ServerState
-from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.fl.types import ClientInfo, RoundContext
 from drake.spec import load_scenario
+from tests.zoo_kd import attach_zoo, random_updates
 
 # two prototypes of two clients each (an ensemble of two is not the average of the two adapters)
 ARCHS = {0: "tiny-llama-s", 1: "tiny-llama-m", 2: "tiny-llama-s", 3: "tiny-llama-m"}
@@ -65,22 +65,9 @@ def public() -> list[dict]:
 
 
 def _setup(config: TAKFLConfig, public: list[dict]):
-    from drake.models.loading import load_model
-
     method = TAKFL(config)
-    archs = {}
-    for name in sorted(set(ARCHS.values())):
-        loaded = load_model(name, device="cpu", progress=False)
-        torch.manual_seed(0)
-        model, handle = method.attach(loaded.model, name)
-        archs[name] = ArchModel(name, loaded, model, handle)
-    method.bind(archs, None)
-    method.set_public_rows(public[:40])
-    updates = []
-    for cid, arch in ARCHS.items():  # four "trained" clients: random LoRA states of their architecture
-        g = torch.Generator().manual_seed(cid + 1)
-        state = {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in archs[arch].adapter.get_state().items()}
-        updates.append(ClientUpdate(cid, state, 10, {"examples": 8.0}))
+    archs = attach_zoo(method, ARCHS.values(), public[:40])
+    updates = random_updates(archs, ARCHS, lambda cid: 10)  # four "trained" clients
     clients = {cid: ClientInfo(cid, arch, ("t",)) for cid, arch in ARCHS.items()}
     ctx = RoundContext(0, load_scenario("smoke"), 0, tuple(ARCHS), clients)
     return method, archs, updates, ctx
