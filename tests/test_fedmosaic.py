@@ -420,16 +420,36 @@ def test_two_rounds_through_the_engine(untrained_models, tmp_path: Path) -> None
     plan = plan_from_args(args)
     engine, method = make_engine(plan, 0, None)
     sent: list[ClientUpdate] = []
+    received: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    scored_global: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     original = method.client_update
 
     def spy(ctx, client, payload):
+        received[ctx.round + 1, client.id] = dict(payload.arrays)
         u = original(ctx, client, payload)
         assert not (set(u.arrays) & set(client.adapter.names("local"))), "gates left the client"
         sent.append(u)
         return u
 
+    from drake.fl.client import ClientRuntime
+
+    evaluate = ClientRuntime.evaluate
+
+    def spy_evaluate(self, task, **kw):
+        scored_global.setdefault((self.round + 1, self.id), self.model.global_state())
+        return evaluate(self, task, **kw)
+
     method.client_update = spy  # type: ignore[method-assign]
-    raw = engine.run(method, plan.scenario, seed=0)
+    ClientRuntime.evaluate = spy_evaluate  # type: ignore[method-assign]
+    try:
+        raw = engine.run(method, plan.scenario, seed=0)
+    finally:
+        ClientRuntime.evaluate = evaluate  # type: ignore[method-assign]
+    # the scored model's global branch is exactly the G_i the client received and trained with that round
+    # (official protocol: the server's next G_i is never loaded); round 1's payload is empty (G_i = L_i)
+    for cid in range(3):
+        payload, held = received[2, cid], scored_global[2, cid]
+        assert payload and all(torch.equal(held[k], v) for k, v in payload.items()), f"client {cid}"
     record = seed_record(0, plan.scenario, raw, wall_seconds=0.0)
     archs = [str(m[n]) for n in ("tiny-llama-s", "tiny-qwen-s", "tiny-llama-m")]
     anchor = R.smallest_model(archs)
