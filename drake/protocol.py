@@ -133,10 +133,8 @@ class Protocol:
         }
 
 
-def table_key(recorded: dict[str, Any] | None) -> str:
+def table_key(recorded: dict[str, Any]) -> str:
     """The leaderboard table a recorded protocol belongs to: its name, or ``name*`` when modified."""
-    if not recorded:
-        return "unrecorded"
     return f"{recorded['name']}*" if recorded.get("modified") else str(recorded["name"])
 
 

@@ -194,7 +194,7 @@ def rank(records: Mapping[str, Mapping[str, Any]], min_seeds: int = MIN_SEEDS) -
     for name in sorted(records):
         info = records[name]["run_info"]
         scen = info["scenario"]
-        key = (scen["name"], scen["pool"], scen["fingerprint"], table_key(info.get("protocol")),
+        key = (scen["name"], scen["pool"], scen["fingerprint"], table_key(info["protocol"]),
                not zoo_problems(records[name]))  # fmt: skip
         groups.setdefault(key, []).append(make_entry(name, records[name], min_seeds))
     out = []
