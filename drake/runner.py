@@ -101,7 +101,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     values, engine_values = _split_overrides(args)
     config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
     engine_values.setdefault("progress", not args.no_progress)
-    if getattr(args, "protocol", None):
+    if args.protocol:
         engine_values["protocol"] = args.protocol
     settings = build_config(EngineSettings, engine_values, where="engine settings")
     task_specs = [tasks[t] for t in (*scenario.tasks, *scenario.unseen)]
