@@ -327,6 +327,7 @@ class SequentialEngine:
         Returns ``{client: {"scores": {task: score}, "diagnostics": the method's (where it gives some)}}``."""
         s, p = self.settings, self.protocol
         tasks = {cid: p.scored_tasks(spec, rnd) for cid, spec in specs.items()}
+        self_round = rnd + 1 in p.self_rounds(ctx.scenario)
         others_rounds = p.others_rounds(ctx.scenario)
         others = s.eval_others and rnd + 1 in others_rounds
         out: dict[int, dict[str, Any]] = {}
@@ -336,7 +337,7 @@ class SequentialEngine:
             self._scored_model(method, ctx, rt, server)
             score = self._scorer(method, ctx, rt, server, memo)
             scores: dict[str, float] = {}
-            if rnd + 1 in p.self_rounds(ctx.scenario):
+            if self_round:
                 for task in tasks[cid]:
                     scores[task] = score(task, s.self_limit)
             if others:
