@@ -111,7 +111,7 @@ class RankHeteroMethod(Method[C]):
         """Current ranks: the scenario's, lowered where a client reported a smaller one (HetLoRA pruning)."""
         ranks = scenario_ranks(ctx.scenario, self.config.lora_r)
         if server is not None:
-            ranks.update({int(c): int(r) for c, r in server.extra.get("ranks", {}).items()})
+            ranks.update({int(c): int(r) for c, r in server.method_state.get("ranks", {}).items()})
         return ranks
 
     # ---- server side -----------------------------------------------------------------------------
@@ -124,9 +124,9 @@ class RankHeteroMethod(Method[C]):
         return out
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        ranks = dict(server.extra.get("ranks", {}))
+        ranks = dict(server.method_state.get("ranks", {}))
         ranks.update({u.client_id: rank_of(u.arrays) for u in updates})
-        server.extra["ranks"] = ranks
+        server.method_state["ranks"] = ranks
         for arch, group in group_by_architecture(updates, ctx.clients).items():
             server.per_arch[arch] = self.merge(ctx, server, group)
         return server

@@ -1,23 +1,30 @@
-"""Server-side training on the public split, shared by the KD baselines (FedDF, FedMKT, TAKFL).
+"""Server-side training on the public split, shared by the KD baselines (FedDF, PerAda, FedMKT, TAKFL).
 
 The public rows a method distils on are the first rows of the harness's built ``public`` split (what the tiny
-zoo pre-trains on; FedMosaic's KD baselines take the first 80 LLaVA-665K samples), and server-side training
-goes through the one training loop (``ClientRuntime.train``) on a runtime with no stream.
+zoo pre-trains on; FedMosaic's KD baselines take the first 80 LLaVA-665K samples), server-side training
+goes through the one training loop (``ClientRuntime.train``) on a runtime with no stream, and its compute is
+recorded per round beside the clients' (example-pass units).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from drake.errors import DataError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row, derive_seed
-from drake.fl.types import ClientInfo, RoundContext
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row
+from drake.fl.method import ServerState
+from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.seeds import derive_seed
+
+#: compute units (the harness's convention, Method.compute_cost): a forward pass costs 1/3 of forward+backward
+FORWARD = 1.0 / 3.0
 
 
 def load_public_rows(data_dir: Path | None, n: int, method: str) -> list[Row]:
     """The first ``n`` rows of the built public split (fewer if it is smaller), decoded once."""
-    from drake.data.build import load_task_split
+    from drake.data.read import load_task_split
 
     if data_dir is None:
         raise DataError(f"{method}: no data directory bound; run through the harness (drake run / eval.py)")
@@ -39,6 +46,23 @@ def server_runtime(
 def epoch_batches(rows: Sequence[Row], batch: int, epochs: int) -> list[list[Row]]:
     """``epochs`` passes over ``rows`` in order, in batches of at most ``batch`` rows."""
     return [list(rows[s : s + batch]) for _ in range(epochs) for s in range(0, len(rows), batch)]
+
+
+def log_server_units(
+    server: ServerState, key: str, ctx: RoundContext, archs: dict[str, Any], units: float, client_units: float
+) -> None:
+    """Record a round's server-side compute in ``server.method_state[key]``: the round's per-architecture log, its
+    units and their ratio to the round's client training, and the running totals and ratio."""
+    rec = server.method_state.setdefault(key, {"rounds": [], "server_units": 0.0, "client_units": 0.0})
+    ratio = units / client_units if client_units else None
+    rec["rounds"].append(
+        {"round": ctx.round + 1, "archs": archs, "server_units": units, "ratio_to_client_training": ratio}
+    )
+    rec["server_units"] += units
+    rec["client_units"] += client_units
+    rec["server_ratio_to_client_training"] = (
+        rec["server_units"] / rec["client_units"] if rec["client_units"] else None
+    )
 
 
 class PublicData:
@@ -68,3 +92,42 @@ class PublicData:
         if self._public is None:
             self._public = load_public_rows(self._data_dir, self.public_size(), self.name)
         return self._public
+
+
+class PublicDistillation(PublicData):
+    """Mixin for methods whose server, after its base aggregate (FedAvg within each architecture), distils on
+    public rows (FedDF, TAKFL): the first ``kd_samples`` public rows are distilled on and the next
+    ``kd_val_samples`` held out; ``distill`` runs when there are rows, a distillation budget, models and
+    updates (a zero budget leaves the base method)."""
+
+    config: Any
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)  # type: ignore[call-arg]
+        self._init_public()
+
+    def public_size(self) -> int:
+        """The first ``kd_samples`` public rows distil, the next ``kd_val_samples`` validate."""
+        return self.config.kd_samples + self.config.kd_val_samples
+
+    def distils(self) -> bool:
+        """Whether the configured server budget (steps or epochs) is positive."""
+        raise NotImplementedError
+
+    def aggregate(
+        self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]
+    ) -> ServerState:
+        server = super().aggregate(ctx, server, updates)  # type: ignore[misc]
+        if self.config.kd_samples > 0 and self.distils() and self._archs and updates:
+            self.distill(ctx, server, updates)
+        return server
+
+    def public_split(self) -> tuple[list[Row], list[Row]]:
+        """(the rows distilled on, the held-out rows)."""
+        cfg = self.config
+        public = self.public_rows()
+        return public[: cfg.kd_samples], public[cfg.kd_samples : cfg.kd_samples + cfg.kd_val_samples]
+
+    def distill(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> None:
+        """Server-side distillation of ``server.per_arch`` after this round's average."""
+        raise NotImplementedError

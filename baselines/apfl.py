@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from baselines._pfl import (
+from baselines._dual import (
     SharedAdapterMethod,
     adapter_params,
     alternate,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines._pfl import (
+from baselines._dual import (
     SharedAdapterMethod,
     adapter_params,
     load_global,
     merge_metrics,
-    prox_to_other_adapter,
     set_model_mix,
-    snapshot,
     split_halves,
 )
+from baselines._prox import prox_to_other_adapter, snapshot
 from drake.adapters.multi import DEFAULT
 from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext

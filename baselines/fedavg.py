@@ -8,6 +8,16 @@ from drake.fl.method import Method, MethodConfig, ServerState, group_by_architec
 from drake.fl.types import ClientUpdate, RoundContext
 
 
+def average_per_architecture(
+    ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]
+) -> ServerState:
+    """FedAvg's server step, global_arch = sum_k n_k * theta_k / sum_k n_k over each architecture's uploads
+    (never across architectures); also the step of every method whose shared adapter is plain FedAvg."""
+    for arch, group in group_by_architecture(updates, ctx.clients).items():
+        server.per_arch[arch] = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
+    return server
+
+
 class FedAvg(Method[MethodConfig]):
     """FedAvg (McMahan et al., AISTATS 2017) on LoRA, i.e. FedIT (Zhang et al., ICASSP 2024).
 
@@ -28,9 +38,7 @@ class FedAvg(Method[MethodConfig]):
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        for arch, group in group_by_architecture(updates, ctx.clients).items():
-            server.per_arch[arch] = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
-        return server
+        return average_per_architecture(ctx, server, updates)
 
     def load_server_model(self, ctx: RoundContext, client, server: ServerState) -> None:
         global_state = server.per_arch.get(client.architecture)

@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from baselines._pfl import (
+from baselines._distill import answer_logits, forward, kd_loss
+from baselines._dual import (
     SharedAdapterMethod,
     adapter_params,
     alternate,
-    answer_logits,
-    forward,
-    kd_loss,
     load_global,
     model_mix,
     set_model_mix,

@@ -7,19 +7,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from baselines._pfl import answer_logits, kd_loss
-from baselines._public import PublicData, server_runtime
+from baselines._distill import (
+    answer_logits,
+    ensemble_kl,
+    ensemble_teacher,
+    kd_loss,
+    row_logits,
+    teacher_groups,
+    vocab_signature,
+)
+from baselines._public import FORWARD, PublicDistillation, log_server_units, server_runtime
 from baselines.fedavg import FedAvg
-from baselines.perada import ensemble_teacher, teacher_groups, vocab_signature
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, ClientRuntime, Row
 from drake.fl.method import MethodConfig, ServerState
 from drake.fl.types import Arrays, ClientUpdate, RoundContext
-from drake.models.batching import IGNORE_INDEX, collate
+from drake.models.batching import collate
 
 TEACHERS = ("clients", "globals")
-#: compute units (the harness's convention, Method.compute_cost): a forward pass costs 1/3 of forward+backward
-FORWARD = 1.0 / 3.0
 
 
 @dataclass(frozen=True)
@@ -49,32 +54,7 @@ class FedDFConfig(MethodConfig):
             raise SpecError("feddf: kd_batch must be >= 1 and kd_temperature, kd_lr > 0")
 
 
-@torch.no_grad()
-def row_logits(am: ArchModel, arrays: Arrays | None, rows: Sequence[Row], batch: int) -> list[torch.Tensor]:
-    """Per row, the logits at its answer positions (n_answer_tokens x vocab, CPU float32) of ``am`` with the
-    adapter state ``arrays`` loaded (None: as it is)."""
-    if arrays is not None:
-        am.adapter.set_state(arrays)
-    am.model.eval()
-    out: list[torch.Tensor] = []
-    for start in range(0, len(rows), batch):
-        chunk = list(rows[start : start + batch])
-        inputs = collate(am.loaded, chunk, with_answer=True)
-        logits = am.model(**inputs).logits
-        mask = inputs["labels"][:, 1:] != IGNORE_INDEX
-        out.extend(logits[i, :-1][mask[i]].float().cpu() for i in range(len(chunk)))
-    return out
-
-
-def ensemble_kl(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], temperature: float = 1.0) -> float:
-    """KL(softmax(teacher/T) || softmax(student/T)) averaged over all answer positions of all rows."""
-    if not student:
-        return 0.0
-    s, t = torch.cat(list(student)), torch.cat(list(teacher))
-    return float(kd_loss(s, t, temperature)) / (temperature * temperature)
-
-
-class FedDF(PublicData, FedAvg):
+class FedDF(PublicDistillation, FedAvg):
     """FedDF (Lin, Kong, Stich, Jaggi, "Ensemble Distillation for Robust Model Fusion in Federated
     Learning", NeurIPS 2020, arXiv 2006.07242).
 
@@ -83,8 +63,8 @@ class FedDF(PublicData, FedAvg):
     average toward the ensemble: Adam steps on KL(softmax(mean_k logits_k) || softmax(logits_student)) on
     unlabeled public rows, the teacher being the mean logits of every received client model (the paper's
     AvgLogits; ``teacher=globals``: of every architecture's fresh average) over all architectures that share
-    the tokenizer, at the answer positions (the harness's KD convention, baselines/_pfl.py). Early stopping
-    on validation, as the paper's, is done on held-out public rows: the student is validated every
+    the tokenizer, at the answer positions (the harness's KD convention, baselines/_distill.py). Early
+    stopping on validation, as the paper's, is done on held-out public rows: the student is validated every
     ``kd_eval_every`` steps and the best one (the plain average included) becomes the global.
 
     As in the FedMosaic adaptation (``feddistill.py``: same-architecture FedAvg, then per-architecture KD to
@@ -102,25 +82,13 @@ class FedDF(PublicData, FedAvg):
     name = "feddf"
     config_cls = FedDFConfig
 
-    def __init__(self, config: FedDFConfig | None = None) -> None:
-        super().__init__(config)
-        self._init_public()
-
-    def public_size(self) -> int:
-        """The first ``kd_samples`` public rows distil, the next ``kd_val_samples`` validate."""
-        return self.config.kd_samples + self.config.kd_val_samples
-
-    def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        server = super().aggregate(ctx, server, updates)
-        if self.config.kd_samples > 0 and self.config.kd_steps > 0 and self._archs and updates:
-            self.distill(ctx, server, updates)
-        return server
+    def distils(self) -> bool:
+        return self.config.kd_steps > 0
 
     # ---- server-side ensemble distillation -------------------------------------------------------------
     def distill(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> None:
         cfg = self.config
-        public = self.public_rows()
-        rows, val = public[: cfg.kd_samples], public[cfg.kd_samples : cfg.kd_samples + cfg.kd_val_samples]
+        rows, val = self.public_split()
         if not rows:
             return
         sigs = {a: vocab_signature(m.loaded) for a, m in self._archs.items()}
@@ -145,12 +113,7 @@ class FedDF(PublicData, FedAvg):
             server.per_arch[arch], log[arch], spent = self._distill_arch(ctx, am, rows, val, teacher)
             units += spent
         client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
-        rec = server.extra.setdefault("feddf", {"rounds": [], "server_units": 0.0, "client_units": 0.0})
-        rec["rounds"].append({"round": ctx.round + 1, "archs": log, "server_units": units,
-                              "ratio_to_client_training": units / client_units if client_units else None})  # fmt: skip
-        rec["server_units"] += units
-        rec["client_units"] += client_units
-        rec["server_ratio_to_client_training"] = rec["server_units"] / rec["client_units"] if rec["client_units"] else None
+        log_server_units(server, "feddf", ctx, log, units, client_units)
 
     def _distill_arch(
         self, ctx: RoundContext, am: ArchModel, rows: Sequence[Row], val: Sequence[Row], teacher: Sequence[torch.Tensor]

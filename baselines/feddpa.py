@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines._pfl import (
-    MixModel,
+from baselines._dual import (
     SharedAdapterMethod,
     adapter_params,
     load_global,
@@ -19,12 +18,14 @@ from baselines._pfl import (
     model_mix,
     set_model_mix,
 )
+from drake.adapters.mix import MixModel
 from drake.adapters.multi import DEFAULT
-from drake.fl.client import ClientRuntime, Row, derive_seed
+from drake.fl.client import ClientRuntime, Row
 from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext
 from drake.models.batching import collate
 from drake.models.scoring import position_ids
+from drake.seeds import derive_seed
 
 PERSONAL = "local"
 

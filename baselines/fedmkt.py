@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from baselines._pfl import answer_logits
-from baselines._public import PublicData, epoch_batches, server_runtime
+from baselines._distill import answer_logits
+from baselines._public import FORWARD, PublicData, epoch_batches, log_server_units, server_runtime
 from baselines._token_align import TokenAligner, dense
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, ClientRuntime, Row
@@ -20,8 +20,6 @@ from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundConte
 from drake.models.batching import IGNORE_INDEX, collate
 
 SERVER_MODELS = ("per_arch", "largest")
-#: compute units (Method.compute_cost's convention): a forward pass costs 1/3 of forward+backward
-FORWARD = 1.0 / 3.0
 PREFIX = "fedmkt."
 
 
@@ -263,7 +261,7 @@ class FedMKT(PublicData, Method[FedMKTConfig]):
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         cfg = self.config
         rows = self.public_rows()[: cfg.kd_samples] if cfg.kd_samples > 0 else []
-        sources = {u.client_id: (ctx.clients[u.client_id].architecture, Knowledge.unpack(u.extras)) for u in updates}
+        sources = {u.client_id: (ctx.clients[u.client_id].architecture, Knowledge.unpack(u.side_info)) for u in updates}
         sources = {k: (a, kn) for k, (a, kn) in sources.items() if kn is not None and len(kn.ce) == len(rows)}
         if not rows or not self._archs or not sources:
             return server
@@ -288,12 +286,7 @@ class FedMKT(PublicData, Method[FedMKTConfig]):
                          "kl_before": _mean_kl(full, targets, cfg.kd_temperature),
                          "kl_after": _mean_kl(new_full, targets, cfg.kd_temperature)}  # fmt: skip
         client_units = sum(float(u.metrics.get("compute_units", u.metrics.get("examples", 0.0))) for u in updates)
-        rec = server.extra.setdefault("fedmkt", {"rounds": [], "server_units": 0.0, "client_units": 0.0})
-        rec["rounds"].append({"round": ctx.round + 1, "archs": log, "server_units": units,
-                              "ratio_to_client_training": units / client_units if client_units else None})  # fmt: skip
-        rec["server_units"] += units
-        rec["client_units"] += client_units
-        rec["server_ratio_to_client_training"] = rec["server_units"] / rec["client_units"] if rec["client_units"] else None
+        log_server_units(server, "fedmkt", ctx, log, units, client_units)
         return server
 
     # ---- client side ---------------------------------------------------------------------------------
@@ -303,7 +296,7 @@ class FedMKT(PublicData, Method[FedMKTConfig]):
         units, kd = 0.0, {}
         server_kn = Knowledge.unpack(payload.arrays)
         if rows and server_kn is not None and cfg.client_kd_epochs > 0 and len(server_kn.ce) == len(rows):
-            own = Knowledge.unpack(client.state.extra.get("fedmkt"))
+            own = Knowledge.unpack(client.state.method_state.get("fedmkt"))
             if own is None or len(own.ce) != len(rows):  # not uploaded before: its knowledge now
                 own, _ = knowledge(client.arch, rows, cfg.kd_batch, cfg.top_k)
                 units += FORWARD * len(rows)
@@ -318,7 +311,7 @@ class FedMKT(PublicData, Method[FedMKTConfig]):
         if rows:
             mine, _ = knowledge(client.arch, rows, cfg.kd_batch, cfg.top_k)
             extras = mine.pack()
-            client.state.extra["fedmkt"] = extras  # its knowledge at upload = its own targets next round
+            client.state.method_state["fedmkt"] = extras  # its knowledge at upload = its own targets next round
             units += FORWARD * len(rows)
         return ClientUpdate(client.id, {}, client.num_examples, {**metrics, **kd, "compute_units": units}, extras)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines._pfl import adapter_params
+from baselines._dual import adapter_params
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.adapters.lora import apply_lora
 from drake.adapters.multi import DEFAULT, add_lora_adapters, lora_layers, rename_adapter, set_mix
@@ -264,7 +264,7 @@ class FedMS(Method[FedMSConfig]):
       adds blocks and when stage 2 begins.
     - Heterogeneous pools: both stages run per architecture group (no averaging across backbones).
 
-    Savings report (``server.extra["fedms"]``, in the result's ``extra.method``): per round the active
+    Savings report (``server.method_state["fedms"]``, in the result's ``extra.method``): per round the active
     blocks, bytes up/down against the same round with every block active (blocks have equal shapes, so
     bytes scale with the block count), and text-model block passes per training step (``block_passes``);
     a summary over stage 1.
@@ -295,7 +295,7 @@ class FedMS(Method[FedMSConfig]):
 
     # ---- server side -----------------------------------------------------------------------------
     def init_server(self, clients: Mapping[int, ClientInfo]) -> ServerState:
-        return ServerState(extra={"fedms": {"rounds": []}, "fedms_has_global": []})
+        return ServerState(method_state={"fedms": {"rounds": []}, "fedms_has_global": []})
 
     def configure_round(self, ctx: RoundContext, server: ServerState) -> dict[int, Payload]:
         """Stage 1: the architecture's global (only blocks that were active before, a subset of this round's
@@ -309,7 +309,7 @@ class FedMS(Method[FedMSConfig]):
                 out[cid] = Payload(experts, {"stage": 1})
                 continue
             arrays = {k: v for k, v in held.items() if k.startswith(f"{GATE}.")}
-            first = cid not in server.extra.get("fedms_has_global", [])
+            first = cid not in server.method_state.get("fedms_has_global", [])
             if first:
                 arrays.update(experts)
             out[cid] = Payload(arrays, {"stage": 2, "global": first})
@@ -320,9 +320,9 @@ class FedMS(Method[FedMSConfig]):
             avg = weighted_mean([u.arrays for u in group], [u.num_examples for u in group])
             server.per_arch.setdefault(arch, {}).update(avg)  # stage 1: the global expert; stage 2: the gate
         if self.stage(ctx) == 2:
-            have = set(server.extra.setdefault("fedms_has_global", []))
-            server.extra["fedms_has_global"] = sorted(have | {u.client_id for u in updates})
-        log = server.extra.setdefault("fedms", {"rounds": []})
+            have = set(server.method_state.setdefault("fedms_has_global", []))
+            server.method_state["fedms_has_global"] = sorted(have | {u.client_id for u in updates})
+        log = server.method_state.setdefault("fedms", {"rounds": []})
         log["stage1_rounds"] = self.t1(ctx.num_rounds)
         log["rounds"].append(self._round_log(ctx, updates))
         log["summary"] = _summary(log["rounds"])

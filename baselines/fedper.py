@@ -6,11 +6,23 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from baselines._pfl import top_block_patterns
 from baselines.fedavg import FedAvg
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.adapters.lora import apply_lora
 from drake.fl.method import MethodConfig
+
+
+def top_block_patterns(model: nn.Module, personal_layers: int) -> tuple[str, ...]:
+    """fnmatch patterns for the LoRA of the text model's top ``personal_layers`` blocks."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", config)
+    n = int(getattr(text, "num_hidden_layers", 0))
+    if n <= 0:
+        raise ValueError(
+            "cannot find the text model's number of layers (config.text_config.num_hidden_layers)"
+        )
+    k = max(0, min(personal_layers, n))
+    return tuple(f"*.language_model.layers.{i}.*" for i in range(n - k, n))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines._pfl import prox_term, snapshot
+from baselines._prox import prox_term, snapshot
 from baselines.fedavg import FedAvg
 from drake.fl.method import MethodConfig
 from drake.fl.types import ClientUpdate, RoundContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines._pfl import merge_metrics
+from baselines._dual import merge_metrics
 from baselines.fedper import FedPer, FedPerConfig
 from drake.errors import SpecError
 from drake.fl.types import ClientUpdate, RoundContext

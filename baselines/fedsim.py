@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from baselines._pfl import MixModel, SharedAdapterMethod, load_global, set_model_mix
+from baselines._dual import SharedAdapterMethod, load_global, set_model_mix
+from drake.adapters.mix import MixModel
 from drake.adapters.multi import DEFAULT
 from drake.errors import SpecError
 from drake.fl.method import MethodConfig

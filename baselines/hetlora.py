@@ -107,7 +107,7 @@ class HetLoRA(RankHeteroMethod[HetLoRAConfig]):
     def merge(self, ctx: RoundContext, server: ServerState, group: Sequence[ClientUpdate]) -> Arrays:
         states = [u.arrays for u in group]
         weights = sparsity_weights(states, self.config.weight_scope)
-        log = server.extra.setdefault("hetlora_weights", [])
+        log = server.method_state.setdefault("hetlora_weights", [])
         mean = [sum(ws[k] for ws in weights.values()) / max(1, len(weights)) for k in range(len(group))]
         log.append({"round": ctx.round + 1, "clients": [u.client_id for u in group], "ranks": [rank_of(s) for s in states],
                     "mean_weight": mean})  # fmt: skip

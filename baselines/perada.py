@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from baselines._pfl import answer_logits, kd_loss, set_model_mix
+from baselines._distill import (
+    answer_logits,
+    ensemble_teacher,
+    kd_loss,
+    row_logits,
+    teacher_groups,
+    vocab_signature,
+)
+from baselines._dual import set_model_mix
 from baselines._public import PublicData, server_runtime
 from baselines.ditto import Ditto, DittoConfig
-from drake.adapters.multi import DEFAULT
+from drake.adapters.multi import DEFAULT, mixed
 from drake.fl.client import ArchModel, ClientRuntime, Row
 from drake.fl.method import ServerState
 from drake.fl.types import ClientUpdate, RoundContext
@@ -34,28 +40,6 @@ class PerAdaConfig(DittoConfig):
     cross_arch_kd: bool = field(
         default=True, metadata={"help": "ensemble teachers of every architecture that shares the tokenizer"}
     )
-
-
-def vocab_signature(loaded: Any) -> str:
-    """Architectures whose tokenizers have the same vocabulary can average logits position by position."""
-    vocab = sorted(loaded.tokenizer.get_vocab().items())
-    return hashlib.sha256(repr(vocab).encode()).hexdigest()[:16]
-
-
-def ensemble_teacher(per_client: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    """Per public row, the mean over clients of their answer-position logits (PerAda's teacher)."""
-    return [torch.stack(rows).mean(0) for rows in zip(*per_client)]
-
-
-def teacher_groups(archs: Mapping[str, str], clients: Mapping[int, str], cross_arch: bool) -> dict[str, list[int]]:
-    """For each architecture, the clients whose models teach it: every client whose architecture has the
-    same vocabulary signature (``archs``: arch -> signature), or only its own clients."""
-    out: dict[str, list[int]] = {}
-    for arch, sig in archs.items():
-        out[arch] = sorted(
-            cid for cid, a in clients.items() if (archs.get(a) == sig if cross_arch else a == arch)
-        )
-    return out
 
 
 class PerAda(PublicData, Ditto):
@@ -127,25 +111,12 @@ class PerAda(PublicData, Ditto):
             rt.train(len(batches), batches=batches, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
             server.per_arch[arch] = am.adapter.get_state("shared")
 
-    @torch.no_grad()
     def _answer_logits(self, arch: str, arrays: dict[str, torch.Tensor], rows: Sequence[Row]) -> list[torch.Tensor]:
-        """Per row, the logits of one client's uploaded adapter at the answer positions (CPU, float32)."""
+        """Per row, the logits of one client's uploaded adapter (the global alone) at the answer positions."""
         am = self._archs[arch]
         am.adapter.set_state(arrays)
-        peft = am.model
-        from drake.adapters.multi import mixed
-
-        out: list[torch.Tensor] = []
-        peft.eval()
-        with mixed(peft, {DEFAULT: 1.0}):
-            for start in range(0, len(rows), self.config.kd_batch):
-                chunk = rows[start : start + self.config.kd_batch]
-                inputs = collate(am.loaded, chunk, with_answer=True)
-                logits = peft(**inputs).logits
-                mask = inputs["labels"][:, 1:] != -100
-                for i in range(len(chunk)):
-                    out.append(logits[i, :-1][mask[i]].float().cpu())
-        return out
+        with mixed(am.model, {DEFAULT: 1.0}):
+            return row_logits(am, None, rows, self.config.kd_batch)
 
     def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
         """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""

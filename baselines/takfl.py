@@ -9,16 +9,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from baselines._pfl import answer_logits, kd_loss
-from baselines._public import PublicData, epoch_batches, server_runtime
+from baselines._distill import (
+    answer_logits,
+    ensemble_kl,
+    ensemble_teacher,
+    kd_loss,
+    row_logits,
+    vocab_signature,
+)
+from baselines._public import FORWARD, PublicDistillation, epoch_batches, log_server_units, server_runtime
 from baselines.fedavg import FedAvg
-from baselines.feddf import FORWARD, ensemble_kl, row_logits
-from baselines.perada import ensemble_teacher, vocab_signature
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, ClientRuntime, Row, derive_seed
+from drake.fl.client import ArchModel, ClientRuntime, Row
 from drake.fl.method import MethodConfig, ServerState, group_by_architecture
 from drake.fl.types import Arrays, ClientUpdate, RoundContext
 from drake.models.batching import IGNORE_INDEX, collate
+from drake.seeds import derive_seed
 
 MERGES = ("tuned", "uniform")
 EXPONENTS = (1, 5, 10)  # TAKFL's heuristic: Beta(1, 100) draws raised to these powers
@@ -106,7 +112,7 @@ def answer_ce(am: ArchModel, rows: Sequence[Row], batch: int) -> float:
     return total / count if count else float("nan")
 
 
-class TAKFL(PublicData, FedAvg):
+class TAKFL(PublicDistillation, FedAvg):
     """TAKFL (Morafah, Kungurtsev, Chang, Chen, Lin, "Towards Diverse Device Heterogeneous Federated Learning
     via Task Arithmetic Knowledge Integration", NeurIPS 2024, arXiv 2409.18461; code: MMorafah/TAKFL).
 
@@ -141,18 +147,8 @@ class TAKFL(PublicData, FedAvg):
     name = "takfl"
     config_cls = TAKFLConfig
 
-    def __init__(self, config: TAKFLConfig | None = None) -> None:
-        super().__init__(config)
-        self._init_public()
-
-    def public_size(self) -> int:
-        return self.config.kd_samples + self.config.kd_val_samples
-
-    def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        server = super().aggregate(ctx, server, updates)
-        if self.config.kd_samples > 0 and self.config.kd_epochs > 0 and self._archs and updates:
-            self.distill(ctx, server, updates)
-        return server
+    def distils(self) -> bool:
+        return self.config.kd_epochs > 0
 
     def _size(self, arch: str) -> int:
         return sum(p.numel() for p in self._archs[arch].loaded.model.parameters())
@@ -160,8 +156,7 @@ class TAKFL(PublicData, FedAvg):
     # ---- server-side distillation and merging --------------------------------------------------------
     def distill(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> None:
         cfg = self.config
-        public = self.public_rows()
-        rows, val = public[: cfg.kd_samples], public[cfg.kd_samples : cfg.kd_samples + cfg.kd_val_samples]
+        rows, val = self.public_split()
         if not rows:
             return
         n = len(rows)
@@ -186,12 +181,7 @@ class TAKFL(PublicData, FedAvg):
                                                                            val, {j: ensembles[j] for j in teachers})
             units += spent
         client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
-        rec = server.extra.setdefault("takfl", {"rounds": [], "server_units": 0.0, "client_units": 0.0})
-        rec["rounds"].append({"round": ctx.round + 1, "archs": log, "server_units": units,
-                              "ratio_to_client_training": units / client_units if client_units else None})  # fmt: skip
-        rec["server_units"] += units
-        rec["client_units"] += client_units
-        rec["server_ratio_to_client_training"] = rec["server_units"] / rec["client_units"] if rec["client_units"] else None
+        log_server_units(server, "takfl", ctx, log, units, client_units)
 
     def _student(
         self, ctx: RoundContext, am: ArchModel, base: Arrays, rows: Sequence[Row], val: Sequence[Row],

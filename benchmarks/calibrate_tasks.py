@@ -34,12 +34,14 @@ from drake.adapters.lora import apply_lora  # noqa: E402
 from drake.data.build import ensure_built  # noqa: E402
 from drake.data.card import BAND_HIGH, BAND_LOW, band_verdict  # noqa: E402
 from drake.data.stream import epoch_batches  # noqa: E402
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed  # noqa: E402
+from drake.fl.assemble import set_threads  # noqa: E402
+from drake.fl.client import ArchModel, ClientRuntime, ClientState  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
 from drake.fl.types import ClientInfo  # noqa: E402
 from drake.io import atomic_write_json  # noqa: E402
 from drake.models.loading import load_model  # noqa: E402
-from drake.runner import load_rows, set_threads  # noqa: E402
+from drake.runner import load_rows  # noqa: E402
+from drake.seeds import derive_seed  # noqa: E402
 from drake.spec import load_tasks  # noqa: E402
 
 

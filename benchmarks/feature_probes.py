@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 from drake.data.synth.families.bongard import action_scene, draw_scene  # noqa: E402
 from drake.data.synth.families.compare import SPATIAL  # noqa: E402
 from drake.data.synth.public import public_context, public_sample  # noqa: E402
+from drake.fl.assemble import set_threads  # noqa: E402
 from drake.io import atomic_write_json  # noqa: E402
 from drake.models.loading import LoadedModel, load_model  # noqa: E402
-from drake.runner import set_threads  # noqa: E402
 
 PUBLIC_KINDS = ("color", "shape", "texture", "garment", "position", "count", "relation")
 INTERACTION = "interaction"  # VSR's in / on / next to / behind, drawn as the tasks draw them

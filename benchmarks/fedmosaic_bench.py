@@ -110,21 +110,21 @@ def main() -> int:
     for i in range(args.repeats):
         for method, sets in (("local", common), ("fedmosaic", fm_sets)):
             raw, engine = run(method, scenario, tmp / f"{method}{i}", sets, args.scale)
-            walls[method].append(raw["wall"]["train"])
+            walls[method].append(raw.wall["train"])
             last[method] = (raw, engine)
 
     loc_raw, loc_engine = last["local"]
     fm_raw, fm_engine = last["fedmosaic"]
-    clients = sorted(loc_raw["comm"]["per_round"][0]["up"]) if loc_raw["comm"]["per_round"] else []
+    clients = sorted(loc_raw.comm["per_round"][0]["up"]) if loc_raw.comm["per_round"] else []
     spec_clients = {c.id: c.model for c in load_scenario(scenario).clients}
     fedavg_bytes = statistics.mean(nbytes(loc_engine.archs[spec_clients[c]].adapter.get_state("shared")) for c in clients)
     default_r = MethodConfig().lora_r  # LoRA bytes are linear in the rank
     fedavg_default = fedavg_bytes * default_r / fm_config.lora_r
-    log = fm_raw["server_extra"]["fedmosaic"]["rounds"][-1]
+    log = fm_raw.method_state["fedmosaic"]["rounds"][-1]
     pq_bytes, sketch, lora = log["pq_payload_bytes"], log["sketch_bytes"], log["lora_payload_bytes"]
     wall_ratio = statistics.median(walls["fedmosaic"]) / statistics.median(walls["local"])
     min_ratio = min(walls["fedmosaic"]) / min(walls["local"])
-    sketch_share = sum(r["sketch_seconds"] for r in fm_raw["server_extra"]["fedmosaic"]["rounds"]) / fm_raw["wall"]["train"]
+    sketch_share = sum(r["sketch_seconds"] for r in fm_raw.method_state["fedmosaic"]["rounds"]) / fm_raw.wall["train"]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     archs = sorted({Path(m).name for m in spec_clients.values()})

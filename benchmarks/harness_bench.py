@@ -132,10 +132,11 @@ def work_overhead(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from drake.data.stream import ClientStream
-    from drake.fl.client import ClientRuntime, ClientState, derive_seed
+    from drake.fl.client import ClientRuntime, ClientState
     from drake.fl.types import ClientInfo, Payload, RoundContext
     from drake.models.batching import collate
     from drake.runner import make_engine
+    from drake.seeds import derive_seed
 
     work = Path(a["work"])
     scen = write_scenario(work / "overhead.yaml", Path(a["model"]), clients=len(TASKS), rounds=1, per_round=len(TASKS),
@@ -198,6 +199,7 @@ def work_overhead(a: dict[str, Any]) -> dict[str, Any]:
 def work_engine(a: dict[str, Any]) -> dict[str, Any]:
     """(b) and (c): one engine run; its peak RSS (the process's high-water mark) and phase walls."""
     import drake.data.build  # noqa: F401  (imported before the first reading, like the runner's imports)
+    import drake.data.read  # noqa: F401
     from drake.runner import make_engine
 
     work = Path(a["work"])
@@ -212,9 +214,9 @@ def work_engine(a: dict[str, Any]) -> dict[str, Any]:
     engine, method = make_engine(plan, 0, None)
     t0 = time.perf_counter()
     raw = engine.run(method, plan.scenario, seed=0)
-    numbers = json.dumps([raw["history"], raw["comm"], raw["unseen"]], sort_keys=True, default=str)
+    numbers = json.dumps([raw.history, raw.comm, raw.unseen], sort_keys=True, default=str)
     return {"rss_mb": peak_rss_mb(), "rss_after_imports_mb": before, "wall": time.perf_counter() - t0,
-            "phases": raw["wall"], "rows_in_memory": sum(len(s) for t in engine.data.values() for s in t.splits.values()),
+            "phases": raw.wall, "rows_in_memory": sum(len(s) for t in engine.data.values() for s in t.splits.values()),
             "numbers": hashlib.sha256(numbers.encode()).hexdigest()[:16]}  # fmt: skip
 
 
@@ -271,7 +273,7 @@ def work_eval(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from drake.data.build import ensure_built
-    from drake.methods import METHODS
+    from drake.method_registry import METHODS
     from drake.models.batching import expand_choices
     from drake.models.loading import load_model
     from drake.models.scoring import choice_scores, score_pairs, shares_prompt

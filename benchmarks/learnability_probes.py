@@ -31,17 +31,17 @@ from calibrate_tasks import (  # noqa: E402
     tune_over_seeds,
 )
 
-from drake.data.build import sample_to_row  # noqa: E402
+from drake.data.generation import sample_to_row  # noqa: E402
 from drake.data.rows import LazyRows  # noqa: E402
 from drake.data.synth import world  # noqa: E402
 from drake.data.synth.base import IMAGE_TOKEN, Sample, SampleContext, choice_list, image_tokens, place  # noqa: E402
 from drake.data.synth.families import compare, fashion  # noqa: E402
 from drake.data.synth.families.dishes import WC_TAIL  # noqa: E402
 from drake.data.synth.families.scene import LETTERS, seed_prompt  # noqa: E402
+from drake.fl.assemble import set_threads  # noqa: E402
 from drake.fl.client import TaskRows  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
 from drake.io import atomic_write_json  # noqa: E402
-from drake.runner import set_threads  # noqa: E402
 
 C4 = ("red", "green", "blue", "yellow")
 TF = ["True", "False"]

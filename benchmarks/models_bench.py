@@ -42,14 +42,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from drake.models.batching import collate
-    from drake.models.pretrain import (
-        cached_path,
-        draw_rows,
-        eval_rows,
-        is_cached,
-        pretrain,
-        read_meta,
-    )
+    from drake.models.folders import cached_path, is_cached, read_meta
+    from drake.models.pretrain import draw_rows, eval_rows, pretrain
     from drake.models.scoring import choice_scores, generate_answers
     from drake.models.tokenizer import default_vocab, make_tokenizer
     from drake.models.zoo import build_model, count_parameters, get_spec

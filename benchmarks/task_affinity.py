@@ -53,11 +53,13 @@ from calibrate_tasks import adapted_model, runtime  # noqa: E402
 from drake.data.build import ensure_built  # noqa: E402
 from drake.data.stream import epoch_batches  # noqa: E402
 from drake.errors import SpecError  # noqa: E402
-from drake.fl.client import ArchModel, ClientRuntime, derive_seed  # noqa: E402
+from drake.fl.assemble import set_threads  # noqa: E402
+from drake.fl.client import ArchModel, ClientRuntime  # noqa: E402
 from drake.fl.method import MethodConfig  # noqa: E402
 from drake.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from drake.models.scoring import choice_scores  # noqa: E402
-from drake.runner import load_rows, set_threads  # noqa: E402
+from drake.runner import load_rows  # noqa: E402
+from drake.seeds import derive_seed  # noqa: E402
 from drake.spec import load_scenario, load_tasks  # noqa: E402
 
 SCENARIO = "drake-dynamic"

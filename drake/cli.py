@@ -35,7 +35,7 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``error:`` line pointing at --help (exit code 2)."""
 
     def error(self, message: str) -> NoReturn:
@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="drake", description="DRAKE: benchmark and harness for multi-modal personalized FL."
     )
     parser.add_argument("--debug", dest="_debug", action="store_true", help=DEBUG_HELP)

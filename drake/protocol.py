@@ -43,7 +43,7 @@ class Protocol:
     #: one task; here unseen task i goes to the i-th client modulo the clients, in id order) or ``all``
     unseen_clients: str = "one-per-task"
     #: fine-tuning steps on each unseen task, from the client's final scored model (official: 200
-    #: iterations at batch 4; x 20/100 with batch x 2 as every budget of the harness, see baselines/_pfl.py)
+    #: iterations at batch 4; x 20/100 with batch x 2 as every budget of the harness, see baselines/_dual.py)
     unseen_steps: int = 40
     #: score the adapted model every N steps (official: every 25 of 200 -> 9 points with step 0)
     unseen_eval_every: int = 5

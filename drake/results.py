@@ -17,11 +17,12 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from drake.errors import DataError
+from drake.errors import DataError, DrakeError
 from drake.io import atomic_write_text
 from drake.metrics import a_auc, summarize, summarize_run, summarize_seeds
 from drake.spec import REPO_ROOT, fingerprint
@@ -269,6 +270,16 @@ def has_unseen(record: Mapping[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- validation
+#: what can be wrong with a record, in the order checked: the leaderboard rejects under these names too
+PROBLEM_KINDS = ("schema_version", "non_finite", "schema", "out_of_range", "tampered", "inconsistent")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a record: a kind of ``PROBLEM_KINDS`` and a one-line ``"path: what"`` message."""
+
+    kind: str
+    message: str
 
 
 @lru_cache(maxsize=1)
@@ -292,7 +303,7 @@ def _short(text: str, limit: int = 200) -> str:
 
 def _non_finite(obj: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
     if isinstance(obj, float) and not math.isfinite(obj):
-        yield f"{_path(parts)}: {obj} is not allowed (NaN/inf cannot be written as JSON; record null or fail the seed)"
+        yield f"{_path(parts)}: {obj} is not allowed (NaN/inf is never a valid score or count; record null or fail the seed)"
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
             yield from _non_finite(v, (*parts, str(k)))
@@ -308,7 +319,7 @@ def summary_differences(
     recomputed: Any, stored: Any, parts: tuple[Any, ...] = ()
 ) -> Iterator[tuple[tuple[Any, ...], Any, Any]]:
     """``(path, recomputed, stored)`` wherever a stored summary differs from its recomputation (numbers within
-    1e-9); a side missing a key holds ``ABSENT``. Callers word the differences (results, leaderboard)."""
+    1e-9); a side missing a key holds ``ABSENT``."""
     if isinstance(recomputed, Mapping) and isinstance(stored, Mapping):
         for k in sorted(set(recomputed) | set(stored), key=str):
             a, b = recomputed.get(k, ABSENT), stored.get(k, ABSENT)
@@ -327,60 +338,82 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
-    for path, new, old in summary_differences(a, b, parts):
-        if new is ABSENT or old is ABSENT:
-            yield f"{_path(path)}: {'missing' if new is ABSENT else 'unexpected'} (recomputed summary differs)"
-        elif is_number(new) and is_number(old):
-            yield f"{_path(path)}: {old:.10g} differs from the recomputed {new:.10g}"
-        else:
-            yield f"{_path(path)}: {old!r} differs from the recomputed {new!r}"
+def structure_problems(record: Mapping[str, Any]) -> list[Problem]:
+    """The schema version, then NaN/inf, then the JSON schema (range violations are ``out_of_range``): a
+    record with any of these cannot be read further."""
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        return [Problem("schema_version", f"schema_version {version!r} is not supported (expected "
+                        f"{SCHEMA_VERSION!r}); re-run the entry with the current eval.py")]  # fmt: skip
+    bad = [Problem("non_finite", p) for p in _non_finite(record)]
+    if bad:
+        return bad
+    ranges = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    errors = sorted(_validator().iter_errors(record), key=lambda e: (_path(list(e.absolute_path)), e.message))
+    return [Problem("out_of_range" if e.validator in ranges else "schema",
+                    f"{_path(list(e.absolute_path))}: {_short(e.message)}") for e in errors]  # fmt: skip
 
 
-def _semantic_problems(rec: Mapping[str, Any]) -> list[str]:
-    info, per_seed = rec["run_info"], rec["results"]["per_seed"]
-    problems = []
+def content_problems(record: Mapping[str, Any]) -> list[Problem]:
+    """For a structurally valid record: numbers that do not follow from the record's own inputs (the summary
+    from the per-seed data, the scenario fingerprint from its spec, the config hash: ``tampered``), and when
+    those hold, what does not fit together (seeds, relevance shapes, timestamps: ``inconsistent``)."""
+    info, per_seed = record["run_info"], record["results"]["per_seed"]
+    out = []
+    try:
+        recomputed = recompute_summary(record)
+    except DrakeError as exc:
+        out.append(Problem("inconsistent", f"results.per_seed: cannot recompute the summary ({exc})"))
+    else:
+        for path, new, old in summary_differences(recomputed, record["results"]["summary"], ("results", "summary")):
+            if new is ABSENT or old is ABSENT:
+                what = f"{_path(path)} is {'missing' if old is ABSENT else 'not a recomputed field'}"
+            elif is_number(new) and is_number(old):
+                what = f"{_path(path)} = {old:.10g} but the per-seed data give {new:.10g}"
+            else:
+                what = f"{_path(path)} = {old!r} but the per-seed data give {new!r}"
+            out.append(Problem("tampered", what))
+    scen = info["scenario"]
+    if fingerprint(scen["spec"]) != scen["fingerprint"]:
+        out.append(Problem("tampered", "run_info.scenario.fingerprint: does not match the stored scenario spec "
+                           "(spec edited after the run?)"))  # fmt: skip
+    expected = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
+    if info["config_hash"] != expected:
+        out.append(Problem("tampered", f"run_info.config_hash: {info['config_hash']} != {expected} recomputed "
+                           "from the method config, scenario and data settings"))  # fmt: skip
+    if out:
+        return out
     try:
         _dt.datetime.fromisoformat(info["created_at"])
     except ValueError:
-        problems.append(f"run_info.created_at: {info['created_at']!r} is not an ISO 8601 time")
+        out.append(Problem("inconsistent", f"run_info.created_at: {info['created_at']!r} is not an ISO 8601 time"))
     seeds = [s["seed"] for s in per_seed]
     if len(set(seeds)) != len(seeds):
-        problems.append(f"results.per_seed: duplicate seeds {seeds}")
+        out.append(Problem("inconsistent", f"results.per_seed: duplicate seeds {seeds}"))
     if sorted(seeds) != sorted(info["seeds"]):
-        problems.append(f"results.per_seed: seeds {seeds} do not match run_info.seeds {info['seeds']}")
-    scen = info["scenario"]
-    if fingerprint(scen["spec"]) != scen["fingerprint"]:
-        problems.append("run_info.scenario.fingerprint: does not match the stored spec (spec edited after the run?)")
-    expected = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
-    if info["config_hash"] != expected:
-        problems.append(f"run_info.config_hash: {info['config_hash']} != {expected} recomputed from method, scenario, data")
+        out.append(Problem("inconsistent", f"results.per_seed: seeds {seeds} do not match run_info.seeds {info['seeds']}"))
     for i, s in enumerate(per_seed):
         for j, rel in enumerate(s.get("relevance", [])):
             n = len(rel["clients"])
             if len(rel["matrix"]) != n or any(len(row) != n for row in rel["matrix"]):
-                problems.append(f"results.per_seed[{i}].relevance[{j}].matrix: must be {n} x {n} (one row per client)")
-    try:
-        recomputed = recompute_summary(rec)
-    except DataError as exc:
-        problems.append(f"results.per_seed: cannot recompute the summary ({exc})")
-    else:
-        problems += list(_differences(recomputed, rec["results"]["summary"], ("results", "summary")))
-    return problems
+                out.append(Problem("inconsistent", f"results.per_seed[{i}].relevance[{j}].matrix: must be {n} x {n} "
+                                   "(one row per client)"))  # fmt: skip
+    return out
+
+
+def check_result(record: Mapping[str, Any]) -> list[Problem]:
+    """Every problem of a parsed record (``structure_problems``, then ``content_problems``); empty = valid.
+    ``drake run`` checks each record before writing it and the leaderboard before accepting one."""
+    return structure_problems(record) or content_problems(record)
 
 
 def validate_result(obj: Any) -> list[str]:
-    """Every problem of a record as a readable ``"path: message"`` string; empty means valid."""
-    problems = list(_non_finite(obj))
+    """``check_result``'s messages for an object about to be written (or just read); empty means valid."""
     try:
         doc = json.loads(json.dumps(obj))  # validate exactly what would be written (int keys become str)
     except (TypeError, ValueError) as exc:
-        return [*problems, f"(root): not JSON-serialisable ({exc})"]
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: (_path(list(e.absolute_path)), e.message))
-    problems += [f"{_path(list(e.absolute_path))}: {_short(e.message)}" for e in errors]
-    if not problems:
-        problems += _semantic_problems(doc)
-    return problems
+        return [*_non_finite(obj), f"(root): not JSON-serialisable ({exc})"]
+    return [p.message for p in check_result(doc)]
 
 
 def _first(problems: list[str]) -> str:

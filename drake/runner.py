@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import sys
 import time
@@ -21,10 +20,13 @@ import torch
 
 from drake.config import build_config, parse_sets, read_config_file, to_dict
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, TaskRows, derive_seed, state_sha256
-from drake.fl.engine import ENGINES, EngineSettings
+from drake.fl.assemble import build_method, set_threads
+from drake.fl.client import ArchModel, TaskRows
+from drake.fl.engine import ENGINES
 from drake.fl.method import Method, MethodConfig
-from drake.methods import METHODS
+from drake.fl.settings import EngineSettings
+from drake.fl.types import RunResult
+from drake.method_registry import METHODS
 from drake.run_options import DEFAULT_METHOD, DEFAULT_SCENARIO, add_run_arguments  # noqa: F401  (re-exported)
 from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
 
@@ -44,7 +46,7 @@ def _split_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 def load_rows(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, TaskRows]:
     """Every split of the given tasks in memory, images kept encoded until a row is read (``LazyRows``)."""
-    from drake.data.build import read_split
+    from drake.data.read import read_split
     from drake.data.rows import LazyRows
 
     out = {}
@@ -120,12 +122,6 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     )  # fmt: skip
 
 
-def set_threads(threads: int | None) -> None:
-    """Torch intra-op threads: explicit, or 1 on small machines (see --threads)."""
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(threads if threads else (1 if cores <= 2 else min(cores, 8)))
-
-
 def check_models(architectures: Sequence[str], *, progress: bool) -> None:
     """Nothing is pre-trained before a run: zoo members load the shipped weights. Resolving every model now
     fails early, before data loads and seeds run, on a shipped file that is missing or changed (one line
@@ -138,18 +134,10 @@ def check_models(architectures: Sequence[str], *, progress: bool) -> None:
 
 def make_engine(plan: RunPlan, seed: int, run_dir: Path | None) -> tuple[Any, Method]:
     """A fresh method and engine for one seed: base models loaded, adapters attached with seeded init."""
-    from drake.models.loading import load_model
-
-    torch.manual_seed(derive_seed(seed, "init"))
-    method = plan.method_cls(plan.config)
-    archs = {}
-    for arch in plan.scenario.architectures:
-        loaded = load_model(arch, device=plan.device, progress=plan.settings.progress)
-        weights = state_sha256(loaded.model)
-        torch.manual_seed(derive_seed(seed, "adapter-init", arch))
-        model, handle = method.attach(loaded.model, arch)
-        archs[arch] = ArchModel(arch, loaded, model, handle, weights)
-    method.bind(archs, plan.data_dir)
+    method, archs = build_method(
+        plan.method_cls, plan.config, plan.scenario.architectures, seed=seed, device=plan.device,
+        progress=plan.settings.progress, data_dir=plan.data_dir,
+    )  # fmt: skip
     return ENGINES.get(plan.engine)(archs, plan.data, plan.settings, run_dir=run_dir), method
 
 
@@ -189,11 +177,11 @@ def model_meta(name: str, arch: ArchModel) -> dict[str, Any]:
     return out
 
 
-def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: float) -> dict[str, Any]:
-    """The engine's raw history -> one ``results.per_seed`` entry (schema 1.0)."""
+def seed_record(seed: int, scenario: Any, raw: RunResult, *, wall_seconds: float) -> dict[str, Any]:
+    """The engine's result for one seed -> one ``results.per_seed`` entry (schema 1.0)."""
     own = {c.id: c.tasks for c in scenario.clients}
     rounds, relevance, diagnostics = [], [], []
-    for h in raw["history"]:
+    for h in raw.history:
         train = {
             str(cid): {"loss": m.get("loss"), "steps": int(m.get("steps", 0)), "examples": int(m.get("examples", 0))}
             for cid, m in h["train"].items()
@@ -203,31 +191,32 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
             relevance.append({"round": h["round"], "clients": sorted(own), "matrix": h["relevance"]})
         if h.get("diagnostics"):
             diagnostics.append({"round": h["round"], "clients": {str(c): d for c, d in h["diagnostics"].items()}})
-    last_eval = next((h["eval"] for h in reversed(raw["history"]) if h.get("eval")), {})
+    last_eval = next((h["eval"] for h in reversed(raw.history) if h.get("eval")), {})
     final: dict[str, Any] = {}
     for cid, scores in last_eval.items():
         entry = {"own": {}, "others": {}}
         for task, score in scores.items():
             kind = "own" if task in own[cid] else "others"
-            entry[kind][task] = {"metric": raw["metrics"][task], "score": score, "n": raw["n_eval"][kind].get(task, 0)}
+            entry[kind][task] = {"metric": raw.metrics[task], "score": score, "n": raw.n_eval[kind].get(task, 0)}
         final[str(cid)] = entry
-    for cid, scores in raw.get("unseen", {}).items():
+    for cid, scores in raw.unseen.items():
         final.setdefault(str(cid), {})["unseen"] = {
-            t: {"metric": raw["metrics"][t], "score": v, "n": raw["n_eval"]["unseen"].get(t, 0)} for t, v in scores.items()
+            t: {"metric": raw.metrics[t], "score": v, "n": raw.n_eval["unseen"].get(t, 0)} for t, v in scores.items()
         }
-    for cid, adapted in raw.get("unseen_adapted", {}).items():
-        zero_shot = raw.get("unseen", {}).get(cid, {})
+    for cid, adapted in raw.unseen_adapted.items():
+        zero_shot = raw.unseen.get(cid, {})
         final.setdefault(str(cid), {})["unseen_adapted"] = {
-            t: {"metric": raw["metrics"][t], "score": a["score"], "n": raw["n_eval"]["unseen"].get(t, 0),
+            t: {"metric": raw.metrics[t], "score": a["score"], "n": raw.n_eval["unseen"].get(t, 0),
                 "steps": int(a["steps"]),  # the curve starts at the zero-shot score (step 0), as FedMosaic plots it
                 "curve": {str(k): v for k, v in sorted({**({0: zero_shot[t]} if t in zero_shot else {}),
-                                                         **a["curve"]}.items())}}
+                                                         **a["curve"]}.items())},
+                **({"loss": {str(k): float(v) for k, v in sorted(a["loss"].items())}} if "loss" in a else {})}
             for t, a in adapted.items()
         }  # fmt: skip
-    comm = raw["comm"]
-    examples = sum(m.get("examples", 0) for h in raw["history"] for m in h["train"].values())
-    wall = {**raw["wall"], "train_s_per_example": raw["wall"]["train"] / examples if examples else None}
-    compute = raw.get("compute", {})
+    comm = raw.comm
+    examples = sum(m.get("examples", 0) for h in raw.history for m in h["train"].values())
+    wall = {**raw.wall, "train_s_per_example": raw.wall["train"] / examples if examples else None}
+    compute = raw.compute
     out = {
         "seed": seed, "status": "success", "error": None, "final": final, "rounds": rounds,
         "comm_bytes": {
@@ -244,9 +233,9 @@ def seed_record(seed: int, scenario: Any, raw: dict[str, Any], *, wall_seconds: 
         out["relevance"] = relevance
     if diagnostics:
         out["extra"]["diagnostics"] = _json_safe(diagnostics)  # the method's, per Others round (FedMosaic: its gate)
-    if raw.get("grad_accum"):
-        out["extra"]["grad_accum"] = dict(raw["grad_accum"])  # per architecture, set by engine.micro_batch
-    method_log = _json_safe({k: v for k, v in raw.get("server_extra", {}).items() if k != "relevance"})
+    if raw.grad_accum:
+        out["extra"]["grad_accum"] = dict(raw.grad_accum)  # per architecture, set by engine.micro_batch
+    method_log = _json_safe({k: v for k, v in raw.method_state.items() if k != "relevance"})
     if method_log:
         out["extra"]["method"] = method_log  # e.g. FedMosaic's per-round byte split (PQ vs sketch)
     return out

@@ -51,7 +51,7 @@ class StudyRun:
 def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] | None = None) -> list[StudyRun]:
     """Every registered method and ablation on every study scenario; ``methods`` / ``scenarios`` narrow it
     (names as in the plan: ``fedmosaic+no-rela`` for an ablation)."""
-    from drake.methods import METHODS
+    from drake.method_registry import METHODS
 
     registered = METHODS.names()
     names = [m for m in FIRST if m in registered]

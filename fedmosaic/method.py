@@ -39,9 +39,9 @@ from torch import nn
 
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.errors import DrakeError, SpecError
-from drake.fl.client import derive_seed
 from drake.fl.method import Method, MethodConfig, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, Payload, RoundContext, nbytes
+from drake.seeds import derive_seed
 from fedmosaic import relevance as R
 from fedmosaic.align import AlignSettings, align_to_anchor
 from fedmosaic.diagnostics import gate_report
@@ -154,26 +154,26 @@ class FedMosaic(Method[FedMosaicConfig]):
                 f"fedmosaic: homogeneous=true needs one architecture, the scenario has {len(archs)} "
                 f"({', '.join(archs)}); use a homo pool or drop homogeneous"
             )
-        return ServerState(extra={"locals": {}, "sketches": {}, "fedmosaic": {"rounds": []}})
+        return ServerState(method_state={"locals": {}, "sketches": {}, "fedmosaic": {"rounds": []}})
 
     def configure_round(self, ctx: RoundContext, server: ServerState) -> dict[int, Payload]:
         return {cid: Payload(dict(server.per_client.get(cid, {}))) for cid in ctx.participants}
 
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        locals_: dict[int, dict[str, torch.Tensor]] = server.extra.setdefault("locals", {})
-        sketches: dict[int, torch.Tensor] = server.extra.setdefault("sketches", {})
+        locals_: dict[int, dict[str, torch.Tensor]] = server.method_state.setdefault("locals", {})
+        sketches: dict[int, torch.Tensor] = server.method_state.setdefault("sketches", {})
         for u in updates:
             locals_[u.client_id] = dict(u.arrays)
-            if "sketch" in u.extras:
-                sketches[u.client_id] = u.extras["sketch"]
+            if "sketch" in u.side_info:
+                sketches[u.client_id] = u.side_info["sketch"]
         ids = sorted(ctx.clients)
         with one_thread():  # many small tensors: extra threads only add synchronisation cost
             weights, sim = self.relevance(ids, locals_, sketches)
             for i, cid in enumerate(ids):
                 server.per_client[cid] = self.global_for(cid, ids, weights[i], locals_, ctx.clients)
-        server.extra["relevance"] = weights.tolist()
-        server.extra["similarity"] = sim.tolist()
-        server.extra.setdefault("fedmosaic", {"rounds": []})["rounds"].append(self._round_log(ctx, server, updates))
+        server.method_state["relevance"] = weights.tolist()
+        server.method_state["similarity"] = sim.tolist()
+        server.method_state.setdefault("fedmosaic", {"rounds": []})["rounds"].append(self._round_log(ctx, server, updates))
         return server
 
     def relevance(
@@ -216,7 +216,7 @@ class FedMosaic(Method[FedMosaicConfig]):
     def _round_log(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> dict[str, Any]:
         pq_down = [nbytes(_pq_part(server.per_client[c])) for c in ctx.participants]
         lora_down = [nbytes(_lora_part(server.per_client[c])) for c in ctx.participants]
-        sketch = [nbytes(u.extras) for u in updates]
+        sketch = [nbytes(u.side_info) for u in updates]
         pq_up = [nbytes(_pq_part(u.arrays)) for u in updates]
         n = max(1, len(updates))
         return {
@@ -240,7 +240,7 @@ class FedMosaic(Method[FedMosaicConfig]):
             metrics["align_mse_after"] = sum(r["mse_after"] for r in done) / len(done)
         pq.copy_local_to_global()  # round 0, and parts nobody else shares: G_i = L_i (official)
         pq.load_global(payload.arrays)
-        client.state.extra[GLOBAL_KEY] = pq.global_state()
+        client.state.method_state[GLOBAL_KEY] = pq.global_state()
 
         steps = self.config.local_steps
         batches = client.next_batches(steps)
@@ -266,8 +266,8 @@ class FedMosaic(Method[FedMosaicConfig]):
         extras: dict[str, torch.Tensor] = {}
         if acc:
             mean = torch.stack(acc).mean(0)
-            sketch = R.ema(client.state.extra.get(SKETCH_KEY), mean, self.config.ema_decay)
-            client.state.extra[SKETCH_KEY] = sketch
+            sketch = R.ema(client.state.method_state.get(SKETCH_KEY), mean, self.config.ema_decay)
+            client.state.method_state[SKETCH_KEY] = sketch
             extras["sketch"] = sketch
         arrays = pq.pq_state("local")
         if any(c.architecture == client.architecture and c.id != client.id for c in ctx.clients.values()):
@@ -279,7 +279,7 @@ class FedMosaic(Method[FedMosaicConfig]):
         the server's next G_i is not loaded, as the official code scores its saved client model)."""
         pq = _pq_model(client)
         self.prepare(ctx, client)
-        held = client.state.extra.get(GLOBAL_KEY)
+        held = client.state.method_state.get(GLOBAL_KEY)
         if held:
             pq.load_global(held)
         else:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from drake.cli import _Parser, guarded
+    from drake.cli import OneLineErrorParser, guarded
 
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(prog="python -m leaderboard", description="DRAKE leaderboard: submit, build, push.")
+    parser = OneLineErrorParser(prog="python -m leaderboard", description="DRAKE leaderboard: submit, build, push.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in ("submit", "leaderboard", "push"):
         module = importlib.import_module(f"drake.commands.{name}")

@@ -19,28 +19,21 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from drake.errors import DataError, DrakeError
 from drake.io import write_new_bytes
 from drake.results import (
-    ABSENT,
-    SCHEMA_PATH,
-    SCHEMA_VERSION,
-    config_hash,
-    is_number,
-    recompute_summary,
+    Problem,
+    content_problems,
     result_filename,
-    summary_differences,
-    validate_result,
+    structure_problems,
 )
 from drake.spec import REPO_ROOT, TaskTable, fingerprint, load_tasks
 
@@ -112,89 +105,12 @@ def read_record(path: str | Path) -> tuple[dict[str, Any] | None, Rejection | No
     return record, None
 
 
-def _where(parts: Sequence[Any]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") or "(root)"
+def _rejections(problems: Sequence[Problem]) -> list[Rejection]:
+    return [Rejection(p.kind, p.message) for p in problems]
 
 
-def _non_finite(obj: Any, parts: tuple[Any, ...] = ()) -> Iterator[str]:
-    """Paths of NaN/inf values (Python's json reads NaN and Infinity without complaint)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        yield f"{_where(parts)} is {obj}"
-    elif isinstance(obj, Mapping):
-        for k, v in obj.items():
-            yield from _non_finite(v, (*parts, str(k)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _non_finite(v, (*parts, i))
-
-
-@lru_cache(maxsize=1)
-def _schema_validator() -> Any:
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
-
-
-# -------------------------------------------------------------------------------------- the checks
-
-
-def _structure(record: Mapping[str, Any]) -> list[Rejection]:
-    """schema_version, NaN/inf, then the JSON schema (range violations get their own class)."""
-    version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        return [Rejection("schema_version", f"schema_version {version!r} is not supported (expected "
-                          f"{SCHEMA_VERSION!r}); re-run the entry with the current eval.py")]  # fmt: skip
-    bad = list(_non_finite(record))
-    if bad:
-        return [Rejection("non_finite", f"{p} (NaN/inf is never a valid score or count)") for p in bad]
+def _compute_ratios(record: Mapping[str, Any]) -> list[Rejection]:
     out = []
-    for e in sorted(
-        _schema_validator().iter_errors(record), key=lambda e: (_where(list(e.absolute_path)), e.message)
-    ):
-        kind = (
-            "out_of_range"
-            if e.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-            else "schema"
-        )
-        message = e.message if len(e.message) <= 160 else e.message[:157] + "..."
-        out.append(Rejection(kind, f"{_where(list(e.absolute_path))}: {message}"))
-    return out
-
-
-def _differences(a: Any, b: Any, parts: tuple[Any, ...]) -> Iterator[str]:
-    for path, new, old in summary_differences(a, b, parts):
-        if new is ABSENT or old is ABSENT:
-            yield f"{_where(path)} is {'missing' if old is ABSENT else 'not a recomputed field'}"
-        elif is_number(new) and is_number(old):
-            yield f"{_where(path)} = {old:.10g} but the per-seed data give {new:.10g}"
-        else:
-            yield f"{_where(path)} = {old!r} but the per-seed data give {new!r}"
-
-
-def _integrity(record: Mapping[str, Any]) -> list[Rejection]:
-    """Summary, config hash and scenario fingerprint recomputed from the record's own inputs."""
-    info = record["run_info"]
-    out = []
-    try:
-        recomputed = recompute_summary(record)
-    except DrakeError as exc:
-        out.append(Rejection("inconsistent", f"results.per_seed: cannot recompute the summary ({exc})"))
-    else:
-        out += [
-            Rejection("tampered", d)
-            for d in _differences(recomputed, record["results"]["summary"], ("results", "summary"))
-        ]
-    scen = info["scenario"]
-    if fingerprint(scen["spec"]) != scen["fingerprint"]:
-        out.append(
-            Rejection("tampered", "run_info.scenario.fingerprint does not match the stored scenario spec")
-        )
-    expected = config_hash(info["method"]["config"], scen["fingerprint"], info["data"])
-    if info["config_hash"] != expected:
-        out.append(Rejection("tampered", f"run_info.config_hash {info['config_hash']} != {expected} recomputed "
-                             "from the method config, scenario and data settings"))  # fmt: skip
-    if not out:  # anything else drake.results finds (seed lists, relevance shapes, timestamps)
-        out += [Rejection("inconsistent", p) for p in validate_result(record)]
     for s in record["results"]["per_seed"]:
         ratio = (s.get("extra") or {}).get("compute_ratio_to_local")
         if ratio is not None and (
@@ -421,13 +337,13 @@ def check_record(
     """
     if not isinstance(record, Mapping):
         return [Rejection("unreadable", f"expected a JSON object, got {type(record).__name__}")]
-    out = _structure(record)
+    out = _rejections(structure_problems(record))  # drake/results.py: the checks every record passes
     if out and out[0].kind in ("schema_version", "non_finite"):
         return out
     out = unsafe_names(record) + out  # before the schema's own pattern errors, which say less
     if out:
         return out
-    out = _integrity(record)
+    out = _rejections(content_problems(record)) + _compute_ratios(record)
     out += _protocol(record)
     out += _zoo(record) if canonical else []
     out += _seeds(record, min_seeds)

@@ -14,17 +14,20 @@ import pytest
 import torch
 from torch import nn
 
-from baselines import _pfl
+from baselines._distill import answer_logits, ensemble_teacher, kd_loss, teacher_groups
+from baselines._dual import merge_metrics, split_halves
+from baselines._prox import prox_term, prox_to_other_adapter
 from baselines.apfl import clamp_alpha, personal_mix
 from baselines.feddat import dat_mix
 from baselines.feddpa import inference_mix, instance_weights, prefix_lookup
+from baselines.fedper import top_block_patterns
 from baselines.fedrep import phase_steps
-from baselines.perada import ensemble_teacher, teacher_groups
 from drake.adapters.handle import AdapterHandle, AdapterSpec
+from drake.adapters.mix import MixModel, causal_lm_loss
 from drake.adapters.multi import add_lora_adapters, mixed, rename_adapter, set_mix
 from drake.fl.method import ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
-from drake.methods import METHODS
+from drake.method_registry import METHODS
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
 from drake.spec import load_scenario
 
@@ -56,7 +59,7 @@ class Toy(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
         logits = self.proj(self.emb(input_ids))
-        loss = _pfl.causal_lm_loss(logits, labels) if labels is not None else None
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SimpleNamespace(logits=logits, loss=loss)
 
 
@@ -94,7 +97,7 @@ def test_ditto_personal_step_moves_toward_global_by_lr_lambda() -> None:
     v = {"m.lora_A.local.weight": nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))}
     w = {"m.lora_A.default.weight": torch.tensor([0.0, 0.0, 1.0])}
     lam, lr = 0.5, 0.1
-    reg = _pfl.prox_to_other_adapter(v, w, lam, "local", "default")
+    reg = prox_to_other_adapter(v, w, lam, "local", "default")
     opt = torch.optim.SGD(list(v.values()), lr=lr)
     reg(None).backward()
     p = v["m.lora_A.local.weight"]
@@ -109,7 +112,7 @@ def test_ditto_personal_step_moves_toward_global_by_lr_lambda() -> None:
 def test_fedprox_term_value_and_gradient() -> None:
     theta = {"x": nn.Parameter(torch.tensor([2.0, 0.0]))}
     anchor = {"x": torch.tensor([1.0, 1.0])}
-    term = _pfl.prox_term(theta, anchor, coef=0.2)
+    term = prox_term(theta, anchor, coef=0.2)
     assert float(term.detach()) == pytest.approx(0.1 * 2.0)  # mu/2 * ||(1, -1)||^2
     term.backward()
     assert torch.allclose(theta["x"].grad, 0.2 * torch.tensor([1.0, -1.0]))
@@ -129,7 +132,7 @@ def test_shared_adapter_aggregation_is_weighted_and_per_architecture() -> None:
 
 def test_fedper_fedrep_personal_blocks_and_phases() -> None:
     model = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(num_hidden_layers=4)))
-    patterns = _pfl.top_block_patterns(model, 1)
+    patterns = top_block_patterns(model, 1)
     assert patterns == ("*.language_model.layers.3.*",)
     root = nn.Module()
     root.base = nn.Module()
@@ -144,9 +147,9 @@ def test_fedper_fedrep_personal_blocks_and_phases() -> None:
 
 def test_split_halves_and_metric_merge() -> None:
     batches = [[1, 2, 3, 4], [5, 6, 7, 8]]
-    first, second = _pfl.split_halves(batches)
+    first, second = split_halves(batches)
     assert first == [[1, 3], [5, 7]] and second == [[2, 4], [6, 8]]
-    merged = _pfl.merge_metrics([{"loss": 1.0, "steps": 1, "examples": 2}, {"loss": 3.0, "steps": 3, "examples": 6}])
+    merged = merge_metrics([{"loss": 1.0, "steps": 1, "examples": 2}, {"loss": 3.0, "steps": 3, "examples": 6}])
     assert merged == {"loss": 2.5, "steps": 4.0, "examples": 8.0}
 
 
@@ -200,14 +203,14 @@ def test_apfl_alpha_gets_the_mixture_gradient_and_stays_in_unit_interval() -> No
 
 def test_fedsim_logit_sum_and_its_loss() -> None:
     model = toy_peft()
-    wrapper = _pfl.MixModel(model)
+    wrapper = MixModel(model)
     wrapper.branches = [{"default": 1.0}, {"local": 1.0}]
     labels = torch.tensor([[-100, 3, 4], [-100, -100, 5]])
     out = wrapper(input_ids=IDS, labels=labels)
     base, h = base_and_h(model)
     want = 2 * base + delta(model, "default", h) + delta(model, "local", h)
     assert torch.allclose(out.logits, want, atol=1e-6)
-    assert torch.allclose(out.loss, _pfl.causal_lm_loss(want, labels))
+    assert torch.allclose(out.loss, causal_lm_loss(want, labels))
 
 
 def test_kd_loss_is_t2_kl_and_zero_on_agreement() -> None:
@@ -215,11 +218,11 @@ def test_kd_loss_is_t2_kl_and_zero_on_agreement() -> None:
     T = 3.0
     p_t, log_p_s = torch.softmax(t / T, -1), torch.log_softmax(s / T, -1)
     want = T * T * (p_t * (p_t.log() - log_p_s)).sum()
-    assert torch.allclose(_pfl.kd_loss(s, t, T), want)
-    assert float(_pfl.kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-7)
+    assert torch.allclose(kd_loss(s, t, T), want)
+    assert float(kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-7)
     labels = torch.tensor([[-100, -100, 1, 2]])
     logits = torch.arange(4 * 5, dtype=torch.float).reshape(1, 4, 5)
-    assert torch.equal(_pfl.answer_logits(logits, labels), logits[0, 1:3])  # positions predicting 1 and 2
+    assert torch.equal(answer_logits(logits, labels), logits[0, 1:3])  # positions predicting 1 and 2
 
 
 def test_perada_teacher_is_the_mean_over_same_vocabulary_clients() -> None:

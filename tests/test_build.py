@@ -19,9 +19,14 @@ import pytest
 from PIL import Image
 
 import drake.data.build as B
+import drake.data.generation as G
+from drake.data.generation import ExtraSpec, row_hash, split_sizes, synth_rows
+from drake.data.read import load_stream, load_task_split
+from drake.data.schema import row_features, stream_features, validate_row
 from drake.data.stream import round_schedule
 from drake.data.synth.base import FAMILIES, IMAGE_TOKEN, Sample
 from drake.errors import DataError, UnknownNameError
+from drake.io import sha256_file
 from drake.spec import load_scenario, load_tasks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,19 +117,19 @@ def test_round_trip_multi_image_and_open(env):
     assert manifest.status == {"tiny_multi": "built", "tiny_open": "built"}
     assert not list(out.rglob("*.py"))  # datasets >= 4 refuses a folder holding a loading script
     ds = datasets.load_dataset(str(out), "tiny_multi", split="train", cache_dir=str(tmp / "hf-cache"))
-    assert len(ds) == 24 and ds.features == B.FEATURES
+    assert len(ds) == 24 and ds.features == row_features()
     row = ds[0]
     assert row["id"] == "tiny_multi-train-00000" and row["task"] == "tiny_multi"
     assert len(row["images"]) == 3 and all(isinstance(im, Image.Image) for im in row["images"])
     assert row["images"][0].size == (32, 32) and row["answer"] in row["choices"]
-    test = B.load_task_split(out, "tiny_open", "test")
+    test = load_task_split(out, "tiny_open", "test")
     assert len(test) == 8 and test[0]["choices"] is None
     assert sorted(datasets.get_dataset_config_names(str(out))) == ["tiny_multi", "tiny_open"]
     data = json.loads((out / "manifest.json").read_text())
     entry = data["tasks"]["tiny_multi"]
     assert entry["spec_fingerprint"] == tasks["tiny_multi"].fingerprint()
     assert entry["files"]["train"]["rows"] == 24
-    assert entry["files"]["test"]["sha256"] == B.sha256_file(out / "tiny_multi/test-00000-of-00001.parquet")
+    assert entry["files"]["test"]["sha256"] == sha256_file(out / "tiny_multi/test-00000-of-00001.parquet")
 
 
 def test_same_inputs_skip_and_changed_inputs_rebuild(env):
@@ -141,11 +146,11 @@ def test_same_inputs_skip_and_changed_inputs_rebuild(env):
         "tiny_multi": "cached",
         "tiny_open": "built",
     }
-    first = B.load_task_split(out, "tiny_open", "train")[0]["prompt"]
+    first = load_task_split(out, "tiny_open", "train")[0]["prompt"]
     assert _build(specs, out, seed=1).status == {"tiny_multi": "built", "tiny_open": "built"}
     fresh = pq.read_table(out / "tiny_open" / "train-00000-of-00001.parquet")["prompt"][0].as_py()
     assert fresh != first
-    assert B.load_task_split(out, "tiny_open", "train")[0]["prompt"] == fresh  # not the stale Arrow cache
+    assert load_task_split(out, "tiny_open", "train")[0]["prompt"] == fresh  # not the stale Arrow cache
 
 
 def test_corrupted_or_missing_file_rebuilds_only_that_task(env):
@@ -154,18 +159,18 @@ def test_corrupted_or_missing_file_rebuilds_only_that_task(env):
     specs = [tasks["tiny_multi"], tasks["tiny_open"]]
     _build(specs, out)
     target = out / "tiny_multi" / "train-00000-of-00001.parquet"
-    good_sha = B.sha256_file(target)
+    good_sha = sha256_file(target)
     untouched = _mtimes(out)["tiny_open/train-00000-of-00001.parquet"]
     with open(target, "r+b") as f:  # flip bytes in the middle: same size, different content
         f.seek(target.stat().st_size // 2)
         f.write(b"\x00corrupt\x00")
     status = _build(specs, out).status
     assert status == {"tiny_multi": "built", "tiny_open": "cached"}
-    assert B.sha256_file(target) == good_sha  # generation is deterministic: the same bytes come back
+    assert sha256_file(target) == good_sha  # generation is deterministic: the same bytes come back
     assert _mtimes(out)["tiny_open/train-00000-of-00001.parquet"] == untouched
     (out / "tiny_open" / "test-00000-of-00001.parquet").unlink()
     assert _build(specs, out).status == {"tiny_multi": "cached", "tiny_open": "built"}
-    assert len(B.load_task_split(out, "tiny_open", "test")) == 8
+    assert len(load_task_split(out, "tiny_open", "test")) == 8
 
 
 def test_subset_build_keeps_other_configs(env):
@@ -174,32 +179,32 @@ def test_subset_build_keeps_other_configs(env):
     _build([tasks["tiny_multi"]], out)
     _build([tasks["tiny_open"]], out)
     assert sorted(datasets.get_dataset_config_names(str(out))) == ["tiny_multi", "tiny_open"]
-    assert len(B.load_task_split(out, "tiny_multi", "train")) == 24
+    assert len(load_task_split(out, "tiny_multi", "train")) == 24
     with pytest.raises(UnknownNameError, match="did you mean 'tiny_open'"):
-        B.load_task_split(out, "tiny_opn", "train")
+        load_task_split(out, "tiny_opn", "train")
     with pytest.raises(UnknownNameError, match="no split 'dev'"):
-        B.load_task_split(out, "tiny_open", "dev")
+        load_task_split(out, "tiny_open", "dev")
     with pytest.raises(DataError, match="not a built DRAKE directory"):
-        B.load_task_split(tmp / "elsewhere", "tiny_open", "train")
+        load_task_split(tmp / "elsewhere", "tiny_open", "train")
 
 
 def test_train_test_disjoint_with_deterministic_skips(env):
     tmp, tasks = env
     out = tmp / "data"
     _build([tasks["tiny_small"]], out)
-    train = B.load_task_split(out, "tiny_small", "train").cast_column(
+    train = load_task_split(out, "tiny_small", "train").cast_column(
         "images", datasets.List(datasets.Image(decode=False))
     )
-    test = B.load_task_split(out, "tiny_small", "test").cast_column(
+    test = load_task_split(out, "tiny_small", "test").cast_column(
         "images", datasets.List(datasets.Image(decode=False))
     )
-    train_hashes = {B.row_hash(r) for r in train}
-    assert not train_hashes & {B.row_hash(r) for r in test}
+    train_hashes = {row_hash(r) for r in train}
+    assert not train_hashes & {row_hash(r) for r in test}
     # index i samples (i % 50): train used 0..23, so test indices 0..23 collide and are skipped
     assert test["id"] == [f"tiny_small-test-{i:05d}" for i in range(24, 32)]
-    everything = {B.row_hash(r) for r in B.synth_rows(tasks["tiny_small"], "train", 50, seed=0)}
+    everything = {row_hash(r) for r in synth_rows(tasks["tiny_small"], "train", 50, seed=0)}
     with pytest.raises(DataError, match="'tiny_small'.*sample space is too small"):
-        B.synth_rows(tasks["tiny_small"], "test", 1, seed=0, exclude_hashes=everything)
+        synth_rows(tasks["tiny_small"], "test", 1, seed=0, exclude_hashes=everything)
 
 
 def test_invalid_rows_name_the_task(env):
@@ -207,11 +212,11 @@ def test_invalid_rows_name_the_task(env):
     with pytest.raises(DataError, match="task 'tiny_bad'.*3 images, but tasks.yaml declares images: 2"):
         _build([tasks["tiny_bad"]], tmp / "data")
     with pytest.raises(DataError, match="placeholders"):
-        B.validate_row(
+        validate_row(
             {"id": "x", "task": "t", "images": [], "prompt": IMAGE_TOKEN, "choices": None, "answer": "a"}
         )
     with pytest.raises(DataError, match="not among choices"):
-        B.validate_row(
+        validate_row(
             {"id": "x", "task": "t", "images": [], "prompt": "q", "choices": ["b"], "answer": "a"},
             answer="choice",
         )
@@ -238,7 +243,7 @@ def test_scenario_stream_config_per_client(env):
     assert manifest.status["tiny-stream"] == "built"
     stream = datasets.load_dataset(str(out), "tiny-stream", split="client_1", cache_dir=str(tmp / "hf-cache"))
     assert len(stream) == 24 + 24
-    assert set(B.STREAM_FEATURES) <= set(stream.features)
+    assert set(stream_features()) <= set(stream.features)
     expected = [
         (r, t, i)
         for r, items in enumerate(round_schedule(sc.clients[1], sc, manifest.train_sizes(), 0))
@@ -249,11 +254,11 @@ def test_scenario_stream_config_per_client(env):
         for r, s in zip(stream["round"], stream["source_id"])
     ] == expected
     assert stream["stage"] == [0 if r < 2 else 1 for r in stream["round"]]
-    train = B.load_task_split(out, "tiny_small", "train")
+    train = load_task_split(out, "tiny_small", "train")
     first = stream[0]
     assert first["prompt"] == train[int(first["source_id"].rsplit("-", 1)[1])]["prompt"]
     assert len(first["images"]) == 1 and isinstance(first["images"][0], Image.Image)
-    assert len(B.load_stream(out, "tiny-stream", 0)) == 24 + 8 * 3
+    assert len(load_stream(out, "tiny-stream", 0)) == 24 + 8 * 3
     assert _build(specs, out, scenarios=[sc]).status["tiny-stream"] == "cached"
 
 
@@ -278,27 +283,27 @@ def test_extra_configs_with_fake_generators(env, monkeypatch):
     module.public_sample, module.rows = _fake_public, _fake_rows
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(
-        B,
+        G,
         "EXTRAS",
         {
-            "fakepub": B.ExtraSpec(
+            "fakepub": ExtraSpec(
                 f"{module.__name__}:public_sample", "sample", {"train": 100, "test": 20}, "fake"
             ),
-            "fakerows": B.ExtraSpec(f"{module.__name__}:rows", "rows", {"train": 10, "test": 10}, "fake"),
-            "notyet": B.ExtraSpec("drake_test_no_such_module:fn", "sample", {"train": 10}, "missing"),
+            "fakerows": ExtraSpec(f"{module.__name__}:rows", "rows", {"train": 10, "test": 10}, "fake"),
+            "notyet": ExtraSpec("drake_test_no_such_module:fn", "sample", {"train": 10}, "missing"),
         },
     )
     out = tmp / "data"
     manifest = B.build([tasks["tiny_open"]], out, scale=SCALE, progress=False, workers=1)
     assert manifest.status["fakepub"] == "built" and manifest.status["fakerows"] == "built"
     assert manifest.status["notyet"] == "skipped: drake_test_no_such_module not found"
-    pub_train = B.load_task_split(out, "fakepub", "train")
-    pub_test = B.load_task_split(out, "fakepub", "test")
+    pub_train = load_task_split(out, "fakepub", "train")
+    pub_test = load_task_split(out, "fakepub", "test")
     assert len(pub_train) == 8 and len(pub_test) == 8  # max(8, round(n * 0.08))
     assert {len(r["images"]) for r in pub_train} == {1, 2}
     # train holds keys 0..7, so test skips indices 0-7 and 12-19 (keys 0..7 again)
     assert [int(i.rsplit("-", 1)[1]) for i in pub_test["id"]] == [8, 9, 10, 11, 20, 21, 22, 23]
-    rows = B.load_task_split(out, "fakerows", "test")
+    rows = load_task_split(out, "fakerows", "test")
     assert rows[0]["id"] == "fakerows-test-00000" and rows[0]["choices"] == ["yes", "no"]
     assert B.build([tasks["tiny_open"]], out, scale=SCALE, progress=False).status["fakepub"] == "cached"
 
@@ -308,14 +313,16 @@ def test_ensure_built_default_dir_and_sources(env, monkeypatch):
     monkeypatch.setenv("DRAKE_HOME", str(tmp / "home"))
     path = B.ensure_built([tasks["tiny_open"]], scale=SCALE, extras=False, progress=False, workers=1)
     assert path == tmp / "home" / "data" / "drake-synth-s0.08-px32-seed0"
-    assert len(B.load_task_split(path, "tiny_open", "train")) == 24
-    with pytest.raises(DataError, match="no converted DRAKE release here; run `drake build --source drake --from DIR"):
+    assert len(load_task_split(path, "tiny_open", "train")) == 24
+    with pytest.raises(
+        DataError, match="no converted DRAKE release here; run `drake build --source drake --from DIR"
+    ):
         B.ensure_built([tasks["tiny_open"]], source="drake")
     with pytest.raises(DataError, match="--scale must be > 0"):
         B.build([tasks["tiny_open"]], tmp / "x", scale=0)
 
 
 def test_sizes():
-    assert B.split_sizes(1.0) == {"train": 300, "test": 100}
-    assert B.split_sizes(0.01) == {"train": 8, "test": 8}
-    assert B.split_sizes(2.5) == {"train": 750, "test": 250}
+    assert split_sizes(1.0) == {"train": 300, "test": 100}
+    assert split_sizes(0.01) == {"train": 8, "test": 8}
+    assert split_sizes(2.5) == {"train": 750, "test": 250}

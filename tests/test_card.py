@@ -14,7 +14,11 @@ import yaml
 from PIL import Image
 
 import drake.data.build as B
+import drake.data.calibration as calibration
 import drake.data.card as card
+from drake.data.calibration import load_calibration
+from drake.data.manifest import Manifest
+from drake.data.schema import row_features
 from drake.data.synth.base import FAMILIES, IMAGE_TOKEN, Sample, choice_list
 from drake.spec import SourceSpec, TaskSpec, load_tasks
 
@@ -76,7 +80,7 @@ def test_yaml_header_has_metadata_and_every_config_loads(built, tmp_path):
     ]
     for name in configs:
         ds = datasets.load_dataset(str(built), name, split="test", cache_dir=str(tmp_path / "hf"))
-        assert len(ds) == 8 and ds.features == B.FEATURES
+        assert len(ds) == 8 and ds.features == row_features()
 
 
 def test_one_row_per_task_with_counterpart_format_and_chance(built):
@@ -116,14 +120,20 @@ def test_grids_exist_are_linked_and_refresh_only_when_stale(built):
 
 
 def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
-    text = card.render_card(built, calibration=tmp_path / "absent.json")
+    assert load_calibration(tmp_path / "absent.json") is None
+    text = card.render_card(built, calibration=None)
     assert _rows(text)["vsr_0"][6] == "—" and "python benchmarks/calibrate_tasks.py" in text
     table = {
         "command": "python benchmarks/calibrate_tasks.py --steps 100",
         "model": "tiny-llama-m",
         "budget": {"steps": 100, "batch": 8},
-        "updated_by": [{"command": "python benchmarks/calibrate_tasks.py --tasks vsr_0", "tasks": ["vsr_0"],
-                        "why": "vsr_0 redesigned"}],
+        "updated_by": [
+            {
+                "command": "python benchmarks/calibrate_tasks.py --tasks vsr_0",
+                "tasks": ["vsr_0"],
+                "why": "vsr_0 redesigned",
+            }
+        ],
         "band": {"min_points_above_chance": 10.0, "max_accuracy": 95.0},
         "tasks": {
             "vsr_0": {"accuracy": 0.875, "chance": 0.5},
@@ -133,24 +143,28 @@ def test_calibration_table_is_picked_up(built, tmp_path, monkeypatch):
     }
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(table))
-    text = card.render_card(built, calibration=path)
+    text = card.render_card(built, calibration=load_calibration(path))
     rows = _rows(text)
     assert rows["vsr_0"][6] == "87.5%" and rows["fashion200k_0"][6] == "—"
     assert rows["iconqa_2"][6] == "25.0% ± 7.1"  # several seeds: their mean and spread
     assert "tiny-llama-m" in text and "steps=100" in text
-    assert "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0` (vsr_0 redesigned)." in text
+    assert (
+        "Re-run for vsr_0 with `python benchmarks/calibrate_tasks.py --tasks vsr_0` (vsr_0 redesigned)."
+        in text
+    )
     assert "2 of 3 tasks are in the band" in text  # irfl_0 is 5 points above chance: out
     assert "Too hard for this model in this budget: irfl_0." in text and "Solved:" not in text
-    # the default location is read by every build's README writer
-    monkeypatch.setattr(card, "CALIBRATION_PATH", path)
+    # the default location is read by every build's README writer, and passed to the card (which reads no file)
+    monkeypatch.setattr(calibration, "CALIBRATION_PATH", path)
     B.build([load_tasks()["vsr_0"]], built, scale=SCALE, extras=False, progress=False, workers=1)
     assert _rows((built / "README.md").read_text())["vsr_0"][6] == "87.5%"
+    assert _rows(card.render_card(built))["vsr_0"][6] == "—"
     path.write_text("{not json")
-    assert card.load_calibration(path) is None
+    assert load_calibration(path) is None
 
 
 def test_real_drake_build_is_not_called_synth(built):
-    manifest = B.Manifest.read(built)
+    manifest = Manifest.read(built)
     manifest.data["params"] = {**manifest.data["params"], "source": "drake"}
     text = card.render_card(manifest)
     meta = _header(text)

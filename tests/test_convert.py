@@ -20,6 +20,8 @@ from PIL import Image
 
 import drake.data.build as B
 from drake.cli import main
+from drake.data.read import load_task_split
+from drake.data.schema import FORMAT_VERSION
 from drake.data.sources import drake_release as R
 from drake.errors import DataError
 from drake.spec import load_tasks
@@ -206,7 +208,12 @@ def test_every_format_keeps_prompts_choices_and_answers_exactly(converted):
             for i, row in enumerate(kept):
                 prompt, answer, choices = _expected(task, i)
                 assert row["id"] == f"{fmt.dataset}-{fmt.subset}-{split}-{i:05d}"
-                assert (row["task"], row["prompt"], row["answer"], row["choices"]) == (task, prompt, answer, choices)
+                assert (row["task"], row["prompt"], row["answer"], row["choices"]) == (
+                    task,
+                    prompt,
+                    answer,
+                    choices,
+                )
                 assert len(row["images"]) == fmt.n_images == prompt.count(I)
                 assert row["answer"] in (row["choices"] or [row["answer"]])
     # the open task keeps its trailing space and has no choices; the int gold became "0".."6"
@@ -221,11 +228,11 @@ def test_load_dataset_and_load_task_split_decode_multi_image_rows(converted):
     assert len(ds) == 3 and ds[1]["answer"] == "1" and ds[1]["choices"] == DIGITS
     assert len(ds[0]["images"]) == 5 and all(isinstance(im, Image.Image) for im in ds[0]["images"])
     assert ds[0]["images"][0].size == (8, 8)
-    open_rows = B.load_task_split(out, "iconqa_2", "test")
+    open_rows = load_task_split(out, "iconqa_2", "test")
     assert [r["answer"] for r in open_rows] == ["3", "4"] and open_rows[0]["choices"] is None
-    one = B.load_task_split(out, "coinstruct_0", "test")[0]  # `image` was a plain string
+    one = load_task_split(out, "coinstruct_0", "test")[0]  # `image` was a plain string
     assert len(one["images"]) == 1 and one["choices"] == ["A", "B", "C"]
-    assert len(B.load_task_split(out, "imagecode_0", "test")[0]["images"]) == 4  # an unseen task
+    assert len(load_task_split(out, "imagecode_0", "test")[0]["images"]) == 4  # an unseen task
 
 
 def test_placeholder_mismatch_is_dropped_or_repaired_and_counted(converted):
@@ -251,7 +258,7 @@ def test_rerun_is_cached_and_a_changed_file_reconverts(converted):
     path.write_text(json.dumps(samples, indent=4))
     status = R.convert_release(tasks, base, out).status
     assert status == {"iconqa_0": "built", "iconqa_2": "cached"}
-    assert B.load_task_split(out, "iconqa_0", "test")[0]["answer"] == "7"
+    assert load_task_split(out, "iconqa_0", "test")[0]["answer"] == "7"
     assert R.ensure_converted(tasks, out) == out == B.ensure_built(tasks, out, source="drake")
 
 
@@ -307,7 +314,9 @@ def test_bad_json_names_the_file(env):
     base = write_release(env / "repo", ["magicbrush_0"])
     path = base / "dataset/MagicBrush/test/dataset-0.json"
     path.write_text(path.read_text()[:-10])
-    with pytest.raises(DataError, match=rf"{path}: invalid JSON \(line \d+ column \d+.*re-extract MagicBrush\.tar"):
+    with pytest.raises(
+        DataError, match=rf"{path}: invalid JSON \(line \d+ column \d+.*re-extract MagicBrush\.tar"
+    ):
         R.convert_release([TASKS["magicbrush_0"]], base, env / "out")
     path.write_text('{"not": "a list"}')
     with pytest.raises(DataError, match="expected a JSON list of samples"):
@@ -316,12 +325,16 @@ def test_bad_json_names_the_file(env):
 
 def test_unknown_subset_dataset_and_absent_files(env):
     base = write_release(env / "repo", ["nlvr2_0"])
-    with pytest.raises(DataError, match=r"unknown subset 1 of NLVR2 \(task 'nlvr2_1'\).*available subsets: 0"):
+    with pytest.raises(
+        DataError, match=r"unknown subset 1 of NLVR2 \(task 'nlvr2_1'\).*available subsets: 0"
+    ):
         R.convert_release([TASKS["nlvr2_1"]], base, env / "out")
     with pytest.raises(DataError, match=r"CIRR not found \(task 'cirr_0'\); download it: huggingface-cli download "
                                         r"SNUMPR/DRAKE CIRR\.tar --repo-type dataset"):  # fmt: skip
         R.convert_release([TASKS["cirr_0"]], base, env / "out")
-    with pytest.raises(DataError, match=r"unknown subset 1 of NLVR2 .*; 1 more tasks cannot be located either \(cirr_0\)"):
+    with pytest.raises(
+        DataError, match=r"unknown subset 1 of NLVR2 .*; 1 more tasks cannot be located either \(cirr_0\)"
+    ):
         R.convert_release([TASKS["nlvr2_1"], TASKS["cirr_0"]], base, env / "out")
     (base / "dataset" / "CIRR.tar").write_bytes(b"")
     with pytest.raises(DataError, match=r"CIRR\.tar is not extracted .*tar -xf"):
@@ -349,13 +362,15 @@ def test_failure_while_writing_leaves_nothing_half_written(env):
     (base / "dataset/WCVQA/images/wcvqa_0_train_1_0.jpg").write_bytes(b"not a jpeg")
     out = env / "out"
     before = None
-    with pytest.raises(DataError, match=r"wcvqa_0_train_1_0\.jpg does not decode \(.*WCVQA/train/dataset-0\.json\[1\]"):
+    with pytest.raises(
+        DataError, match=r"wcvqa_0_train_1_0\.jpg does not decode \(.*WCVQA/train/dataset-0\.json\[1\]"
+    ):
         R.convert_release([TASKS["iconqa_0"], TASKS["wcvqa_0"]], base, out)
     before = _files(out)
     assert not any(".tmp-" in f or ".old-" in f for f in before)
     assert "wcvqa_0" not in before and "iconqa_0/train-00000-of-00001.parquet" in before  # per-config atomic
     assert set(json.loads((out / "manifest.json").read_text())["tasks"]) == {"iconqa_0"}
-    assert len(B.load_task_split(out, "iconqa_0", "train")) == 3
+    assert len(load_task_split(out, "iconqa_0", "train")) == 3
 
 
 def test_a_task_with_no_matchable_rows_fails_and_synth_dirs_are_refused(env):
@@ -365,11 +380,13 @@ def test_a_task_with_no_matchable_rows_fails_and_synth_dirs_are_refused(env):
     for s in samples:
         s["conversations"][0]["value"] += f" extra {I}"
     path.write_text(json.dumps(samples, indent=4))
-    with pytest.raises(DataError, match=r"dataset-0\.json: task 'dreamsim_0' would be empty: none of its 3 samples"):
+    with pytest.raises(
+        DataError, match=r"dataset-0\.json: task 'dreamsim_0' would be empty: none of its 3 samples"
+    ):
         R.convert_release([TASKS["dreamsim_0"]], base, env / "out")
     synth = env / "synth"
     synth.mkdir()
-    (synth / "manifest.json").write_text(json.dumps({"format_version": B.FORMAT_VERSION,
+    (synth / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
         "params": {"source": "synth"}, "tasks": {"x": {}}}))  # fmt: skip
     with pytest.raises(DataError, match="holds a DRAKE-synth build"):
         R.convert_release([TASKS["dreamsim_0"]], base, synth)
@@ -400,7 +417,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(env, capsys):
     base = write_release(env / "repo", ["iconqa_0"])
     gone = base / "dataset/iconqa/images/iconqa_0_train_2_0.png"
     gone.unlink()
-    rc = main(["build", "--source", "drake", "--from", str(base), "--tasks", "iconqa_0", "--out", out, "--quiet"])
+    rc = main(
+        ["build", "--source", "drake", "--from", str(base), "--tasks", "iconqa_0", "--out", out, "--quiet"]
+    )
     _one_error_line(capsys, rc, str(gone), "iconqa.tar")
     assert not Path(out).exists()
 

@@ -10,7 +10,7 @@ import torch
 
 from drake.fl.method import ServerState, group_by_architecture, weighted_mean
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
-from drake.methods import METHODS
+from drake.method_registry import METHODS
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record
 from drake.spec import load_scenario
 from tests.records import strip_timing
@@ -148,6 +148,10 @@ def test_resume_is_identical_to_an_uninterrupted_run(engine: str, tiny_scenario:
         blob["weights"] = {arch: "0" * 64 for arch in blob["weights"]}
         torch.save(blob, tmp_path / "other" / "work" / "checkpoint.pt")
         with pytest.raises(DataError, match="base weights of .* changed"):
+            _run_seed(_args(tiny_scenario, tmp_path / "other"), resume=True)
+        blob.pop("format")  # what a drake before checkpoint format 2 wrote
+        torch.save(blob, tmp_path / "other" / "work" / "checkpoint.pt")
+        with pytest.raises(DataError, match="another version of drake .format 1"):
             _run_seed(_args(tiny_scenario, tmp_path / "other"), resume=True)
     resumed = _run_seed(args, resume=True)
     assert strip_timing(resumed) == strip_timing(full)

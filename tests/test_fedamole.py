@@ -74,7 +74,7 @@ def test_experts_are_averaged_over_their_holders_only() -> None:
 
     def up(cid: int, arrays: dict[str, float], n: int = 1, keys: dict[str, float] | None = None) -> ClientUpdate:
         extras = {k: torch.tensor([v]) for k, v in (keys or {}).items()} | {"l.query": torch.tensor([float(cid)])}
-        return ClientUpdate(cid, {k: torch.tensor([v]) for k, v in arrays.items()}, n, extras=extras)
+        return ClientUpdate(cid, {k: torch.tensor([v]) for k, v in arrays.items()}, n, side_info=extras)
 
     ups = [up(0, {e3: 1.0, sh: 0.0}, 1, {"l.key.3": 2.0}), up(1, {e3: 4.0, e5: 7.0, sh: 3.0}, 5, {"l.key.3": 4.0}),
            up(2, {e5: 9.0, sh: 6.0}, 1), up(3, {e3: 100.0, sh: 100.0})]  # fmt: skip
@@ -82,7 +82,7 @@ def test_experts_are_averaged_over_their_holders_only() -> None:
     s = server.per_arch["s"]
     assert s[e3].item() == 2.5 and s[e5].item() == 8.0 and s[sh].item() == 3.0  # plain means over holders
     assert server.per_arch["m"] == {e3: torch.tensor([100.0]), sh: torch.tensor([100.0])}  # never across archs
-    means = server.extra["fedamole_means"]
+    means = server.method_state["fedamole_means"]
     assert means.keys["s"]["l.key.3"].item() == 3.0 and means.queries["s"][2]["l.query"].item() == 2.0
     weighted = FedAMoLE(FedAMoLEConfig(weight_by_examples=True)).aggregate(ctx, ServerState(), ups)
     assert weighted.per_arch["s"][e3].item() == pytest.approx((1.0 + 5 * 4.0) / 6)
@@ -165,8 +165,8 @@ def test_clients_send_their_assigned_experts_and_text_token_means(tiny_scenario:
         assert experts and all(len(ids) == 6 for ids in experts.values())  # 2 llama-s clients: E = 6, c = 2
         sent = {(k.rsplit(".expert.", 1)[0], int(k.split(".expert.")[1].split(".")[0])) for k in u.arrays if ".expert." in k}
         assert sent == {(mod, j) for mod, ids in experts.items() for j in ids}, "a client sends exactly its experts"
-        assert {k for k in u.extras if k.endswith(".query")} == {f"{mod}.query" for mod in experts}
-        assert all(torch.isfinite(v).all() for v in [*u.arrays.values(), *u.extras.values()])
+        assert {k for k in u.side_info if k.endswith(".query")} == {f"{mod}.query" for mod in experts}
+        assert all(torch.isfinite(v).all() for v in [*u.arrays.values(), *u.side_info.values()])
         if rnd == 0:
             assert payload.arrays == {}  # every expert starts from its seeded init on every client
         else:

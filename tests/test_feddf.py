@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.feddf import FedDF, FedDFConfig, ensemble_kl, row_logits
-from baselines.perada import ensemble_teacher
+from baselines._distill import ensemble_kl, ensemble_teacher, row_logits
+from baselines.feddf import FedDF, FedDFConfig
 from drake.errors import SpecError
 from drake.fl.method import ServerState
 from drake.fl.types import ClientInfo, RoundContext
@@ -52,7 +52,7 @@ def test_distillation_lowers_the_kl_to_the_ensemble_on_held_out_rows(public) -> 
         assert after[arch] < 0.9 * before[arch], (arch, before[arch], after[arch])
         assert not torch.equal(server.per_arch[arch][next(iter(server.per_arch[arch]))],
                                averaged.per_arch[arch][next(iter(averaged.per_arch[arch]))])  # fmt: skip
-    rec = server.extra["feddf"]
+    rec = server.method_state["feddf"]
     (rnd,) = rec["rounds"]
     for log in rnd["archs"].values():  # the validation rows tell the same story as the held-out ones
         assert log["kl_after"] < log["kl_before"] and log["steps"] == 16 and log["kept_step"] == 16
@@ -66,7 +66,7 @@ def test_early_stopping_keeps_the_best_validated_student(public) -> None:
     method, _archs, updates, ctx = _setup(cfg, public)
     averaged = FedDF(FedDFConfig(kd_samples=0)).aggregate(ctx, ServerState(), updates)
     server = method.aggregate(ctx, ServerState(), updates)  # a huge learning rate: later steps may only hurt
-    logs = server.extra["feddf"]["rounds"][0]["archs"]
+    logs = server.method_state["feddf"]["rounds"][0]["archs"]
     for log in logs.values():
         assert log["kl_after"] <= log["kl_before"] and log["kept_step"] in (0.0, 2.0, 4.0)
     kept_average = [a for a, log in logs.items() if log["kept_step"] == 0]

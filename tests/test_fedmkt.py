@@ -212,7 +212,7 @@ def test_server_distillation_lowers_the_kl_to_the_selected_targets(public) -> No
         am.adapter.set_state(lagging[arch])
         targets[arch], before[arch] = _held_out(method, am, arch, held_out, held_sources)
     server = method.aggregate(ctx, ServerState(per_arch=dict(lagging)), updates)
-    (rnd,) = server.extra["fedmkt"]["rounds"]
+    (rnd,) = server.method_state["fedmkt"]["rounds"]
     for arch, am in archs.items():
         log = rnd["archs"][arch]
         assert log["rows_from_clients"] > 0 and log["steps"] == 12
@@ -227,7 +227,7 @@ def test_server_distillation_lowers_the_kl_to_the_selected_targets(public) -> No
         kn = Knowledge.unpack(payloads[cid].arrays)
         assert kn is not None and len(kn.ce) == 32
     assert rnd["server_units"] == pytest.approx(2 * (2 * 32 / 3 + 3 * 32))
-    assert server.extra["fedmkt"]["server_ratio_to_client_training"] == pytest.approx(rnd["server_units"] / 24)
+    assert server.method_state["fedmkt"]["server_ratio_to_client_training"] == pytest.approx(rnd["server_units"] / 24)
 
 
 class _Stream:
@@ -246,11 +246,11 @@ def test_client_distils_from_its_server_model_and_uploads_its_knowledge(public) 
     payload = method.configure_round(ctx, server)[0]
     am = archs[ARCHS[0]]
     am.adapter.set_state(states[0])
-    state = ClientState(extra={"fedmkt": updates[0].extras})  # its upload of the last round
+    state = ClientState(method_state={"fedmkt": updates[0].side_info})  # its upload of the last round
     rt = ClientRuntime(ctx.clients[0], am, {}, _Stream(), state, seed=0, round_idx=1, lr=2e-3,  # type: ignore[arg-type]
                        weight_decay=0.0, max_grad_norm=1.0, batch_size=8)  # fmt: skip
     rows = public[:32]
-    own = Knowledge.unpack(updates[0].extras)
+    own = Knowledge.unpack(updates[0].side_info)
     teacher = Knowledge.unpack(payload.arrays)
     assert own is not None and teacher is not None
     targets, taken = method.targets(ARCHS[0], own, {0: (ARCHS[0], teacher)})
@@ -260,8 +260,8 @@ def test_client_distils_from_its_server_model_and_uploads_its_knowledge(public) 
     kl_after = float(soft_kl(torch.cat(knowledge(am, rows, 8, 0)[1]), torch.cat(targets)))
     assert kl_after < 0.8 * kl_before, (kl_before, kl_after)
     assert upd.arrays == {} and upd.metrics["kd_steps"] == 12 and upd.metrics["kd_rows_from_server"] == taken
-    mine = Knowledge.unpack(upd.extras)
-    assert mine is not None and len(mine.ce) == 32 and rt.state.extra["fedmkt"] is upd.extras
+    mine = Knowledge.unpack(upd.side_info)
+    assert mine is not None and len(mine.ce) == 32 and rt.state.method_state["fedmkt"] is upd.side_info
     assert upd.metrics["compute_units"] == pytest.approx(3 * 32 + 32 / 3)
 
 
@@ -271,7 +271,7 @@ def test_one_server_llm_teaches_every_client(public) -> None:
     method, archs, states, updates, ctx = _setup(cfg, public)
     assert method.teachers(ctx.clients) == dict.fromkeys(ARCHS, "tiny-llama-m")
     server = method.aggregate(ctx, ServerState(), updates)
-    assert set(server.per_arch) == set(server.extra["fedmkt"]["rounds"][0]["archs"]) == {"tiny-llama-m"}
+    assert set(server.per_arch) == set(server.method_state["fedmkt"]["rounds"][0]["archs"]) == {"tiny-llama-m"}
     payload = method.configure_round(ctx, server)[0]  # client 0 is a tiny-llama-s
     assert payload.config["teacher"] == "tiny-llama-m"
     archs["tiny-llama-s"].adapter.set_state(states[0])

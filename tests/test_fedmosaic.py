@@ -330,7 +330,7 @@ def test_per_client_payloads_follow_relevance() -> None:
     values = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
     method = FedMosaic(FedMosaicConfig())
     server = method.aggregate(ctx, method.init_server(clients), _updates(values, sketches, archs))
-    w = torch.tensor(server.extra["relevance"], dtype=torch.float64)
+    w = torch.tensor(server.method_state["relevance"], dtype=torch.float64)
     assert torch.allclose(w.sum(1), torch.ones(4, dtype=torch.float64)) and torch.all(w.diagonal() == 0)
     assert w[0, 1] > w[0, 2] and w[1, 0] > w[1, 2]
     g = server.per_client
@@ -349,7 +349,7 @@ def test_per_client_payloads_follow_relevance() -> None:
     flat = FedMosaic(FedMosaicConfig(rela=False))
     server = flat.aggregate(ctx, flat.init_server(clients), _updates(values, sketches, archs))
     assert float(server.per_client[0]["pq.0.mlp.down_proj.P"][0, 0]) == pytest.approx(2.0)
-    log = server.extra["fedmosaic"]["rounds"][0]
+    log = server.method_state["fedmosaic"]["rounds"][0]
     assert log["sketch_bytes"] > 0 and log["pq_payload_bytes"] > 0
 
 
@@ -455,7 +455,7 @@ def test_two_rounds_through_the_engine(untrained_models, tmp_path: Path) -> None
     anchor = R.smallest_model(archs)
     text = R.shared_model(anchor, "cpu").model.config.text_config  # W_s = the smallest model
     shape = (int(0.4 * text.hidden_size), text.intermediate_size)
-    assert len(sent) == 6 and all(u.extras["sketch"].shape == shape for u in sent)
+    assert len(sent) == 6 and all(u.side_info["sketch"].shape == shape for u in sent)
     hosted = [set(block_layers(R.text_shape(a)["layers"], method.config.num_blocks)) for a in archs]
     for u, blocks in zip(sent[:3], hosted):  # each client uploads the blocks its model hosts
         assert {int(k.split(".")[1]) for k in u.arrays} == blocks

@@ -148,6 +148,6 @@ def test_stage1_sends_active_blocks_and_stage2_only_the_gate(tiny_scenario: Path
         assert gate.keys() == want.keys() and all(torch.equal(gate[k], want[k]) for k in want)
         rest = {k: v for k, v in stage2[arch].items() if not k.startswith(f"{GATE}.")}
         assert rest.keys() == stage1[arch].keys() and all(torch.equal(rest[k], stage1[arch][k]) for k in rest)
-    summary = raw["server_extra"]["fedms"]["summary"]
+    summary = raw.method_state["fedms"]["summary"]
     assert summary["stage1_up_saved"] == pytest.approx(2 / 3)  # 1 of 3 blocks sent
     assert summary["stage1_block_passes"] == pytest.approx(5 / 9)  # 3 forward + 2 x 1 backward of 9

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from drake import results as R
-from drake.methods import METHODS
+from drake.method_registry import METHODS
 from drake.runner import add_run_arguments, resolve_engine, run_from_args
 from tests.conftest import write_scenario
 

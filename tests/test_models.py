@@ -12,16 +12,15 @@ import torch
 from drake.data.synth.public import QTYPES, SCHEDULE, public_context, public_sample
 from drake.errors import DataError, DrakeError, UnknownNameError
 from drake.models.batching import IGNORE_INDEX, collate
+from drake.models.folders import PRETRAIN_VERSION, read_meta
 from drake.models.loading import language_model_target_regex, load_model
 from drake.models.pretrain import (
-    PRETRAIN_VERSION,
     PreEncoded,
     batch_order,
     deterministic,
     eval_rows,
     pretrain,
     pretrain_many,
-    read_meta,
     train,
 )
 from drake.models.scoring import choice_scores, generate_answers, score_choices

@@ -154,11 +154,11 @@ def test_only_adapters_counts_generators_and_prototypes_leave_a_client(run) -> N
     for u in run.updates:
         arch, task, _ = CLIENTS[u.client_id]
         assert set(u.arrays) == set(run.archs[arch].adapter.names("shared"))
-        assert u.extras["counts"].tolist() == [float(len(run.rows[u.client_id])), 0.0]  # its two tasks' counts
-        kinds = {k.split("/")[0] for k in u.extras}
+        assert u.side_info["counts"].tolist() == [float(len(run.rows[u.client_id])), 0.0]  # its two tasks' counts
+        kinds = {k.split("/")[0] for k in u.side_info}
         assert kinds == {"counts", "gen", "proto"}, kinds
-        assert {k.split("/")[1] for k in u.extras if "/" in k} == {task}  # the task that just ended, only
-        (up,) = unpack_uploads(u.extras, arch).values()
+        assert {k.split("/")[1] for k in u.side_info if "/" in k} == {task}  # the task that just ended, only
+        (up,) = unpack_uploads(u.side_info, arch).values()
         gen = Generator(up.shape, CFG.gen_nz, CFG.gen_hidden, run.archs[arch].model.get_input_embeddings().weight.shape[0])
         gen.load_state_dict(up.generator)  # generator weights, exactly a generator's
         protos = up.prototypes
@@ -167,10 +167,10 @@ def test_only_adapters_counts_generators_and_prototypes_leave_a_client(run) -> N
         feats = torch.stack(tower_features(run.archs[arch], run.rows[u.client_id]))
         gap = (protos.visual[:, None] - feats[None]).abs().flatten(2).amax(-1)  # (prototypes, rows)
         assert float(gap.min()) > 1e-3
-        assert not any(t.shape[-3:] == (3, 32, 32) for t in u.extras.values())
+        assert not any(t.shape[-3:] == (3, 32, 32) for t in u.side_info.values())
         # no row's prompt: its token ids never appear as a run in anything uploaded
         tok = run.archs[arch].loaded.tokenizer
-        ints = [t.flatten().tolist() for t in u.extras.values() if not t.is_floating_point()]
+        ints = [t.flatten().tolist() for t in u.side_info.values() if not t.is_floating_point()]
         for row in run.rows[u.client_id][:10]:
             ids = tok(row["prompt"].replace("<image>", " "), add_special_tokens=False)["input_ids"]
             assert not any(_contains(seq, ids) for seq in ints)
@@ -181,10 +181,10 @@ def _contains(seq: list[int], part: list[int]) -> bool:
 
 
 def test_server_distils_toward_the_fused_teacher_on_held_out_generated_samples(run) -> None:
-    (event,) = run.server.extra["mosaic"]["events"]
+    (event,) = run.server.method_state["mosaic"]["events"]
     (group,) = event["groups"]  # the zoo shares tower and tokenizer: one teacher for both architectures
     assert set(group["archs"]) == {"tiny-llama-s", "tiny-llama-m"} and group["experts"] == 3
-    assert group["generators"] == 3 and group["prototypes"] == run.server.extra["mosaic"]["prototypes"]
+    assert group["generators"] == 3 and group["prototypes"] == run.server.method_state["mosaic"]["prototypes"]
     assert len(run.captured) == 2
     for am, before, after, samples, targets in run.captured:
         assert {len(s) for s in samples} == {CFG.kd_steps * CFG.kd_per_generator + CFG.kd_eval_samples}
@@ -194,7 +194,7 @@ def test_server_distils_toward_the_fused_teacher_on_held_out_generated_samples(r
         assert k1 < 0.8 * k0, (am.name, k0, k1)
         assert group["archs_kd"][am.name]["kl_before"] == pytest.approx(k0, rel=1e-4)
         assert run.server.per_arch[am.name] is after
-    rec = run.server.extra["mosaic"]
+    rec = run.server.method_state["mosaic"]
     assert rec["generators"] == 3 and rec["server_units"] > 0 and rec["client_gen_units"] > 0
 
 

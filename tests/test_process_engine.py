@@ -27,14 +27,14 @@ def test_processes_match_sequential_exactly(method: str, tiny_scenario: Path, tm
 def test_a_dead_worker_stops_the_run_with_one_line(tiny_scenario: Path, tmp_path: Path, monkeypatch) -> None:
     from drake.fl.process_engine import ProcessEngine
 
-    original = ProcessEngine._send
+    original = ProcessEngine.send
 
     def send(self, kind, ctx, requests):
         if kind == "train" and ctx.round == 1:
             os.kill(self._procs[1].pid, signal.SIGKILL)
         return original(self, kind, ctx, requests)
 
-    monkeypatch.setattr(ProcessEngine, "_send", send)
+    monkeypatch.setattr(ProcessEngine, "send", send)
     with pytest.raises(NodeError, match=r"worker 1 \(clients [0-9, ]+\) exited during train of round 2 .*--resume"):
         _run_seed(_args(tiny_scenario, tmp_path / "dead", "--engine", "processes", "--set", "engine.workers=2"))
 

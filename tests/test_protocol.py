@@ -13,7 +13,7 @@ import torch
 
 from drake.errors import DrakeError, SpecError
 from drake.fl.client import ClientRuntime
-from drake.methods import METHODS
+from drake.method_registry import METHODS
 from drake.protocol import PROTOCOLS, Protocol, table_key
 from drake.results import make_record, seed_summaries, validate_result
 from drake.runner import add_run_arguments, make_engine, plan_from_args, seed_record, task_meta
@@ -79,7 +79,7 @@ def test_bad_protocols_are_one_line_errors(values: dict[str, Any], needle: str) 
 
 def test_unknown_protocol_is_refused_by_the_engine_settings() -> None:
     from drake.config import build_config
-    from drake.fl.engine import EngineSettings
+    from drake.fl.settings import EngineSettings
 
     with pytest.raises(DrakeError, match="did you mean .official"):
         build_config(EngineSettings, {"protocol": "oficial"}, where="engine settings")
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, monkeypatch: pytest.MonkeyPatch) -> dict[str,
             adapt_calls.append({"lr": self.lr, "lr_groups": dict(kw.get("lr_groups") or {})})
         return train(self, steps, **kw)
 
-    adapt = engine._adapt_unseen
+    adapt = engine.work.adapt_unseen
 
     def spy_adapt(*a, **kw):
         phase["adapt"] = True
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.setattr(cls, "lr_groups", lambda self, client: {"*lora_B*": client.lr * 3})
     monkeypatch.setattr(ClientRuntime, "evaluate", spy_evaluate)
     monkeypatch.setattr(ClientRuntime, "train", spy_train)
-    engine._adapt_unseen = spy_adapt  # type: ignore[method-assign]
+    engine.work.adapt_unseen = spy_adapt  # type: ignore[method-assign]
     raw = engine.run(method, plan.scenario, seed=0)
     monkeypatch.undo()
     return {"raw": raw, "plan": plan, "engine": engine, "after_update": after_update, "scored": scored,
@@ -175,8 +175,8 @@ def test_server_global_scores_fedavg_on_the_aggregate(runs: dict[str, dict]) -> 
 
 
 def test_official_self_covers_every_own_task_from_the_first_evaluation(runs: dict[str, dict]) -> None:
-    first = runs["official"]["raw"]["history"][0]["eval"]
-    legacy = runs["server-global"]["raw"]["history"][0]["eval"]
+    first = runs["official"]["raw"].history[0]["eval"]
+    legacy = runs["server-global"]["raw"].history[0]["eval"]
     for c in runs["official"]["clients"]:
         assert set(c.tasks) <= set(first[c.id])  # the second task arrives in round 2
         assert c.tasks[1] not in legacy[c.id]
@@ -224,9 +224,9 @@ def test_every_method_declares_its_scored_state_without_the_server() -> None:
     none, and load_server_model is called only under a server protocol (checked in the engine)."""
     import inspect
 
-    from drake.fl.engine import SequentialEngine
+    from drake.fl.evaluation import scored_model
 
-    source = inspect.getsource(SequentialEngine._scored_model)
+    source = inspect.getsource(scored_model)
     assert 'scored == "server"' in source
     for name in METHODS.names():
         params = inspect.signature(METHODS.get(name).select_scored_state).parameters

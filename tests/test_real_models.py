@@ -13,9 +13,12 @@ import torch
 from drake.config import build_config
 from drake.data.synth.public import public_context, public_sample
 from drake.errors import DrakeError, SpecError
+from drake.fl import memory
 from drake.fl.client import ArchModel, ClientState, TaskRows
-from drake.fl.engine import EngineSettings, SequentialEngine
-from drake.methods import METHODS
+from drake.fl.engine import SequentialEngine
+from drake.fl.memory import fit_micro_batches
+from drake.fl.settings import EngineSettings
+from drake.method_registry import METHODS
 from drake.models.batching import collate
 from drake.models.loading import (
     default_dtype,
@@ -185,7 +188,7 @@ def _runtime_accum(engine: SequentialEngine, method, scenario) -> int:
     c = scenario.clients[0]
     stream = ClientStream(c, scenario, {"vsr_0": 12}, 0, method.config.batch_size)
     state = ClientState(adapter=engine.archs[c.model].adapter.get_state("all"))
-    return engine._runtime(method, ClientInfo(c.id, c.model, c.tasks), stream, state, 0, 0).grad_accum
+    return engine.work.runtime(method, ClientInfo(c.id, c.model, c.tasks), stream, state, 0, 0).grad_accum
 
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("4", 4), ("0", 0), (3, 3)])
@@ -204,17 +207,16 @@ def test_micro_batch_fixed_and_auto_on_cpu(small_run) -> None:
     archs = {arch.name: arch}
     batch = method.config.batch_size  # 8
     fixed = SequentialEngine(archs, data, EngineSettings(micro_batch=3, progress=False))
-    fixed.grad_accum = fixed._fit_micro_batches(method, scenario)
-    assert fixed.grad_accum == {arch.name: -(-batch // 3)} and _runtime_accum(fixed, method, scenario) == 3
+    fixed.work.grad_accum = fit_micro_batches(archs, data, 3, method.config, scenario)
+    assert fixed.work.grad_accum == {arch.name: -(-batch // 3)} and _runtime_accum(fixed, method, scenario) == 3
     auto = SequentialEngine(archs, data, EngineSettings(micro_batch="auto", progress=False))
-    assert auto._fit_micro_batches(method, scenario) == {}  # CPU: the method's own grad_accum
+    assert fit_micro_batches(archs, data, "auto", method.config, scenario) == {}  # CPU: the method's own grad_accum
     assert _runtime_accum(auto, method, scenario) == method.config.grad_accum
 
 
 def test_micro_batch_auto_probes_the_largest_rows_on_cuda(small_run, monkeypatch) -> None:
     scenario, arch, method, data = small_run
     fake_cuda = dataclasses.replace(arch, loaded=dataclasses.replace(arch.loaded, device=torch.device("cuda")))
-    engine = SequentialEngine({arch.name: fake_cuda}, data, EngineSettings(micro_batch="auto", progress=False))
     seen: list[list[dict]] = []
 
     def probe(a: ArchModel, rows) -> None:
@@ -222,8 +224,8 @@ def test_micro_batch_auto_probes_the_largest_rows_on_cuda(small_run, monkeypatch
         if len(rows) > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(SequentialEngine, "_probe", staticmethod(probe))
-    assert engine._fit_micro_batches(method, scenario) == {arch.name: 3}  # ceil(8 / 3) = 3 examples fit
+    monkeypatch.setattr(memory, "probe", probe)
+    assert memory.fit_micro_batches({arch.name: fake_cuda}, data, "auto", method.config, scenario) == {arch.name: 3}  # ceil(8 / 3) = 3 examples fit
     images = sorted((len(r["images"]) for r in data["vsr_0"].splits["train"]), reverse=True)
     assert [len(r["images"]) for r in seen[0]] == images[:8]  # worst-case rows first
     assert all(s == seen[0][: len(s)] for s in seen)
@@ -232,7 +234,7 @@ def test_micro_batch_auto_probes_the_largest_rows_on_cuda(small_run, monkeypatch
 def test_probe_runs_a_training_pass_and_leaves_no_trace(small_run) -> None:
     _, arch, _, data = small_run
     before = arch.adapter.get_state("all")
-    SequentialEngine._probe(arch, data["vsr_0"].splits["train"][:3])
+    memory.probe(arch, data["vsr_0"].splits["train"][:3])
     assert not arch.model.training
     assert all(p.grad is None for p in arch.adapter.parameters("all"))
     after = arch.adapter.get_state("all")

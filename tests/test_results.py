@@ -132,7 +132,7 @@ def _problems(record: dict[str, Any], edit: Any) -> list[str]:
 
 def test_rejects_tampered_summary(record: dict[str, Any]) -> None:
     problems = _problems(record, lambda r: r["results"]["summary"]["self"]["a_last"].update(mean=0.99))
-    assert problems == ["results.summary.self.a_last.mean: 0.99 differs from the recomputed 0.405"]
+    assert problems == ["results.summary.self.a_last.mean = 0.99 but the per-seed data give 0.405"]
     # a per-seed score edited without updating the summary is caught too
     problems = _problems(record, lambda r: r["results"]["per_seed"][0]["rounds"][1]["eval"]["0"].update(vsr_0=1.0))
     assert problems and all(p.startswith("results.summary.self.") for p in problems)
@@ -145,7 +145,7 @@ def test_rejects_tampered_summary(record: dict[str, Any]) -> None:
 def test_rejects_nan_and_inf(record: dict[str, Any]) -> None:
     problems = _problems(record, lambda r: r["results"]["per_seed"][0].update(wall_seconds=float("nan")))
     assert problems == ["results.per_seed[0].wall_seconds: nan is not allowed "
-                        "(NaN/inf cannot be written as JSON; record null or fail the seed)"]
+                        "(NaN/inf is never a valid score or count; record null or fail the seed)"]
     problems = _problems(record, lambda r: r["results"]["per_seed"][1]["rounds"][0]["train"]["2"].update(loss=float("inf")))
     assert problems[0].startswith("results.per_seed[1].rounds[0].train.2.loss: inf is not allowed")
 
@@ -155,7 +155,7 @@ def test_rejects_nan_and_inf(record: dict[str, Any]) -> None:
     [
         (lambda r: r["run_info"].pop("seeds"), "run_info: 'seeds' is a required property"),
         (lambda r: r["run_info"].update(engine_name="x"), "run_info: Additional properties are not allowed"),
-        (lambda r: r.update(schema_version="0.9"), "schema_version: '1.0' was expected"),
+        (lambda r: r.update(schema_version="0.9"), "schema_version '0.9' is not supported"),
         (lambda r: r["results"]["per_seed"][0].update(status="ok"), "results.per_seed[0].status: 'ok' is not one of"),
         (lambda r: r["results"]["per_seed"][0]["rounds"][0]["eval"]["1"].update(vsr_0=1.5),
          "results.per_seed[0].rounds[0].eval.1.vsr_0: 1.5 is greater than the maximum of 1"),

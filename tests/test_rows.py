@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drake.data.build import ensure_built, load_task_split
+from drake.data.build import ensure_built
+from drake.data.read import load_task_split
 from drake.data.rows import LazyRows, column
 from drake.runner import load_rows
 from drake.spec import load_tasks
@@ -23,15 +24,24 @@ TASKS = ("nlvr2_0", "iconqa_2")  # two images a row; an open-ended task
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tasks = load_tasks()
     return Path(
-        ensure_built([tasks[t] for t in TASKS], tmp_path_factory.mktemp("rows"), scale=0.05, extras=False, progress=False)
+        ensure_built(
+            [tasks[t] for t in TASKS],
+            tmp_path_factory.mktemp("rows"),
+            scale=0.05,
+            extras=False,
+            progress=False,
+        )
     )
 
 
 def _same(a: dict, b: dict) -> bool:
-    pixels = [np.asarray(i.convert("RGB")) for i in a["images"]], [np.asarray(i.convert("RGB")) for i in b["images"]]
-    return {k: v for k, v in a.items() if k != "images"} == {k: v for k, v in b.items() if k != "images"} and all(
-        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(*pixels, strict=True)
+    pixels = (
+        [np.asarray(i.convert("RGB")) for i in a["images"]],
+        [np.asarray(i.convert("RGB")) for i in b["images"]],
     )
+    return {k: v for k, v in a.items() if k != "images"} == {
+        k: v for k, v in b.items() if k != "images"
+    } and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(*pixels, strict=True))
 
 
 def test_lazy_rows_equal_the_decoded_dataset(built: Path) -> None:
@@ -51,14 +61,17 @@ def test_lazy_rows_equal_the_decoded_dataset(built: Path) -> None:
 
 def test_lazy_rows_hold_bytes_not_pixels(built: Path) -> None:
     rows = load_rows(built, [load_tasks()["nlvr2_0"]])["nlvr2_0"].splits["train"]
-    lazy, decoded = len(pickle.dumps(rows)), len(pickle.dumps([np.asarray(i) for r in rows for i in r["images"]]))
+    lazy, decoded = (
+        len(pickle.dumps(rows)),
+        len(pickle.dumps([np.asarray(i) for r in rows for i in r["images"]])),
+    )
     assert lazy < decoded / 3
 
 
 def test_reading_rows_imports_neither_datasets_nor_pandas(built: Path) -> None:
     """A run reads its rows straight from parquet: ``datasets`` and pandas cost ~100 MB of RSS it never needs."""
     code = (
-        "import sys; from drake.data.build import read_split; "
+        "import sys; from drake.data.read import read_split; "
         f"rows = read_split({str(built)!r}, 'nlvr2_0', 'train'); "
         "assert rows and 'bytes' in rows[0]['images'][0]; "
         "print(sorted(m for m in ('datasets', 'pandas') if m in sys.modules))"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines._pfl import MixModel
 from drake.adapters.lora import LoraSettings, apply_lora
+from drake.adapters.mix import MixModel
 from drake.adapters.multi import add_lora_adapters, set_mix
 from drake.data.build import ensure_built
 from drake.models.batching import expand_choices

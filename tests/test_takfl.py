@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.feddf import ensemble_kl, row_logits
-from baselines.perada import ensemble_teacher
+from baselines._distill import ensemble_kl, ensemble_teacher, row_logits
 from baselines.takfl import TAKFL, TAKFLConfig, candidate_weights, choose_weights, merge_task_vectors
 from drake.errors import SpecError
 from drake.fl.method import ServerState
@@ -78,7 +77,7 @@ def test_each_distillation_lowers_the_kl_to_its_teacher_and_the_merge_is_not_fed
     method, archs, updates, ctx = _setup(cfg, public)
     averaged = TAKFL(TAKFLConfig(kd_samples=0)).aggregate(ctx, ServerState(), updates)  # FedAvg only
     server = method.aggregate(ctx, ServerState(), updates)
-    (rnd,) = server.extra["takfl"]["rounds"]
+    (rnd,) = server.method_state["takfl"]["rounds"]
     held_out = public[40:]
     ensembles = {a: ensemble_teacher([row_logits(archs[ARCHS[u.client_id]], u.arrays, held_out, 8) for u in updates
                                       if ARCHS[u.client_id] == a]) for a in archs}  # fmt: skip
@@ -95,14 +94,14 @@ def test_each_distillation_lowers_the_kl_to_its_teacher_and_the_merge_is_not_fed
         assert kl_merged < 0.9 * kl_avg, (student, kl_avg, kl_merged)
     # compute: 4 clients' and 2 students' forwards, 2 x 2 distillations of 2 epochs x 32 rows, 2 x 2 x 2 validations
     assert rnd["server_units"] == pytest.approx(4 * 40 / 3 + 2 * 32 / 3 + 4 * 64 + 8 * 8 / 3)
-    assert server.extra["takfl"]["server_ratio_to_client_training"] == pytest.approx(rnd["server_units"] / 32)
+    assert server.method_state["takfl"]["server_ratio_to_client_training"] == pytest.approx(rnd["server_units"] / 32)
 
 
 def test_tuned_weights_are_a_candidate_no_worse_than_uniform(public) -> None:
     cfg = TAKFLConfig(kd_samples=32, kd_val_samples=8, kd_epochs=1, kd_batch=8, merge_candidates=2)
     method, _archs, updates, ctx = _setup(cfg, public)
     server = method.aggregate(ctx, ServerState(), updates)
-    for log in server.extra["takfl"]["rounds"][0]["archs"].values():
+    for log in server.method_state["takfl"]["rounds"][0]["archs"].values():
         weights = list(log["weights"].values())
         assert sum(weights) == pytest.approx(1.0) and 0 <= log["candidate"] < 7
         assert log["val_ce"] == log["val_ce"]  # scored (not NaN)

@@ -48,7 +48,7 @@ def no_pretraining(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_manifest_pins_every_shipped_file_and_matches_the_recipe(monkeypatch):
-    from drake.models.pretrain import cache_key
+    from drake.models.folders import cache_key
     from drake.models.tokenizer import default_vocab
     from drake.spec import fingerprint
 
@@ -150,7 +150,7 @@ def test_pretrain_compare_sets_fresh_beside_shipped(tmp_path, monkeypatch, capsy
     """A cache holding this zoo's exact bytes (what `drake pretrain` makes on the machine that shipped it)
     compares as identical; a member whose re-run scored lower shows the difference. Nothing is trained."""
     from drake.cli import main
-    from drake.models.pretrain import cached_path
+    from drake.models.folders import cached_path
 
     monkeypatch.setenv("DRAKE_HOME", str(tmp_path / "home"))
     for name in ("tiny-llama-s", "tiny-qwen-s"):

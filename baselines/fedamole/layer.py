@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from drake.errors import DrakeError
-from drake.fl.client import derive_seed
 from drake.models.loading import language_model_target_regex
+from drake.seeds import derive_seed
 
 ADAPTER_DTYPE = torch.float32
 

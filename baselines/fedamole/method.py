@@ -17,10 +17,10 @@ from baselines.fedamole.assign import assign_experts
 from baselines.fedamole.layer import AMoLEInfo, amole_info, init_expert, inject_amole
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.errors import DrakeError, SpecError
-from drake.fl.client import derive_seed
 from drake.fl.method import Method, MethodConfig, ServerState, group_by_architecture
 from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundContext, nbytes
 from drake.models.batching import collate
+from drake.seeds import derive_seed
 
 ASSIGN_KEY = "fedamole_experts"  # client state: module -> the expert ids in its slots (the scored model's)
 PARAMS = ("amole_A", "amole_B", "amole_shared_A", "amole_shared_B", "amole_router")
@@ -164,7 +164,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
 
     # ---- server side -----------------------------------------------------------------------------
     def init_server(self, clients: Mapping[int, ClientInfo]) -> ServerState:
-        return ServerState(extra={"fedamole": {"rounds": []}, STATS: UploadedMeans()})
+        return ServerState(method_state={"fedamole": {"rounds": []}, STATS: UploadedMeans()})
 
     def configure_round(self, ctx: RoundContext, server: ServerState) -> dict[int, Payload]:
         """Assign experts for this round per architecture and module, and send each client its experts."""
@@ -198,7 +198,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
             n_arch = sum(1 for c in ctx.clients.values() if c.architecture == arch)
             experts = pool_size(n_arch, cfg)
             cids = [c for c in ctx.participants if ctx.clients[c].architecture == arch]
-            means: UploadedMeans = server.extra.setdefault(STATS, UploadedMeans())
+            means: UploadedMeans = server.method_state.setdefault(STATS, UploadedMeans())
             keys, queries = means.keys.get(arch, {}), means.queries.get(arch, {})
             for module in self.modules[arch]:
                 scores = self.scores(ctx, keys, queries, arch, module, experts, cids)
@@ -228,17 +228,17 @@ class FedAMoLE(Method[FedAMoLEConfig]):
         for arch, group in group_by_architecture(updates, ctx.clients).items():
             weights = [u.num_examples if self.config.weight_by_examples else 1.0 for u in group]
             server.per_arch.setdefault(arch, {}).update(holder_mean([u.arrays for u in group], weights))
-            means: UploadedMeans = server.extra.setdefault(STATS, UploadedMeans())
+            means: UploadedMeans = server.method_state.setdefault(STATS, UploadedMeans())
             queries = means.queries.setdefault(arch, {})
             for u in group:
-                queries[u.client_id] = {k: v for k, v in u.extras.items() if k.endswith(".query")}
-            keys = [{k: v for k, v in u.extras.items() if ".key." in k} for u in group]
+                queries[u.client_id] = {k: v for k, v in u.side_info.items() if k.endswith(".query")}
+            keys = [{k: v for k, v in u.side_info.items() if ".key." in k} for u in group]
             means.keys.setdefault(arch, {}).update(holder_mean(keys, [1.0] * len(group)))
-        log = server.extra["fedamole"]["rounds"][-1] if server.extra.get("fedamole", {}).get("rounds") else {}
+        log = server.method_state["fedamole"]["rounds"][-1] if server.method_state.get("fedamole", {}).get("rounds") else {}
         n = max(1, len(updates))
         log["up_expert_bytes"] = sum(nbytes({k: v for k, v in u.arrays.items() if ".expert." in k}) for u in updates) / n
         log["up_shared_router_bytes"] = sum(nbytes({k: v for k, v in u.arrays.items() if ".expert." not in k}) for u in updates) / n
-        log["up_stats_bytes"] = sum(nbytes(u.extras) for u in updates) / n
+        log["up_stats_bytes"] = sum(nbytes(u.side_info) for u in updates) / n
         log["load_balance"] = sum(u.metrics.get("load_balance", 0.0) for u in updates) / n
         return server
 
@@ -255,7 +255,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
                     kept += len(set(ids) & set(before[module].tolist()))
                     total += len(ids)
             server.per_client[cid] = {m: torch.tensor(ids, dtype=torch.long) for m, ids in per.items()}
-        server.extra.setdefault("fedamole", {"rounds": []})["rounds"].append({
+        server.method_state.setdefault("fedamole", {"rounds": []})["rounds"].append({
             "round": ctx.round + 1, "experts_held_mean": sum(counts) / max(1, len(counts)),
             "experts_held_min": min(counts, default=0), "experts_held_max": max(counts, default=0),
             "kept_fraction": kept / total if total else None, "solve_seconds": solve,
@@ -267,7 +267,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
         info = amole_info(client.model)
         assignment = {m: [int(j) for j in ids] for m, ids in payload.config.get("experts", {}).items()}
         self.load(ctx, client, info, assignment, payload.arrays)
-        client.state.extra[ASSIGN_KEY] = assignment
+        client.state.method_state[ASSIGN_KEY] = assignment
         client.state.optimizer = None  # slot contents change every round: a fresh Adam (official)
         batches = client.next_batches(cfg.local_steps)
         lb_values: list[float] = []
@@ -352,7 +352,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
         """Under a ``server`` protocol: the server's averages of the experts the client trained with, and of
         the shared expert and router."""
         info = amole_info(client.model)
-        held = client.state.extra.get(ASSIGN_KEY, {})
+        held = client.state.method_state.get(ASSIGN_KEY, {})
         pool = server.per_arch.get(client.architecture, {})
         for module, layer in info.layers.items():
             with torch.no_grad():
@@ -365,7 +365,7 @@ class FedAMoLE(Method[FedAMoLEConfig]):
     def select_scored_state(self, ctx: RoundContext, client: Any) -> None:
         """The client's HMoLE model with the experts it trained last (its slots, as saved)."""
         info = amole_info(client.model)
-        held = client.state.extra.get(ASSIGN_KEY, {})
+        held = client.state.method_state.get(ASSIGN_KEY, {})
         info.context.lb, info.context.stats = None, None
         for module, layer in info.layers.items():
             layer.held = len(held.get(module, []))

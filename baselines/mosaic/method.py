@@ -24,9 +24,10 @@ from baselines.mosaic.items import (
 )
 from baselines.mosaic.meta import expert_inputs, kd_loss, kl_rows, prototypes, task_experts, train_meta
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, ClientRuntime, ClientState, derive_seed, state_sha256
+from drake.fl.client import ArchModel, ClientRuntime, ClientState, state_sha256
 from drake.fl.method import MethodConfig, ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, Payload, RoundContext, nbytes
+from drake.seeds import derive_seed
 
 #: compute units (Method.compute_cost's convention): a forward pass costs 1/3 of a forward+backward
 FORWARD = 1.0 / 3.0
@@ -110,7 +111,7 @@ class MosaicStore:
 
 
 def pack_upload(task: str, gen: Generator, protos: Items | None) -> dict[str, torch.Tensor]:
-    """A task's generator weights, shape and prototypes as ClientUpdate extras (``gen/<task>/...``,
+    """A task's generator weights, shape and prototypes as ClientUpdate side_info (``gen/<task>/...``,
     ``proto/<task>/...``)."""
     out = {f"gen/{task}/{k}": v.detach().clone() for k, v in gen.state_dict().items()}
     out[f"gen/{task}/shape"] = gen.shape.to_tensor()
@@ -228,7 +229,7 @@ class Mosaic(FedAvg):
         if self.config.kd_steps == 0 or ctx.round not in self.distill_rounds(ctx.scenario):
             return []
         spec = next(c for c in ctx.scenario.clients if c.id == client.id)
-        done = set(client.state.extra.get("mosaic_uploaded", ()))
+        done = set(client.state.method_state.get("mosaic_uploaded", ()))
         if ctx.scenario.mode == "dynamic":
             tasks = [t for s in spec.stages if s.end_round - 1 == ctx.round for t in s.tasks]
         else:
@@ -247,7 +248,7 @@ class Mosaic(FedAvg):
             packed, units = self._upload_task(ctx, client, task)
             extras.update(packed)
             gen_units += units
-            client.state.extra.setdefault("mosaic_uploaded", []).append(task)
+            client.state.method_state.setdefault("mosaic_uploaded", []).append(task)
         if gen_units:
             metrics["gen_units"] = gen_units
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics, extras)
@@ -274,19 +275,19 @@ class Mosaic(FedAvg):
     # ---- server ----------------------------------------------------------------------------------------
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         server = super().aggregate(ctx, server, updates)
-        store = server.extra.setdefault("mosaic_store", MosaicStore())
-        rec = server.extra.setdefault("mosaic", {"events": [], "generators": 0, "prototypes": 0, "upload_bytes": 0,
+        store = server.method_state.setdefault("mosaic_store", MosaicStore())
+        rec = server.method_state.setdefault("mosaic", {"events": [], "generators": 0, "prototypes": 0, "upload_bytes": 0,
                                                   "client_gen_units": 0.0, "client_units": 0.0, "server_units": 0.0})  # fmt: skip
         for u in updates:
             tasks = ctx.clients[u.client_id].tasks
-            counts = u.extras.get("counts")
+            counts = u.side_info.get("counts")
             if counts is not None:
                 store.counts[u.client_id] = {t: float(n) for t, n in zip(tasks, counts.tolist())}
-            for task, up in unpack_uploads(u.extras, ctx.clients[u.client_id].architecture).items():
+            for task, up in unpack_uploads(u.side_info, ctx.clients[u.client_id].architecture).items():
                 store.uploads[(u.client_id, task)] = up
                 rec["generators"] += 1
                 rec["prototypes"] += len(up.prototypes) if up.prototypes is not None else 0
-            rec["upload_bytes"] += nbytes({k: v for k, v in u.extras.items() if k != "counts"})
+            rec["upload_bytes"] += nbytes({k: v for k, v in u.side_info.items() if k != "counts"})
             rec["client_gen_units"] += float(u.metrics.get("gen_units", 0.0))
             rec["client_units"] += float(u.metrics.get("examples", 0.0)) * self.compute_cost()
         if ctx.round in self.distill_rounds(ctx.scenario) and self._archs and self.config.kd_steps > 0:

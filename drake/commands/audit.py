@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from drake.data.audit import CHECKS, TOLERANCE, audit_tasks
-    from drake.data.build import split_sizes
+    from drake.data.generation import split_sizes
     from drake.errors import DataError
     from drake.spec import load_tasks
 

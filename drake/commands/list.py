@@ -30,7 +30,7 @@ def _tasks(args: argparse.Namespace) -> str:
 
 def _methods(args: argparse.Namespace) -> str:
     from drake.errors import DrakeError
-    from drake.methods import METHODS
+    from drake.method_registry import METHODS
 
     rows = []
     for name in METHODS.names():

@@ -62,7 +62,8 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from drake.errors import SpecError
-    from drake.models.pretrain import cached_path, is_cached, pretrain_many, read_meta
+    from drake.models.folders import cached_path, is_cached, read_meta
+    from drake.models.pretrain import pretrain_many
     from drake.models.zoo import ZOO, get_spec
 
     if args.jobs is not None and args.jobs < 1:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 def compare_table(specs: list[Any], paths: dict[str, Any]) -> str:
     """Fresh (cache) against shipped held-out accuracy, member by member; the shipped side is read from the
     manifest, not recomputed."""
-    from drake.models.pretrain import cached_path, read_meta
+    from drake.models.folders import cached_path, read_meta
     from drake.models.zoo_manifest import file_sha256, member_entry, read_manifest
 
     version = read_manifest()["zoo_version"]

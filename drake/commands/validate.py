@@ -35,7 +35,7 @@ def _metrics() -> set[str]:
 
 def _check_tasks(tasks: Any, draw: bool) -> list[str]:
     import drake.data.synth.families  # noqa: F401
-    from drake.data.build import synth_rows
+    from drake.data.generation import synth_rows
     from drake.data.synth.base import FAMILIES
     from drake.errors import DrakeError, did_you_mean
 

@@ -398,7 +398,7 @@ def generate_splits(
     spec: TaskSpec, sizes: Mapping[str, int], seed: int = 0, image_size: int = 32
 ) -> dict[str, list[dict[str, Any]]]:
     """A task's rows as ``drake build`` makes them: train, then test skipping rows identical to a train row."""
-    from drake.data.build import row_hash, synth_rows
+    from drake.data.generation import row_hash, synth_rows
 
     train = synth_rows(spec, "train", sizes["train"], seed, image_size)
     test = synth_rows(
@@ -409,7 +409,7 @@ def generate_splits(
 
 def generate_public(sizes: Mapping[str, int], seed: int = 0, image_size: int = 32) -> list[dict[str, Any]]:
     """Every row of the public pre-training split (all its splits) at these sizes."""
-    from drake.data.build import extra_rows
+    from drake.data.generation import extra_rows
 
     return [r for split, n in sizes.items() for r in extra_rows("public", split, n, seed, image_size)]
 
@@ -433,9 +433,9 @@ def _job(args: tuple[Any, ...]) -> tuple[str, Any]:
 
 def _importable(spec: TaskSpec) -> str | None:
     """``module:qualname`` of the task's family when a fresh interpreter can import it, else None."""
-    from drake.data.build import _family
+    from drake.data.generation import task_family
 
-    fn = _family(spec)
+    fn = task_family(spec)
     module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or module == "__main__" or "<" in qual:
         return None
@@ -535,7 +535,7 @@ def audit_tasks(
 
     A task whose generator fails gets failing findings naming the error instead of stopping the audit.
     """
-    from drake.data.build import PUBLIC_SIZES, split_sizes
+    from drake.data.generation import PUBLIC_SIZES, split_sizes
 
     sizes = split_sizes(scale)
     specs = list({s.name: s for s in specs}.values())

@@ -1,9 +1,10 @@
 """The dataset card (README.md) of a built DRAKE-synth directory, and its per-task sample grids (issue [K].4).
 
-``render_card`` is called by the build after every config, so it must stay cheap: per-file statistics are read
+``write_card`` is called by the build after every config, so it must stay cheap: per-file statistics are read
 once per sha256 (from the ``choices``/``images`` columns only), tasks.yaml once per mtime, and the YAML header
 is written by hand (every scalar JSON-quoted, which is valid YAML). ``save_grids`` draws a PNG of a few test
 samples per task under ``<out>/grids/``, only where the PNG is missing or older than the task's test file.
+The calibration table is an argument: the caller reads it (``drake.data.calibration``), not this module.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from drake.data.manifest import Manifest, split_order
 from drake.errors import DrakeError
-from drake.spec import REPO_ROOT, TASKS_PATH, TaskSpec, load_tasks
+from drake.io import atomic_write_text
+from drake.spec import TASKS_PATH, TaskSpec, load_tasks
 
-CALIBRATION_PATH = REPO_ROOT / "benchmarks" / "results" / "calibration.json"
 CALIBRATE_COMMAND = "python benchmarks/calibrate_tasks.py"
 GRIDS = "grids"
 GRID_SAMPLES = 4
@@ -50,21 +52,12 @@ def default_specs(path: str | Path | None = None) -> dict[str, TaskSpec]:
         return {}
 
 
-def load_calibration(path: str | Path | None = None) -> dict[str, Any] | None:
-    """The calibration table (``benchmarks/calibrate_tasks.py``'s output), or None when absent or unreadable."""
-    p = Path(path) if path else CALIBRATION_PATH
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("tasks"), dict) else None
-
-
 @functools.lru_cache(maxsize=1024)
 def _file_stats(path: str, _sha256: str, images: bool = True) -> dict[str, Any]:
     """Choices per row (min, max; None if open), chance and, if ``images``, images per row (min, max) of one
     split file. The image column holds the image bytes: left unread when the spec gives the count."""
-    with pq.ParquetFile(path) as f:  # not pq.read_table: it imports pandas (via pyarrow.dataset) into every run
+    # not pq.read_table: it imports pandas (via pyarrow.dataset) into every run
+    with pq.ParquetFile(path) as f:
         table = f.read(columns=["images", "choices"] if images else ["choices"], use_threads=False)
     n_choice = pc.list_value_length(table["choices"])  # null where choices is None (open)
     valid = [k for k in n_choice.to_pylist() if k]
@@ -139,7 +132,7 @@ def _counterpart(spec: TaskSpec | None) -> str:
     return f"{spec.title}{where}{unseen}".replace("|", "/")
 
 
-def _yaml_header(manifest: Any, total_rows: int, synth: bool) -> list[str]:
+def _yaml_header(manifest: Manifest, total_rows: int, synth: bool) -> list[str]:
     q = json.dumps
     name, licenses = ("DRAKE-synth", LICENSES) if synth else ("DRAKE", ("other",))
     lines = [f"pretty_name: {q(name)}", "license:", *(f"- {q(x)}" for x in licenses), "language:", '- "en"']
@@ -148,37 +141,28 @@ def _yaml_header(manifest: Any, total_rows: int, synth: bool) -> list[str]:
     lines.append("configs:")
     for name, entry in manifest.configs().items():
         lines += [f"- config_name: {q(name)}", "  data_files:"]
-        for split in _split_order(entry["files"]):
+        for split in split_order(entry["files"]):
             lines += [f"  - split: {q(split)}", f"    path: {q(f'{name}/{split}-*.parquet')}"]
     return lines
 
 
-def _split_order(splits: Any) -> list[str]:
-    from drake.data.build import _split_order as order
-
-    return order(splits)
-
-
 def render_card(
-    manifest: Any,
+    manifest: Manifest | str | Path,
     *,
     specs: Mapping[str, TaskSpec] | None = None,
-    calibration: str | Path | Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> str:
     """README.md of a built directory: HF YAML header (configs, license, categories) and the task table.
 
-    ``manifest``: a ``build.Manifest`` or a built directory. ``specs``: task specs by name (default
-    tasks.yaml; a task not found there gets dashes). ``calibration``: a table dict or a path (default
-    ``benchmarks/results/calibration.json`` when present).
+    ``manifest``: a ``Manifest`` or a built directory. ``specs``: task specs by name (default tasks.yaml; a
+    task not found there gets dashes). ``calibration``: the calibration table (``benchmarks/calibrate_tasks.py``'s
+    output, read by the caller), or None for a card whose calibrated column shows dashes.
     """
-    from drake.data.build import Manifest
-
     if not isinstance(manifest, Manifest):
         manifest = Manifest.read(manifest)
     root = Path(manifest.root)
     specs = default_specs() if specs is None else specs
-    calib = calibration if isinstance(calibration, Mapping) else load_calibration(calibration)
-    calib_tasks = (calib or {}).get("tasks") or {}
+    calib_tasks = (calibration or {}).get("tasks") or {}
     p = manifest.data.get("params", {})
     total = sum(
         f.get("rows", 0)
@@ -206,7 +190,7 @@ def render_card(
         "## Tasks",
         "",
         "Chance: the mean of 1/len(choices) over the test rows (a uniform guess). "
-        + _calibration_note(calib),
+        + _calibration_note(calibration),
         "",
         "| task | real DRAKE counterpart | format | train | test | chance | calibrated acc. | samples |",
         "|---|---|---|---|---|---|---|---|",
@@ -231,7 +215,7 @@ def render_card(
     if others:
         out += ["", "## Other configs", "", "| config | kind | splits (rows) |", "|---|---|---|"]
         for name, entry in others.items():
-            splits = ", ".join(f"{s} ({entry['files'][s]['rows']})" for s in _split_order(entry["files"]))
+            splits = ", ".join(f"{s} ({entry['files'][s]['rows']})" for s in split_order(entry["files"]))
             out.append(f"| {name} | {entry['kind']} | {splits} |")
     if grids:
         out += [
@@ -396,8 +380,14 @@ def render_grid(rows: Sequence[Mapping[str, Any]], title: str = "", thumb: int =
     return canvas
 
 
+def write_card(manifest: Manifest, *, calibration: Mapping[str, Any] | None = None) -> None:
+    """Write the dataset card: the sample grids that are missing or stale, then README.md (atomically)."""
+    save_grids(manifest)  # only grids missing or older than their task's test file
+    atomic_write_text(Path(manifest.root) / "README.md", render_card(manifest, calibration=calibration))
+
+
 def save_grids(
-    manifest: Any,
+    manifest: Manifest | str | Path,
     tasks: Sequence[str] | None = None,
     *,
     samples: int = GRID_SAMPLES,
@@ -407,8 +397,6 @@ def save_grids(
 
     Skips a grid newer than its test file unless ``force``; returns the paths written.
     """
-    from drake.data.build import Manifest
-
     if not isinstance(manifest, Manifest):
         manifest = Manifest.read(manifest)
     root = Path(manifest.root)

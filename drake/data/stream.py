@@ -10,21 +10,16 @@ has a JSON-friendly state dict for checkpoints.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from drake.errors import DataError
+from drake.seeds import derive_seed, stable_hash64
 from drake.spec import ClientSpec, ScenarioSpec
 
 Item = tuple[str, int]  # (task name, row index in that task's train split)
-
-
-def _key(*parts: object) -> int:
-    """A stable 64-bit integer for seeding from arbitrary parts (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def _train_size(train_sizes: Mapping[str, int], task: str) -> int:
@@ -60,14 +55,14 @@ def round_schedule(
                     f"{scenario.name}: client {client.id} stage {k} has no rounds ({start}..{end})"
                 )
             items = [(t, int(i)) for t in stage.tasks for i in rows_of(t)]
-            order = np.random.default_rng(_key(seed, scenario.name, client.id, k, *stage.tasks)).permutation(
+            order = np.random.default_rng(stable_hash64(seed, scenario.name, client.id, k, *stage.tasks)).permutation(
                 len(items)
             )
             for r, part in zip(range(start, end), np.array_split(order, end - start)):
                 rounds[r] = [items[j] for j in part]
     else:
         items = [(t, int(i)) for t in client.tasks for i in rows_of(t)]
-        order = np.random.default_rng(_key(seed, scenario.name, client.id, "static")).permutation(len(items))
+        order = np.random.default_rng(stable_hash64(seed, scenario.name, client.id, "static")).permutation(len(items))
         for r, part in enumerate(np.array_split(order, scenario.rounds)):
             rounds[r] = [items[j] for j in part]
     return rounds
@@ -172,7 +167,7 @@ class ClientStream:
         self.client = client
         self.batch_size = batch_size
         self.schedule = round_schedule(client, scenario, train_sizes, seed, owned)
-        self.memory = ReplayMemory(memory_size, seed=_key(seed, scenario.name, client.id, "replay"))
+        self.memory = ReplayMemory(memory_size, seed=stable_hash64(seed, scenario.name, client.id, "replay"))
         self.rounds_done: list[int] = []
 
     @property
@@ -239,7 +234,7 @@ def build_streams(
     owned = shared_task_partition(scenario, train_labels, seed)
     return {
         # the seed equals drake.fl.client.derive_seed(seed, "stream", id): same streams as before this helper
-        c.id: ClientStream(c, scenario, sizes, _key(seed, "stream", c.id) >> 1, batch_size, owned=owned.get(c.id))
+        c.id: ClientStream(c, scenario, sizes, derive_seed(seed, "stream", c.id), batch_size, owned=owned.get(c.id))
         for c in scenario.clients
     }
 
@@ -262,7 +257,7 @@ def shared_task_partition(
             continue
         if task not in train_labels:
             raise DataError(f"no training rows known for task {task!r}; build it first (`drake build --tasks {task}`)")
-        parts = dirichlet_partition(train_labels[task], len(ids), scenario.partition["alpha"], _key(seed, "dirichlet", task))
+        parts = dirichlet_partition(train_labels[task], len(ids), scenario.partition["alpha"], stable_hash64(seed, "dirichlet", task))
         for cid, part in zip(ids, parts):
             out.setdefault(cid, {})[task] = part
     return out

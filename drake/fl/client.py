@@ -23,17 +23,12 @@ from drake.metrics import METRICS
 from drake.models.batching import collate
 from drake.models.loading import LoadedModel
 from drake.models.scoring import generate_answers, score_choices
+from drake.seeds import derive_seed
 
 Row = dict[str, Any]
 ExtraLoss = Callable[["ClientRuntime"], torch.Tensor]
 #: a method's own per-chunk loss (e.g. KD between two adapter mixes); default ``ClientRuntime.loss``
 LossFn = Callable[["ClientRuntime", Sequence[Row]], torch.Tensor]
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (stable across processes, unlike hash())."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -78,7 +73,7 @@ class ClientState:
     adapter: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     stream: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # method-owned client state (e.g. EMA sketches)
+    method_state: dict[str, Any] = field(default_factory=dict)  # method-owned client state (e.g. EMA sketches)
 
 
 class ClientRuntime:

@@ -1,15 +1,15 @@
-"""FlowerEngine (``--engine flower``): SequentialEngine's rounds with every client on a real Flower SuperNode.
+"""FlowerEngine (``--engine flower``): the engine's rounds with every client on a real Flower SuperNode.
 
 Who runs what:
-- this process keeps the server half: SequentialEngine.run's own loop (sampling, configure_round,
-  aggregate, comm accounting, callbacks, the returned record) runs here unchanged;
+- this process keeps the server half: ``Engine.run``'s loop (drake/fl/engine.py: sampling, configure_round,
+  aggregate, comm accounting, callbacks, the returned result) runs here unchanged;
 - a Flower ServerApp (drake/fl/flower_app.py), started by the SuperLink, holds the Grid and relays
   messages between this process (an authenticated loopback pipe) and the SuperNodes (Message API);
 - each SuperNode hosts a fixed share of the clients (round-robin over the sorted node ids) and answers with
   ``drake.fl.nodes.serve_node``, keeping each client's state (adapter, optimizer, stream position, method
   extras) in the node's persistent Flower context between messages.
 
-The messages and the hooks they run are those of every ``NodesEngine`` (drake/fl/nodes.py), so this engine
+The messages and the ``ClientWork`` calls they make are those of every ``NodesEngine`` (drake/fl/nodes.py), so this engine
 computes the same numbers as the sequential one (exactly, on the same machine and thread count).
 
 Without ``DRAKE_FLOWER_SUPERLINK`` the engine starts its own SuperLink and ``DRAKE_FLOWER_NODES`` SuperNodes
@@ -41,7 +41,7 @@ from typing import Any
 from drake.errors import DrakeError, SpecError
 from drake.fl.method import Method
 from drake.fl.nodes import NodeError, NodesEngine, loads, log_exchange
-from drake.fl.types import RoundContext
+from drake.fl.types import RoundContext, RunResult
 
 INSTALL_HINT = "pip install drake-bench[flower]"
 if importlib.util.find_spec("flwr") is None:
@@ -297,13 +297,13 @@ class _Session:
 
 
 class FlowerEngine(NodesEngine):
-    """SequentialEngine's loop on a real SuperLink + SuperNodes; client state lives on the nodes."""
+    """The round loop on a real SuperLink + SuperNodes; client state lives on the nodes."""
 
     name = "flower"
 
     def run(
         self, method: Method, scenario: Any, *, seed: int, resume: bool = False, callbacks: Sequence[Any] = ()
-    ) -> dict[str, Any]:
+    ) -> RunResult:
         if resume:
             raise SpecError("--resume does not work with --engine flower (client state lives on the SuperNodes); rerun without it")
         with self._connect(method, seed, scenario):
@@ -337,7 +337,7 @@ class FlowerEngine(NodesEngine):
 
             relay.accept(start_timeout, check)
             nodes = self._wait_nodes(relay, federation, start_timeout, check)
-            self._start(method, seed, self.place(nodes, [c.id for c in scenario.clients]))
+            self.start(method, seed, self.place(nodes, [c.id for c in scenario.clients]))
             self._session = _Session(relay, home, _env_float(ENV_TIMEOUT, 900.0), federation, run_id)
             (home / "placement.json").write_text(json.dumps(
                 {"run_id": run_id, "superlink": address, "nodes": {str(n): c for n, c in self.hosts.items()},
@@ -367,7 +367,7 @@ class FlowerEngine(NodesEngine):
             time.sleep(0.5)
 
     # ------------------------------------------------------------------------------ messaging
-    def _send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
+    def send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
         """Push one message per node through the ServerApp and pull the replies (the round trip is logged)."""
         s = self._session
         batch = [(node, kind, blob) for node, blob in requests.items()]
@@ -386,11 +386,11 @@ class FlowerEngine(NodesEngine):
                     continue
                 reply = loads(blob) if blob is not None else {"error": error}
                 if reply.get("error"):
-                    raise FlowerError(f"node {node} (clients {self._clients_of(node)}) failed in {where}: {reply['error']}")
+                    raise FlowerError(f"node {node} (clients {self.clients_of(node)}) failed in {where}: {reply['error']}")
                 out[node] = reply
             if not pending:
                 break
-            lost = ", ".join(f"{n} (clients {self._clients_of(n)})" for n in pending.values())
+            lost = ", ".join(f"{n} (clients {self.clients_of(n)})" for n in pending.values())
             dead = s.federation.dead() if s.federation is not None else []
             if dead:
                 raise FlowerError(

@@ -71,7 +71,7 @@ class ServerState:
 
     per_arch: dict[str, Arrays] = field(default_factory=dict)  # one global per architecture
     per_client: dict[int, Arrays] = field(default_factory=dict)  # per-client globals (e.g. RELA)
-    extra: dict[str, Any] = field(default_factory=dict)
+    method_state: dict[str, Any] = field(default_factory=dict)  # the method's own (logs, RELA inputs), never sent
 
 
 class Method(ABC, Generic[C]):

@@ -1,11 +1,12 @@
 """Engines whose clients live in other processes ("nodes"): the part that does not depend on the transport.
 
-The server process runs SequentialEngine.run's loop unchanged (sampling, configure_round, aggregate, comm
-accounting, callbacks, the returned record); ``NodesEngine`` replaces its four client-side hooks with one
-message per node and phase. A node answers with ``serve_node``: it runs the SequentialEngine hook of the same
-name for the clients placed on it (``NodeEngine``), so every engine built on this computes the same numbers
-(exactly, on the same machine and thread count). The first message to a node also carries the job (method,
-config, scenario, seed, settings), its clients' initial states and streams, and the rows they use.
+The server process runs the engine's round loop unchanged (drake/fl/engine.py: sampling, configure_round,
+aggregate, comm accounting, callbacks, the returned result); its client half is ``RemoteWork``, which sends
+each of ``ClientWork``'s public calls (drake/fl/work.py) as one message per node and phase. A node answers
+with ``serve_node``: it makes the same call on a ``ClientWork`` over the clients placed on it, so every engine
+built on this computes the same numbers (exactly, on the same machine and thread count). The first message to
+a node also carries the job (method, config, scenario, seed, settings), its clients' initial states and
+streams, and the rows they use.
 
 Transports: ``ProcessEngine`` (drake/fl/process_engine.py, worker processes on this machine) and
 ``FlowerEngine`` (drake/fl/flower_engine.py, Flower SuperNodes).
@@ -23,10 +24,15 @@ from typing import Any
 import torch
 
 from drake.errors import DrakeError
-from drake.fl.client import ArchModel, TaskRows, state_sha256
-from drake.fl.engine import EngineSettings, SequentialEngine, StateStore
+from drake.fl.assemble import build_method, prepare_models, set_threads
+from drake.fl.checkpoint import Checkpoint
+from drake.fl.client import TaskRows, state_sha256
+from drake.fl.engine import Engine
 from drake.fl.method import Method, ServerState
-from drake.fl.types import ClientUpdate, RoundContext
+from drake.fl.settings import EngineSettings
+from drake.fl.state_store import StateStore
+from drake.fl.types import RoundContext
+from drake.fl.work import ClientWork, RoundTraining
 
 
 class NodeError(DrakeError):
@@ -44,40 +50,19 @@ def loads(blob: bytes) -> Any:
     return torch.load(io.BytesIO(blob), weights_only=False)
 
 
-#: the SequentialEngine hooks a node runs for its clients: hook(method, ctx, payloads | server, store, streams, ...)
-NODE_HOOKS = frozenset({"_train_round", "_evaluate_all", "_evaluate_unseen", "_adapt_unseen"})
-
-
-class NodeEngine(SequentialEngine):
-    """One node's share of a run: SequentialEngine's client-side hooks for the clients placed here."""
-
-    name = "node"
-
-    def __init__(
-        self, archs: Mapping[str, ArchModel], data: Mapping[str, TaskRows], settings: EngineSettings, hosted: Sequence[int]
-    ) -> None:
-        super().__init__(archs, data, settings)
-        self.hosted = frozenset(hosted)
-
-    def _hosted(self, ids: Sequence[int] | Mapping[int, Any]) -> list[int]:
-        return sorted(cid for cid in ids if cid in self.hosted)
-
-
-def build_node(job: Mapping[str, Any], node_config: Mapping[str, Any]) -> tuple[NodeEngine, Method]:
-    """The node's engine and method, built exactly as ``drake run`` builds them (same seeds, same models)."""
-    from drake.methods import METHODS
-    from drake.runner import RunPlan, make_engine, set_threads
+def build_node(job: Mapping[str, Any], node_config: Mapping[str, Any]) -> tuple[ClientWork, Method]:
+    """The node's client work and method, built exactly as ``drake run`` builds them (same seeds, same models)."""
+    from drake.method_registry import METHODS
 
     set_threads(int(node_config.get("threads", 0) or 0) or int(job["threads"]))
-    plan = RunPlan(
-        scenario=job["scenario"], method_cls=METHODS.get(job["method"]), config=job["config"],
-        settings=job["settings"], engine="sequential", task_specs=[], data_dir=None, data=job["data"],
-        data_params={}, resolved={}, config_hash="", device=str(node_config.get("device", "auto")),
+    method, archs = build_method(
+        METHODS.get(job["method"]), job["config"], job["scenario"].architectures, seed=int(job["seed"]),
+        device=str(node_config.get("device", "auto")), progress=False, data_dir=None,
     )  # fmt: skip
-    base, method = make_engine(plan, int(job["seed"]), None)
-    engine = NodeEngine(base.archs, base.data, base.settings, job["hosted"])
-    engine.grad_accum = dict(job["grad_accum"])
-    return engine, method
+    prepare_models(archs, job["settings"])
+    work = ClientWork(archs, job["data"], job["settings"], job["hosted"])
+    work.grad_accum = dict(job["grad_accum"])
+    return work, method
 
 
 def serve_node(
@@ -102,15 +87,15 @@ def serve_node(
         else:
             saved = loads(clients_blob)
         if cache is not None and setup is None and cache.get("job_blob") is job_blob:
-            engine, method = cache["built"]
+            work, method = cache["built"]
         else:
             job = job if setup is not None else loads(job_blob)
-            engine, method = build_node(job, node_config)
+            work, method = build_node(job, node_config)
             if cache is not None:
-                cache.update(job_blob=job_blob, built=(engine, method))
+                cache.update(job_blob=job_blob, built=(work, method))
         built = time.perf_counter()
         if setup is not None:
-            digest = {name: state_sha256(arch.model) for name, arch in engine.archs.items()}  # base + adapters
+            digest = {name: state_sha256(arch.model) for name, arch in work.archs.items()}  # base + adapters
             differ = sorted(a for a in digest if digest[a] != job["digest"].get(a))
             if differ:
                 raise NodeError(
@@ -120,11 +105,11 @@ def serve_node(
         store = StateStore(None, float("inf"))
         for cid, state in saved["states"].items():
             store.put(cid, state)
-        if not {hook for hook, _, _ in request["calls"]} <= NODE_HOOKS:
-            raise NodeError(f"unknown hook in {[h for h, _, _ in request['calls']]}; server and node run different drake versions")
+        unknown = [call for call, _ in request["calls"] if call not in ClientWork.CALLS]
+        if unknown:
+            raise NodeError(f"unknown call {', '.join(unknown)}; server and node run different drake versions")
         results = [
-            getattr(engine, hook)(method, request["ctx"], first, store, saved["streams"], *rest)
-            for hook, first, rest in request["calls"]
+            getattr(work, call)(method, request["ctx"], first, store, saved["streams"]) for call, first in request["calls"]
         ]
         saved["states"] = {cid: store.get(cid) for cid in saved["states"]}
         seconds = {"build": built - t0, "work": time.perf_counter() - built}
@@ -176,16 +161,19 @@ def log_exchange(path: Path, kind: str, ctx: RoundContext, seconds: float, reque
 
 
 # ---------------------------------------------------------------------------------------- server side
-class NodesEngine(SequentialEngine):
-    """SequentialEngine's loop with every client's work on a node; subclasses provide ``_send``.
+class NodesEngine(Engine):
+    """The round loop with every client's work on a node (``RemoteWork``); subclasses provide ``send``.
 
     ``self.hosts`` (node id -> client ids) is set by the subclass before the first round.
     """
 
     hosts: dict[int, list[int]]
 
-    def _start(self, method: Method, seed: int, hosts: Mapping[int, Sequence[int]]) -> None:
-        """Remember the run and the placement (call before ``SequentialEngine.run``)."""
+    def client_work(self) -> RemoteWork:
+        return RemoteWork(self)
+
+    def start(self, method: Method, seed: int, hosts: Mapping[int, Sequence[int]]) -> None:
+        """Remember the run and the placement (call before ``Engine.run``)."""
         self._method, self._seed = method, seed
         self.hosts = {node: list(cids) for node, cids in hosts.items()}
         self._digest = {name: state_sha256(arch.model) for name, arch in self.archs.items()}  # base + adapters
@@ -199,13 +187,34 @@ class NodesEngine(SequentialEngine):
             hosts[nodes[i % len(nodes)]].append(cid)
         return hosts
 
-    def _checkpoint_path(self):
+    def checkpoint(self) -> Checkpoint | None:
         return None  # client states live on the nodes, so a server-side checkpoint could not resume the run
 
-    def _send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
+    def send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
         """Deliver one request per node and return each node's decoded reply (``{"results", "seconds"}``);
         raise NodeError (one line naming the node, its clients and the phase) when a node fails."""
         raise NotImplementedError
+
+    def clients_of(self, node: int) -> str:
+        return ", ".join(map(str, self.hosts.get(node, []))) or "none"
+
+    def exchange(
+        self, kind: str, ctx: RoundContext, calls: Mapping[int, list[tuple[str, Any]]], store: StateStore,
+        streams: Mapping[int, Any],
+    ) -> dict[int, list[Any]]:
+        """One message per node (``calls``: node -> [(ClientWork call, its first argument)]); their results."""
+        requests = {}
+        for node, node_calls in calls.items():
+            request: dict[str, Any] = {"ctx": ctx, "calls": node_calls}
+            if node not in self._ready:
+                request["setup"] = self._job(node, ctx, store, streams)
+            requests[node] = dumps(request)
+        replies = self.send(kind, ctx, requests)
+        self._ready.update(calls)
+        for reply in replies.values():  # engines whose nodes send their clients' states back keep them current
+            for cid, state in reply.get("states", {}).items():
+                store.put(cid, state)
+        return {node: reply["results"] for node, reply in replies.items()}
 
     def _job(self, node: int, ctx: RoundContext, store: StateStore, streams: Mapping[int, Any]) -> dict[str, Any]:
         hosted = self.hosts[node]
@@ -213,85 +222,73 @@ class NodesEngine(SequentialEngine):
             "method": self._method.name, "config": self._method.config, "scenario": ctx.scenario, "seed": ctx.seed,
             "settings": dataclasses.replace(self.settings, progress=False), "hosted": hosted,
             "data": node_rows(self.data, ctx.scenario, hosted, self.settings),
-            "grad_accum": dict(self.grad_accum), "threads": torch.get_num_threads(), "digest": self._digest,
+            "grad_accum": dict(self.work.grad_accum), "threads": torch.get_num_threads(), "digest": self._digest,
         }  # fmt: skip
         return {"job": job, "states": {c: store.get(c) for c in hosted}, "streams": {c: streams[c] for c in hosted}}
 
-    def _exchange(
-        self, kind: str, ctx: RoundContext, calls: Mapping[int, list[tuple[str, Any, tuple]]], store: StateStore,
-        streams: Mapping[int, Any],
-    ) -> dict[int, list[Any]]:
-        """One message per node (``calls``: node -> [(hook, first argument, other arguments)]); their results."""
-        requests = {}
-        for node, node_calls in calls.items():
-            request: dict[str, Any] = {"ctx": ctx, "calls": node_calls}
-            if node not in self._ready:
-                request["setup"] = self._job(node, ctx, store, streams)
-            requests[node] = dumps(request)
-        replies = self._send(kind, ctx, requests)
-        self._ready.update(calls)
-        for reply in replies.values():  # engines whose nodes send their clients' states back keep them current
-            for cid, state in reply.get("states", {}).items():
-                store.put(cid, state)
-        return {node: reply["results"] for node, reply in replies.items()}
 
-    def _clients_of(self, node: int) -> str:
-        return ", ".join(map(str, self.hosts.get(node, []))) or "none"
+class RemoteWork:
+    """``ClientWork``'s calls for clients that live on nodes: one message per node and call."""
+
+    def __init__(self, engine: NodesEngine) -> None:
+        self.engine = engine
+        self.grad_accum: dict[str, int] = {}
+
+    def train(
+        self, method: Method, ctx: RoundContext, payloads: Mapping[int, Any], store: StateStore,
+        streams: Mapping[int, Any], bar: Any = None,
+    ) -> RoundTraining:
+        hosts = self.engine.hosts
+        per_node: dict[int, dict[int, Any]] = {}
+        for cid in ctx.participants:
+            node = next(n for n, cids in hosts.items() if cid in cids)
+            per_node.setdefault(node, {})[cid] = payloads[cid]
+        calls = {node: [("train", node_payloads)] for node, node_payloads in per_node.items()}
+        replies = self.engine.exchange("train", ctx, calls, store, streams)
+        out = RoundTraining([], {"round": ctx.round + 1, "up": {}, "down": {}}, {})
+        for node in calls:
+            part: RoundTraining = replies[node][0]
+            out.updates += part.updates
+            out.comm["up"].update(part.comm["up"])
+            out.comm["down"].update(part.comm["down"])
+            out.log.update(part.log)
+        order = {cid: i for i, cid in enumerate(ctx.participants)}
+        out.updates.sort(key=lambda u: order[u.client_id])
+        out.comm["up"] = {c: out.comm["up"][c] for c in ctx.participants if c in out.comm["up"]}
+        out.comm["down"] = {c: out.comm["down"][c] for c in ctx.participants if c in out.comm["down"]}
+        out.log = {c: out.log[c] for c in ctx.participants if c in out.log}
+        if bar is not None:
+            bar.set_postfix(nodes=len(calls), clients=len(out.updates))
+        return out
+
+    def evaluate(self, method: Method, ctx: RoundContext, server: ServerState, store: StateStore,
+                 streams: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
+        return self._on_nodes("evaluate", ctx, server, store, streams)
+
+    def evaluate_unseen(self, method: Method, ctx: RoundContext, server: ServerState, store: StateStore,
+                        streams: Mapping[int, Any]) -> dict[int, dict[str, float]]:
+        return self._on_nodes("evaluate_unseen", ctx, server, store, streams) if ctx.scenario.unseen else {}
+
+    def adapt_unseen(self, method: Method, ctx: RoundContext, server: ServerState, store: StateStore,
+                     streams: Mapping[int, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+        # a message of its own (not one with the zero-shot scoring), so the run's wall time has it as a phase
+        if not ctx.scenario.unseen or not self.engine.protocol.unseen_stops():
+            return {}
+        return self._on_nodes("adapt_unseen", ctx, server, store, streams)
+
+    def _on_nodes(self, call: str, ctx: RoundContext, server: ServerState, store: StateStore,
+                  streams: Mapping[int, Any]) -> dict[int, Any]:
+        """An evaluation ``call`` on every node that hosts clients; the results merged by client id."""
+        nodes = [n for n, cids in self.engine.hosts.items() if cids]
+        calls = {n: [(call, self._server_view(server, n, ctx))] for n in nodes}
+        replies = self.engine.exchange("evaluate", ctx, calls, store, streams)
+        return dict(sorted(((c, v) for n in nodes for c, v in replies[n][0].items()), key=lambda kv: kv[0]))
 
     def _server_view(self, server: ServerState, node: int, ctx: RoundContext) -> ServerState:
         """What ``load_server_model`` on a node may read: its architectures' globals and its clients' own globals."""
-        hosted = self.hosts[node]
+        hosted = self.engine.hosts[node]
         archs = {ctx.clients[c].architecture for c in hosted}
         return ServerState(
             per_arch={a: v for a, v in server.per_arch.items() if a in archs},
             per_client={c: v for c, v in server.per_client.items() if c in hosted},
         )
-
-    def _evaluate_on_nodes(self, hook: str, ctx, server, store, streams, *rest) -> dict:
-        """Run the evaluation ``hook`` on every node that hosts clients; its results merged by client id."""
-        nodes = [n for n, cids in self.hosts.items() if cids]
-        calls = {n: [(hook, self._server_view(server, n, ctx), rest)] for n in nodes}
-        replies = self._exchange("evaluate", ctx, calls, store, streams)
-        return dict(sorted(((c, v) for n in nodes for c, v in replies[n][0].items()), key=lambda kv: kv[0]))
-
-    # ------------------------------------------------------------------------ SequentialEngine hooks
-    def _train_round(
-        self, method: Method, ctx: RoundContext, payloads: Mapping[int, Any], store: StateStore,
-        streams: Mapping[int, Any], bar: Any = None,
-    ) -> tuple[list[ClientUpdate], dict[str, Any], dict[int, dict[str, float]]]:
-        per_node: dict[int, dict[int, Any]] = {}
-        for cid in ctx.participants:
-            node = next(n for n, cids in self.hosts.items() if cid in cids)
-            per_node.setdefault(node, {})[cid] = payloads[cid]
-        calls = {node: [("_train_round", node_payloads, ())] for node, node_payloads in per_node.items()}
-        replies = self._exchange("train", ctx, calls, store, streams)
-        updates: list[ClientUpdate] = []
-        comm: dict[str, Any] = {"round": ctx.round + 1, "up": {}, "down": {}}
-        log: dict[int, dict[str, float]] = {}
-        for node in calls:
-            node_updates, node_comm, node_log = replies[node][0]
-            updates += node_updates
-            comm["up"].update(node_comm["up"])
-            comm["down"].update(node_comm["down"])
-            log.update(node_log)
-        order = {cid: i for i, cid in enumerate(ctx.participants)}
-        updates.sort(key=lambda u: order[u.client_id])
-        comm["up"] = {c: comm["up"][c] for c in ctx.participants if c in comm["up"]}
-        comm["down"] = {c: comm["down"][c] for c in ctx.participants if c in comm["down"]}
-        if bar is not None:
-            bar.set_postfix(nodes=len(calls), clients=len(updates))
-        return updates, comm, {c: log[c] for c in ctx.participants if c in log}
-
-    def _evaluate_all(self, method, ctx, server, store, streams, specs, seed, rnd) -> dict[int, dict[str, Any]]:
-        return self._evaluate_on_nodes("_evaluate_all", ctx, server, store, streams, specs, seed, rnd)
-
-    def _evaluate_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, float]]:
-        if not scenario.unseen:
-            return {}
-        return self._evaluate_on_nodes("_evaluate_unseen", ctx, server, store, streams, seed, scenario)
-
-    def _adapt_unseen(self, method, ctx, server, store, streams, seed, scenario) -> dict[int, dict[str, Any]]:
-        # a message of its own (not one with the zero-shot scoring), so the run's wall time has it as a phase
-        if not scenario.unseen or not self.protocol.unseen_stops():
-            return {}
-        return self._evaluate_on_nodes("_adapt_unseen", ctx, server, store, streams, seed, scenario)

@@ -2,7 +2,7 @@
 
 SequentialEngine trains and evaluates one client at a time, and tiny models gain little from a second torch
 thread, so on a 2-core machine half the CPU idles. Here each worker process hosts a fixed share of the
-clients (balanced by cost: ``ProcessEngine.balanced``) and runs the SequentialEngine hooks for them
+clients (balanced by cost: ``ProcessEngine.balanced``) and runs ``ClientWork``'s calls for them
 (``drake.fl.nodes.serve_node``), all workers at once; the server loop, aggregation and callbacks stay in
 this process. Each worker uses the server's torch thread count, so the numbers are exactly those of the
 sequential engine on the same machine (a test checks it). Client states come back with every reply, so checkpoints and ``--resume`` work as with
@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
+from drake.fl.checkpoint import Checkpoint
+from drake.fl.engine import Engine
 from drake.fl.method import Method
 from drake.fl.nodes import NodeError, NodesEngine, loads, log_exchange
-from drake.fl.types import RoundContext
+from drake.fl.types import RoundContext, RunResult
 
 
 def default_workers(clients: int) -> int:
@@ -60,17 +62,17 @@ def _serve(conn: Connection, node_config: dict[str, Any]) -> None:
 
 
 class ProcessEngine(NodesEngine):
-    """SequentialEngine's loop with the client work of each round spread over local worker processes."""
+    """The round loop with the client work of each round spread over local worker processes."""
 
     name = "processes"
 
     def run(
         self, method: Method, scenario: Any, *, seed: int, resume: bool = False, callbacks: Sequence[Any] = ()
-    ) -> dict[str, Any]:
+    ) -> RunResult:
         ids = [c.id for c in scenario.clients]
         n = min(self.settings.workers or default_workers(len(ids)), len(ids))
         with self._workers(n):
-            self._start(method, seed, self.balanced(n, scenario))
+            self.start(method, seed, self.balanced(n, scenario))
             return super().run(method, scenario, seed=seed, resume=resume, callbacks=callbacks)
 
     def balanced(self, n: int, scenario: Any) -> dict[int, list[int]]:
@@ -95,8 +97,8 @@ class ProcessEngine(NodesEngine):
             hosts[w].append(cid)
         return {w: sorted(cids) for w, cids in hosts.items()}
 
-    def _checkpoint_path(self):
-        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None  # states come back each round
+    def checkpoint(self) -> Checkpoint | None:
+        return Engine.checkpoint(self)  # the workers send their clients' states back every round
 
     @contextlib.contextmanager
     def _workers(self, n: int) -> Iterator[None]:
@@ -123,7 +125,7 @@ class ProcessEngine(NodesEngine):
                     proc.kill()
                     proc.join()
 
-    def _send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
+    def send(self, kind: str, ctx: RoundContext, requests: Mapping[int, bytes]) -> dict[int, dict[str, Any]]:
         where, t0 = f"{kind} of round {ctx.round + 1}", time.perf_counter()
         for node, blob in requests.items():
             self._call(node, where, lambda node=node, blob=blob: self._conns[node].send_bytes(blob))
@@ -132,7 +134,7 @@ class ProcessEngine(NodesEngine):
             reply = loads(self._call(node, where, self._conns[node].recv_bytes))
             clients = self._call(node, where, self._conns[node].recv_bytes)
             if reply.get("error"):
-                raise NodeError(f"worker {node} (clients {self._clients_of(node)}) failed in {where}: {reply['error']}")
+                raise NodeError(f"worker {node} (clients {self.clients_of(node)}) failed in {where}: {reply['error']}")
             reply["states"] = loads(clients)["states"]
             out[node] = reply
         if self.run_dir is not None:
@@ -148,6 +150,6 @@ class ProcessEngine(NodesEngine):
             proc.join(timeout=5)
             resume = " (rerun with --resume to continue from the last finished round)" if self.run_dir else ""
             raise NodeError(
-                f"worker {node} (clients {self._clients_of(node)}) exited during {where} with exit code "
+                f"worker {node} (clients {self.clients_of(node)}) exited during {where} with exit code "
                 f"{proc.exitcode}{resume}"
             ) from None

@@ -34,17 +34,18 @@ class Payload:
 
 @dataclass
 class ClientUpdate:
-    """What one client sends back: shared arrays, their weight, training metrics and method extras."""
+    """What one client sends back: shared arrays, their weight, training metrics and side information."""
 
     client_id: int
     arrays: Arrays
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. FedMosaic's gradient sketch
+    #: arrays sent besides the shared parameters, never averaged (FedMosaic's gradient sketch)
+    side_info: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        return nbytes(self.arrays) + nbytes(self.extras)
+        return nbytes(self.arrays) + nbytes(self.side_info)
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,20 @@ class RoundContext:
     @property
     def num_rounds(self) -> int:
         return self.scenario.rounds
+
+
+@dataclass
+class RunResult:
+    """What an engine returns for one seed; ``drake.runner.seed_record`` turns it into a result entry."""
+
+    #: per round: {"round", "train": {client: metrics}, "eval"?: {client: {task: score}}, "relevance"?, "diagnostics"?}
+    history: list[dict[str, Any]]
+    unseen: dict[int, dict[str, float]]  # client -> unseen task -> zero-shot score
+    unseen_adapted: dict[int, dict[str, dict[str, Any]]]  # client -> task -> {"score", "steps", "curve", "loss"}
+    comm: dict[str, Any]  # {"total_up", "total_down", "per_round": [{"round", "up", "down"}]}
+    wall: dict[str, float]  # seconds by phase: train, aggregate, eval, unseen_adapt
+    method_state: dict[str, Any]
+    grad_accum: dict[str, int]
+    compute: dict[str, Any]  # {"cost_per_example", "ratio_to_local"}
+    metrics: dict[str, str]  # task -> metric name
+    n_eval: dict[str, dict[str, int]]  # "own" | "others" | "unseen" -> task -> items scored

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from typing import Any
 import torch
 
 from drake.errors import DataError, DrakeError, UnknownNameError, did_you_mean
+from drake.models.folders import LLAVA_MODEL_TYPES, cached_path, is_cached, quiet_progress, read_meta
 from drake.models.zoo import ZOO
 
 # What transformers calls the LLaVA-style architectures (vision tower + projector + causal LM).
-LLAVA_MODEL_TYPES = ("llava", "llava_next", "llava_next_video", "llava_onevision", "video_llava", "vipllava")
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -113,20 +112,6 @@ def _model_class(model_type: str) -> Any:
     return AutoModelForImageTextToText
 
 
-@contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """No per-tensor "Loading weights" bar for models that load in milliseconds."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def resolve(
     name_or_path: str | Path,
     *,
@@ -149,7 +134,7 @@ def resolve(
         path = shipped_path(name)
         if path is not None:
             return name, str(path)
-        from drake.models.pretrain import cached_path, is_cached, pretrain
+        from drake.models.pretrain import pretrain
 
         path = cached_path(name)
         if not is_cached(path):
@@ -193,7 +178,7 @@ def load_model(
 
     ``dtype`` defaults to bfloat16 on cuda and float32 on cpu. A zoo name loads the shipped weights after
     checking their sha256 (never pre-training; see ``resolve``); to use members you pre-trained yourself, pass
-    their cache folder (``drake pretrain`` prints it; ``drake.models.pretrain.cached_path(name)``). Hub ids
+    their cache folder (``drake pretrain`` prints it; ``drake.models.folders.cached_path(name)``). Hub ids
     (``org/repo``, or ``org/repo/member`` for a pushed zoo) honour ``HF_HUB_OFFLINE`` (cache only) and
     ``cache_dir`` (default: the HF cache). ``LoadedModel.zoo`` is the zoo provenance (``shipped_info``).
     """
@@ -215,7 +200,7 @@ def load_model(
         raise DrakeError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}{hint}") from None
     _check_llava(config, source)
     try:
-        with _quiet_progress():
+        with quiet_progress():
             model = _model_class(config.model_type).from_pretrained(source, dtype=dtype, **hub)
         processor = AutoProcessor.from_pretrained(source, **hub)
     except (OSError, ValueError) as exc:
@@ -230,7 +215,6 @@ def load_model(
     meta: dict[str, Any] = {}
     zoo = None
     if Path(source).is_dir():
-        from drake.models.pretrain import read_meta
         from drake.models.zoo_manifest import shipped_info
 
         meta = read_meta(source) or {}

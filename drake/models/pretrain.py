@@ -4,7 +4,7 @@ This is the zoo's recipe. Runs load the shipped weights (drake/models/zoo_manife
 folder is used only when passed by path, and ``drake pretrain --compare`` sets it beside the shipped one.
 
 The cache folder is ``<models_home>/<name>-<hash12>`` where the hash covers the member's config and recipe
-(seed included), the vocabulary, the public-data version and this module's version: change any of them
+(seed included), the vocabulary, the public-data version and the recipe's version (``folders.PRETRAIN_VERSION``): change any of them
 and a new folder is trained, never a stale one reused. Training is budgeted in steps, the data order is a
 seeded permutation and weights start from ``torch.manual_seed(seed)``, so the same seed gives the same
 weights on the same machine. Folders are written to a temp dir and renamed, so a killed run leaves no
@@ -36,40 +36,15 @@ from drake.data.synth.public import (
     word_sample,
 )
 from drake.models.batching import IGNORE_INDEX, encode_answers, encode_prompts, pad_batch
+from drake.models.folders import META_FILE, PRETRAIN_VERSION, cached_path, is_cached, quiet_progress
 from drake.models.scoring import predict_choices
 from drake.models.tokenizer import default_vocab, make_tokenizer
 from drake.models.zoo import ModelSpec, build_model, count_parameters, get_spec, models_home
-from drake.spec import fingerprint
 
-PRETRAIN_VERSION = 4
-META_FILE = "drake_pretrain.json"
 #: torch threads per member: on 2 cores, two one-thread members side by side train ~1.4x faster than one
 #: member at a time on two threads (measured, tiny-llama-s: 0.268 s/step on each of two lanes vs 0.193
 #: s/step alone on two threads), and one thread makes the weights independent of the core count.
 RECIPE_THREADS = 1
-
-
-def cache_key(spec: ModelSpec, vocab: Sequence[str]) -> str:
-    """12 hex digits over everything the weights depend on."""
-    return fingerprint(
-        {
-            "spec": spec.to_dict(),
-            "vocab": list(vocab),
-            "public": PUBLIC_VERSION,
-            "pretrain": PRETRAIN_VERSION,
-        }
-    )[:12]
-
-
-def cached_path(spec: ModelSpec | str, vocab: Sequence[str] | None = None, home: Path | None = None) -> Path:
-    """The folder a member is (or would be) cached in."""
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    vocab = default_vocab() if vocab is None else vocab
-    return (home or models_home()) / f"{spec.name}-{cache_key(spec, vocab)}"
-
-
-def is_cached(path: Path) -> bool:
-    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -425,9 +400,7 @@ def _save_atomic(model: Any, processor: Any, meta: dict[str, Any], final: Path) 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        from drake.models.loading import _quiet_progress
-
-        with _quiet_progress():
+        with quiet_progress():
             model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -437,9 +410,3 @@ def _save_atomic(model: Any, processor: Any, meta: dict[str, Any], final: Path) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The pre-training record saved next to a member's weights (None for other folders)."""
-    p = Path(path) / META_FILE
-    return json.loads(p.read_text()) if p.is_file() else None

@@ -96,7 +96,7 @@ def shares_prompt(model: nn.Module) -> bool:
     PQ-LoRA with ``gate_tokens="prompt"``); one that pools over the choice too (``gate_tokens="all"``) or
     reads the raw 2D mask and ids (FedDPA's per-row mix) must not; such models are scored as pairs.
     """
-    from drake.models.loading import LLAVA_MODEL_TYPES
+    from drake.models.folders import LLAVA_MODEL_TYPES
 
     if getattr(getattr(model, "config", None), "model_type", None) not in LLAVA_MODEL_TYPES:
         return False

@@ -120,16 +120,17 @@ _TOWER = dict(vision="siglip", vision_hidden=96, vision_layers=2, vision_heads=4
 #: split (captions and questions, the CapPa idea: captioning trains vision encoders), then loaded and frozen
 #: by every member. Measured (450 steps, 1 thread, seed 0): tiny-llama-s reached 0.59 held-out on this tower
 #: against 0.40 training its own, and 0.44 on the tower of a 64-wide, 2-layer captioner (too weak a decoder
-#: to teach its tower shapes and textures). A longer tower sees better but adapts worse: see the README's
-#: "A better-seeing zoo that adapts worse" (1800 steps, 32k rows, lr 1e-3: held-out 0.83, members 0.76-0.78,
-#: yet only 18 of 47 tasks in the calibration band against 25 on this one, same machine).
+#: to teach its tower shapes and textures). A longer tower sees better but adapts worse: see
+#: docs/lab/2026-12-05-zoo-recipe.md, "A better-reading zoo that adapts worse" (1800 steps, 32k rows, lr 1e-3:
+#: held-out 0.83, members 0.76-0.78, yet only 18 of 47 tasks in the calibration band against 25 on this one,
+#: same machine).
 SIGLIP_TOWER = ModelSpec("tiny-siglip-captioner", "qwen2", **_TOWER, text_hidden=128, text_layers=3, text_heads=4,
                          text_kv_heads=1, text_ffn=352)  # fmt: skip
 #: members train their text model and projector only, so they need half the steps of a full model. The
 #: smallest member takes a higher learning rate, as small members of real families do (measured, 450 steps,
 #: seed 0: tiny-llama-s 0.540 held-out at lr 2e-3, 0.563 at 3e-3; at batch 32, 3e-3 gave 0.488). Longer
 #: reads more of what the tower holds but adapts worse: tiny-llama-m at 900 steps (held-out 0.75) put 28 of 47
-#: tasks in the calibration band against 34 at 450 (seed 0; README, zoo section)
+#: tasks in the calibration band against 34 at 450 (seed 0; docs/lab/2026-12-05-zoo-recipe.md)
 _MEMBER = dict(**_TOWER, tower=SIGLIP_TOWER, recipe=Recipe(steps=450))
 # Llama: full multi-head attention; Qwen2: grouped-query attention (1 KV head), like their real namesakes.
 # fmt: off

@@ -29,12 +29,12 @@ from typing import Any
 
 from drake.errors import DataError, DrakeError
 from drake.io import atomic_write_json, sha256_file
+from drake.models.folders import META_FILE
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHTS = "model.safetensors"
-META_FILE = "drake_pretrain.json"  # the same name as pretrain.META_FILE (not imported: that module needs torch)
 VOCAB_FILE = Path(__file__).resolve().parent / "vocab.txt"  # tokenizer.VOCAB_FILE, without the import
 
 
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest = read_manifest()
             print(f"zoo {manifest['zoo_version']}: {len(folders)} members, every file matches its sha256")
             return 0
-        from drake.models.pretrain import cached_path, is_cached
+        from drake.models.folders import cached_path, is_cached
         from drake.models.zoo import ZOO
 
         sources = {}

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from drake.errors import DrakeError, SpecError
-from drake.fl.client import derive_seed
 from drake.models.loading import language_model_target_regex
+from drake.seeds import derive_seed
 from fedmosaic.pqlora.config import PQLoraConfig
 from fedmosaic.pqlora.layer import GateContext, Linear, orthonormal
 

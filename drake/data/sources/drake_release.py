@@ -8,7 +8,7 @@ re-derived here in the official eval's precedence order and kept only when the g
 
 Reading happens in two passes so a bad release never leaves anything half-written: pass 1 parses every
 asked-for JSON and checks that every referenced image exists (nothing is written yet); pass 2 streams rows
-with the image bytes into each config through ``build.write_config`` (temp dir, then rename).
+with the image bytes into each config through ``write.write_config`` (temp dir, then rename).
 Row ids carry the source position ``<Dataset>-<subset>-<split>-<index>`` because real ids are not unique.
 
 Policies: open-ended tasks get ``choices: None`` like synth rows; a prompt without any ``<image>`` gets one per
@@ -29,19 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from drake.data.build import (
-    FORMAT_VERSION,
-    MANIFEST,
-    Manifest,
-    _build_scenario,
-    _check_names,
-    _clean_tmp,
-    default_data_dir,
-    validate_row,
-    write_config,
-)
+from drake.data.calibration import load_calibration
+from drake.data.manifest import MANIFEST, Manifest
+from drake.data.schema import FORMAT_VERSION, check_config_names, validate_row
+from drake.data.stream_files import build_scenario
+from drake.data.write import clean_tmp, write_config
 from drake.errors import DataError, did_you_mean
 from drake.io import sha256_file
+from drake.paths import drake_home
 from drake.spec import ScenarioSpec, TaskSpec, fingerprint
 
 HUB_REPO = "SNUMPR/DRAKE"
@@ -81,7 +76,7 @@ def release_root(from_dir: str | Path) -> Path:
 
 def default_release_dir() -> Path:
     """``$DRAKE_HOME/data/drake-real``: where a converted release goes without ``--out``."""
-    return default_data_dir().parent / "drake-real"
+    return drake_home() / "data" / "drake-real"
 
 
 def drake_source(spec: TaskSpec) -> tuple[str, int]:
@@ -566,7 +561,7 @@ def convert_release(
     root = release_root(from_dir)
     out = Path(out_dir) if out_dir else default_release_dir()
     tasks = list({t.name: t for t in tasks}.values())
-    _check_names(tasks, [], scenarios)
+    check_config_names(tasks, [], scenarios)
     names = {t.name for t in tasks}
     for scenario in scenarios:
         missing = [t for t in scenario.tasks if t not in names]
@@ -608,7 +603,7 @@ def convert_release(
     except OSError as exc:
         raise DataError(f"cannot create the data directory {out}: {exc.strerror}") from exc
     with FileLock(str(out / ".build.lock")):  # pass 2: write
-        _clean_tmp(out)
+        clean_tmp(out)
         manifest = Manifest.read(out)
         _check_source(manifest, out)
         manifest.data.update(format_version=FORMAT_VERSION, params={"source": "drake", "from": str(root)})
@@ -629,16 +624,24 @@ def convert_release(
                     "warnings": plan.warnings,
                 }
                 manifest.status[name] = "built"
-                manifest.write()
+                _save(manifest)
                 bar.update(1)
             for scenario in scenarios:
-                _build_scenario(out, scenario, manifest, seed, force)
-                manifest.write()
+                build_scenario(out, scenario, manifest, seed, force)
+                _save(manifest)
                 bar.update(1)
         finally:
             bar.close()
-        manifest.write()
+        _save(manifest)
     return manifest
+
+
+def _save(manifest: Manifest) -> None:
+    """manifest.json, then the dataset card with the calibration table of the checkout (when it has one)."""
+    from drake.data.card import write_card  # imported when first written: pyarrow.compute is ~8 MB of RSS
+
+    manifest.write()
+    write_card(manifest, calibration=load_calibration())
 
 
 def ensure_converted(tasks: Sequence[TaskSpec], out_dir: str | Path | None = None) -> Path:

@@ -7,7 +7,6 @@ construction: use ``ctx.slot(n)`` to pick which option/label is correct, not a r
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from drake.registry import Registry
+from drake.seeds import stable_hash64
 
 IMAGE_TOKEN = "<image>"
 
@@ -43,8 +43,7 @@ class SampleContext:
     @property
     def rng(self) -> random.Random:
         """A fresh RNG keyed by (task, split, index, seed); call once and keep the object."""
-        key = f"{self.task}|{self.split}|{self.index}|{self.seed}".encode()
-        return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+        return random.Random(stable_hash64(self.task, self.split, self.index, self.seed))
 
     def slot(self, n: int, salt: str = "") -> int:
         """Balanced label in ``range(n)``: each block of n consecutive indices uses every value once.
@@ -53,9 +52,8 @@ class SampleContext:
         not trivially predictable from the index.
         """
         block, offset = divmod(self.index, n)
-        key = f"{self.task}|{self.split}|{block}|{self.seed}|{salt}".encode()
         perm = list(range(n))
-        random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big")).shuffle(perm)
+        random.Random(stable_hash64(self.task, self.split, block, self.seed, salt)).shuffle(perm)
         return perm[offset]
 
 
