@@ -72,7 +72,7 @@ def serve_node(
     """Serve one message on a node: (reply, job to keep, client states to keep); None keeps what is there.
 
     ``cache`` (a dict the caller keeps between messages, for nodes that live as long as the run) holds the
-    engine and method built for the current job, so later messages skip unpickling the job and rebuilding
+    client work and method built for the current job, so later messages skip unpickling the job and rebuilding
     the models (~1.5 s a message on the default scenario). Errors come back as ``{"error": one line}`` (the
     traceback goes to the node's log), so the server can stop the run with a clear message instead of waiting.
     """
