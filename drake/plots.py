@@ -491,3 +491,37 @@ def plot_gate(
     fig.suptitle(title or "FedMosaic gate")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_sensitivity(
+    points: Sequence[Any], paper: Mapping[str, Mapping[float, float]], paper_default: Mapping[str, float],
+    path: str | Path,
+) -> Path:
+    """FedMosaic's sensitivity sweep (``drake.sensitivity.Point``s): one panel per parameter, the change of
+    Self and Others A_last from the default (points), next to the paper's Self A_last (``paper``: parameter
+    -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at 32)."""
+    params = list(dict.fromkeys(p.param for p in points))
+    if not params:
+        raise DataError(f"{path}: no sensitivity points to plot")
+    fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], params):
+        ours = sorted((p for p in points if p.param == name), key=lambda p: p.value)
+        ref = next(p for p in ours if p.default)
+        xs = [p.value for p in ours]
+        for key, label, st in (("self.a_last", "Self (ours)", style(0)), ("others.a_last", "Others (ours)", style(1))):
+            ax.plot(xs, [PCT * (p.scores[key] - ref.scores[key]) for p in ours], label=label, **st)
+        theirs = sorted((paper.get(name) or {}).items())
+        base = (paper.get(name) or {}).get(paper_default.get(name, math.nan))
+        if theirs and base is not None:
+            ax.plot([v for v, _ in theirs], [s - base for _, s in theirs], label="Self (paper)", color="0.5",
+                    linestyle="--", marker=".")  # fmt: skip
+        ax.axhline(0.0, color="0.8", linewidth=0.8)
+        ax.axvline(ref.value, color="0.8", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log", base=2 if name in ("tau", "lora_r", "align_ortho") else 10)
+        ax.set_title(name)
+        ax.set_xlabel("value (dotted: our default)")
+    axes[0][0].set_ylabel("A_last change from the default (points)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+

@@ -115,6 +115,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
     engine_dict.pop("workers")  # where the clients run, not what they compute: same numbers, same hash
+    engine_dict.pop("diagnostics")  # numbers read beside the scores, never changing one
     resolved = {"method": method_cls.name, **to_dict(config), "engine_settings": engine_dict}
     return RunPlan(
         scenario, method_cls, config, settings, engine, task_specs, data_dir, load_rows(data_dir, task_specs),

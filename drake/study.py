@@ -2,7 +2,8 @@
 run submitted to the leaderboard and the board rebuilt.
 
 A run is one result file over all seeds (``eval.py --seeds 0 1 2``) under ``<out>/<entry>/``. A run whose
-result file exists is skipped; a killed run continues from its last finished round (``--resume``). The study
+result file exists, or whose recipe (same config hash, all the seeds) is on the board already, is skipped; a
+killed run continues from its last finished round (``--resume``). The study
 log ``<out>/study.jsonl`` has one line per finished run (wall time, result, whether the board took it).
 """
 
@@ -37,6 +38,7 @@ class StudyRun:
     scenario: str
     pool: str = "hetero"
     config: str | None = None  # a named config of drake/configs/
+    sets: tuple[str, ...] = ()  # ``--set key=value`` overrides (the sensitivity sweep's points)
 
     @property
     def key(self) -> str:
@@ -45,7 +47,8 @@ class StudyRun:
     def argv(self, seeds: Sequence[int], out: Path) -> list[str]:
         args = ["--method", self.method, "--scenario", self.scenario, "--pool", self.pool,
                 "--seeds", *map(str, seeds), "--out", str(out / self.key)]  # fmt: skip
-        return args + (["--config", self.config] if self.config else [])
+        args += ["--config", self.config] if self.config else []
+        return args + [arg for kv in self.sets for arg in ("--set", kv)]
 
 
 def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] | None = None) -> list[StudyRun]:
@@ -113,12 +116,14 @@ def run_study(
         entry: dict[str, Any] = {"run": run.key, "seeds": list(seeds), "result": str(path)}
         if path.is_file():
             entry["status"] = "done before"
+        elif board is not None and on_board(board, path.name, seeds):
+            entry["status"] = "on the board"
         else:
             args, argv = _args(run, seeds, out, [*extra, "--resume"])
             t0 = time.perf_counter()
             run_from_args(args, argv)
             entry.update(status="ran", wall_s=round(time.perf_counter() - t0, 1))
-        if board is not None:
+        if board is not None and entry["status"] != "on the board":
             entry["board"] = _submit(path, board)
         done.append(entry)
         _append(out / "study.jsonl", entry)
@@ -127,6 +132,16 @@ def run_study(
         bar.update(1)
     bar.close()
     return done
+
+
+def on_board(board: Path, name: str, seeds: Sequence[int]) -> bool:
+    """Whether the board holds this recipe's result (same file name: method, scenario, config hash) with all
+    of ``seeds``: a run landed by an earlier session (or machine) is not run again."""
+    landed = board / "results" / name
+    if not landed.is_file():
+        return False
+    recorded = json.loads(landed.read_text(encoding="utf-8"))["run_info"].get("seeds") or []
+    return set(seeds) <= {int(s) for s in recorded}
 
 
 def _submit(path: Path, board: Path) -> str:

@@ -44,7 +44,7 @@ from drake.fl.types import ClientInfo, ClientUpdate, Payload, RoundContext, nbyt
 from drake.seeds import derive_seed
 from fedmosaic import relevance as R
 from fedmosaic.align import AlignSettings, align_to_anchor
-from fedmosaic.diagnostics import gate_report
+from fedmosaic.diagnostics import GateWatch, gate_report
 from fedmosaic.pqlora import PQLoraConfig, PQLoraModel, block_layers, inject_pqlora
 from fedmosaic.pqlora.config import GATE_TOKENS, GATES
 from fedmosaic.pqlora.layer import one_thread
@@ -88,7 +88,6 @@ class FedMosaicConfig(MethodConfig):
     gate: str = field(default="sample", metadata={"help": "sample: input-dependent beta(h); scalar: one beta"})
     gate_noise: float = field(default=0.0, metadata={"help": "gate-logit noise std in training (official 0.6931)"})
     gate_tokens: str = field(default="prompt", metadata={"help": "tokens the sample gate averages: prompt (images + question) or all (the answer too, official)"})
-    diagnostics: bool = field(default=True, metadata={"help": "log the gate beta on own vs others' prompts at Others rounds, and Others per branch at the last (not part of training)"})
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -285,14 +284,17 @@ class FedMosaic(Method[FedMosaicConfig]):
         else:
             pq.copy_local_to_global()
 
+    def watch_scoring(self, ctx: RoundContext, client: Any) -> GateWatch:
+        """Record the gate of the forwards that score each task."""
+        return GateWatch(_pq_model(client))
+
     def diagnostics(
         self, ctx: RoundContext, client: Any, own: Sequence[str], others: Sequence[str], *, final: bool,
-        limit: int | None,
+        limit: int | None, watch: Any = None,
     ) -> dict[str, Any] | None:
         """The gate on own vs others' prompts; at the last Others round, Others with each branch alone."""
-        if not self.config.diagnostics:
-            return None
-        return gate_report(client, _pq_model(client), own, others, final=final, limit=limit)
+        watch = watch if isinstance(watch, GateWatch) else GateWatch(_pq_model(client))
+        return gate_report(client, _pq_model(client), watch, own, others, final=final, limit=limit)
 
     def lr_groups(self, client: Any) -> dict[str, float]:
         lr = client.lr * self.config.pq_lr_scale

@@ -252,6 +252,39 @@ def test_model_gate_extremes_and_pq_state_across_architectures(tok, rows) -> Non
     assert torch.allclose(via_global, via_local, atol=1e-4) and not torch.allclose(via_global, bare, atol=1e-3)
 
 
+def test_gate_watch_reads_the_prompt_gate_off_the_scoring_forwards(tok) -> None:
+    """The diagnostics' beta comes from the forwards that score a task (no forward of its own): with the
+    shared-prompt scorer it must equal the gate of a forward over the prompts alone, row for row."""
+    from drake.models.scoring import choice_scores, generate_answers, shares_prompt
+    from fedmosaic.diagnostics import GateWatch, recorded_betas
+
+    loaded = _loaded("tiny-llama-s", tok)
+    pq = inject_pqlora(loaded.model, R8).eval()
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for layer in pq.layers.values():
+            layer.pqlora_gate["default"].normal_(std=0.3)
+    assert shares_prompt(pq)
+    task_rows = [r for r in public_rows(40, seed=4) if r["choices"]][:5]
+    watch = GateWatch(pq)
+    with watch.task("t"):
+        choice_scores(loaded, task_rows, model=pq, batch_size=3)
+    prompt_only: list[torch.Tensor] = []
+    with torch.no_grad(), recorded_betas(pq, prompt_only):
+        for start in (0, 3):
+            pq(**collate(loaded, task_rows[start : start + 3], with_answer=False))
+    layers = len(pq.layers)
+    assert sum(len(b) for b in watch.betas["t"]) == layers * len(task_rows) == sum(len(b) for b in prompt_only)
+    got, want = torch.cat(watch.betas["t"]), torch.cat(prompt_only)
+    assert torch.allclose(got, want, atol=1e-5) and got.std() > 1e-3  # per row and layer, not a constant
+    assert watch.mean(["t"]) == pytest.approx(float(want.mean()), abs=1e-6)
+    with watch.task("open"):  # greedy decoding: the prefill is recorded, the cached decode steps are not
+        generate_answers(loaded, task_rows[:2], model=pq, max_new_tokens=3)
+    assert sum(len(b) for b in watch.betas["open"]) == layers * 2
+    assert watch.mean(["unscored"]) is None and not any(hasattr(x, "__dict__") and "beta" in x.__dict__
+                                                        for x in pq.layers.values())  # fmt: skip
+
+
 def test_bf16_base_forward_backward_and_sketch(tok, rows) -> None:
     loaded = _loaded("tiny-llama-s", tok, torch.bfloat16)
     model = inject_pqlora(loaded.model, PQLoraConfig(r=8, lora_alpha=16)).train()
@@ -468,6 +501,21 @@ def test_two_rounds_through_the_engine(untrained_models, tmp_path: Path) -> None
     for entry in record["rounds"]:
         for scores in entry["eval"].values():
             assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # the gate diagnostics: beta on own vs others' prompts at each Others round, Others per branch at the last
+    diagnostics = record["extra"]["diagnostics"]
+    assert diagnostics and set(diagnostics[-1]["clients"]) == {"0", "1", "2"}
+    for d in diagnostics[-1]["clients"].values():
+        assert 0.0 < d["beta_own"] < 1.0 and 0.0 < d["beta_others"] < 1.0
+        assert set(d["others_by_branch"]) == {"global", "local"}
+    # they only read the model: off, the config hash and every score stay the same
+    quiet = p.parse_args(["--method", "fedmosaic", "--scenario", str(scenario), "--out", str(tmp_path / "q"), *fast,
+                          "--set", "engine.diagnostics=false"])  # fmt: skip
+    quiet_plan = plan_from_args(quiet)
+    assert quiet_plan.config_hash == plan.config_hash
+    engine, method = make_engine(quiet_plan, 0, None)
+    plain = seed_record(0, quiet_plan.scenario, engine.run(method, quiet_plan.scenario, seed=0), wall_seconds=0.0)
+    assert "diagnostics" not in plain["extra"]
+    assert [e.get("eval") for e in plain["rounds"]] == [e.get("eval") for e in record["rounds"]]
     assert method.aligned[anchor] == {"anchors": {}}  # the anchor keeps its random orthonormal A/B
     for arch in archs:
         for rep in method.aligned[arch]["anchors"].values():

@@ -36,3 +36,7 @@ def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path:
     again = run_study(plan, [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False, log=lines.append)
     assert again[0]["status"] == "done before" and again[0]["board"] == "already on the board"
     assert len((tmp_path / "study" / "study.jsonl").read_text().splitlines()) == 2
+    # another session (a fresh output folder) finds the recipe on the board and does not run it again
+    elsewhere = run_study(plan, [0, 1], tmp_path / "other", board=board, extra=FAST, progress=False, log=lines.append)
+    assert elsewhere[0]["status"] == "on the board" and "board" not in elsewhere[0]
+    assert not any((tmp_path / "other").glob("*/*.json"))

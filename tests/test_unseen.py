@@ -241,11 +241,12 @@ def test_fedmosaic_unseen_fine_tune_fits_the_task_like_plain_lora(tiny_scenario:
     from tests.test_engine import _args as engine_args
     from tests.test_engine import _run_seed
 
-    adapt = ["--set", "engine.unseen_adapt_steps=12", "--set", "engine.unseen_adapt_eval_every=4"]
+    adapt = ["--set", "engine.unseen_adapt_steps=12", "--set", "engine.unseen_adapt_eval_every=4",
+             "--set", "engine.diagnostics=false"]
     drops = {}
     for method in ("fedavg", "fedmosaic"):
-        extra = ["--set", "align_samples=4", "--set", "align_steps=5", "--set", f"align_cache={tmp_path / 'align'}",
-                 "--set", "diagnostics=false"] if method == "fedmosaic" else []  # fmt: skip
+        extra = ["--set", "align_samples=4", "--set", "align_steps=5",
+                 "--set", f"align_cache={tmp_path / 'align'}"] if method == "fedmosaic" else []  # fmt: skip
         record = _run_seed(engine_args(tiny_scenario, tmp_path / method, "--method", method, *adapt, *extra))
         adapted = [a for entry in record["final"].values() for a in (entry.get("unseen_adapted") or {}).values()]
         assert adapted, method

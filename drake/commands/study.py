@@ -7,7 +7,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from drake.study import SCENARIOS, SEEDS
+    from drake.study import SCENARIOS
 
     p = subparsers.add_parser(
         "study", help="run the whole study (every method, both scenarios, 3 seeds), resumable, onto the leaderboard"
@@ -16,29 +16,77 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="only these entries of the plan (methods, or ablations such as fedmosaic+no-rela)")  # fmt: skip
     p.add_argument("--scenarios", nargs="+", metavar="NAME", default=list(SCENARIOS),
                    help=f"scenarios (default: {' '.join(SCENARIOS)})")  # fmt: skip
-    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds of every run (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="seeds of every run (default 0 1 2; with --sensitivity 0)")  # fmt: skip
     p.add_argument("--out", default="runs/study", metavar="DIR", help="where runs write (default runs/study)")
     p.add_argument("--board", metavar="DIR", help="leaderboard directory (default: the repository's leaderboard/)")
     p.add_argument("--no-submit", action="store_true", help="run only; do not submit or rebuild the board")
     p.add_argument("--plan", action="store_true", help="print the plan (and what is done) and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("FedMosaic's sensitivity sweep (the paper's tau, EMA decay, rank, noise, lambda)")
+    g.add_argument("--sensitivity", action="store_true",
+                   help="run the sweep instead (drake-dynamic, one parameter at a time; results are copied to "
+                        "leaderboard/sensitivity/, not submitted)")  # fmt: skip
+    g.add_argument("--params", nargs="+", metavar="NAME", help="only these parameters of the sweep")
+    g.add_argument("--report", metavar="FILE",
+                   help="with --sensitivity: write the table into FILE's generated block and the plot beside it "
+                        "(from leaderboard/sensitivity/ and the study's FedMosaic entry); --plan --report only "
+                        "writes")  # fmt: skip
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from drake.commands import table
-    from drake.study import default_plan, result_path, run_study
+    from drake.errors import SpecError
+    from drake.study import SEEDS, default_plan, run_study
     from leaderboard.submit import DEFAULT_BOARD
 
+    if args.sensitivity:
+        return _sensitivity(args)
+    if args.report or args.params:
+        raise SpecError("study: --report and --params belong to --sensitivity")
+    seeds = args.seeds or list(SEEDS)
     plan = default_plan(args.methods, args.scenarios)
     out = Path(args.out)
-    if args.plan:
-        rows = [(r.key, r.method, r.config or "-", "done" if result_path(r, args.seeds, out).is_file() else "to run")
-                for r in plan]  # fmt: skip
-        print(table(("entry", "method", "config", "status"), rows) + f"\n{len(rows)} runs of seeds {args.seeds}")
-        return 0
     board = None if args.no_submit else Path(args.board) if args.board else DEFAULT_BOARD
-    run_study(plan, args.seeds, out, board=board, progress=not args.no_progress)
+    if args.plan:
+        _print_plan(plan, seeds, out, board)
+        return 0
+    run_study(plan, seeds, out, board=board, progress=not args.no_progress)
+    return 0
+
+
+def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None) -> None:
+    from drake.commands import table
+    from drake.study import on_board, result_path
+
+    def status(run: Any) -> str:
+        path = result_path(run, seeds, out)
+        if path.is_file():
+            return "done"
+        return "on the board" if board is not None and on_board(board, path.name, seeds) else "to run"
+
+    rows = [(r.key, r.method, r.config or " ".join(r.sets) or "-", status(r)) for r in plan]
+    print(table(("entry", "method", "config", "status"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    """Run (or report) FedMosaic's sensitivity sweep."""
+    from pathlib import Path
+
+    from drake import sensitivity as S
+    from drake.study import result_path, run_study
+
+    seeds = args.seeds or list(S.SEEDS)
+    plan = S.sensitivity_plan(args.params)
+    out = Path(args.out if args.out != "runs/study" else "runs/sensitivity")
+    if args.plan:
+        _print_plan(plan, seeds, out)
+    else:
+        run_study(plan, seeds, out, board=None, progress=not args.no_progress)
+        for run in plan:
+            S.keep(result_path(run, seeds, out))
+    if args.report:
+        print(S.write_report(Path(args.report), seeds))
     return 0

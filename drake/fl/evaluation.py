@@ -16,7 +16,7 @@ import torch
 from drake.data.stream import ClientStream, epoch_batches
 from drake.errors import DataError
 from drake.fl.client import ClientRuntime, ClientState, Row, has_dropout
-from drake.fl.method import Method, ServerState
+from drake.fl.method import Method, ScoringWatch, ServerState
 from drake.fl.state_store import StateStore
 from drake.fl.types import RoundContext
 from drake.seeds import derive_seed
@@ -51,7 +51,8 @@ def evaluate_round(
     for cid in work.hosts(specs):
         rt = work.runtime(method, ctx.clients[cid], streams[cid], store.get(cid), ctx.seed, rnd)
         scored_model(work, method, ctx, rt, server)
-        score = _scorer(work, method, ctx, rt, server, memo)
+        watch = method.watch_scoring(ctx, rt) if others and s.diagnostics else None
+        score = _scorer(work, method, ctx, rt, server, memo, watch)
         scores: dict[str, float] = {}
         if self_round:
             for task in tasks[cid]:
@@ -64,10 +65,11 @@ def evaluate_round(
                     if task not in scores and task not in specs[cid].tasks:
                         scores[task] = score(task, s.others_limit)
         out[cid] = {"scores": scores}
-        if others:
+        if others and s.diagnostics:
             own = [t for t in scores if t in specs[cid].tasks]
             theirs = [t for t in scores if t not in specs[cid].tasks]
-            diag = method.diagnostics(ctx, rt, own, theirs, final=rnd + 1 == others_rounds[-1], limit=s.others_limit)
+            diag = method.diagnostics(ctx, rt, own, theirs, final=rnd + 1 == others_rounds[-1], limit=s.others_limit,
+                                      watch=watch)  # fmt: skip
             if diag:
                 out[cid]["diagnostics"] = diag
     # the client's stream position must not move because of evaluation
@@ -168,12 +170,16 @@ def unseen_batches(work: ClientWork, task: str, seed: int, steps: int, batch: in
 
 
 def _scorer(work: ClientWork, method: Method, ctx: RoundContext, rt: ClientRuntime, server: ServerState,
-            memo: dict[Hashable, float]) -> Callable[[str, int | None], float]:
+            memo: dict[Hashable, float], watch: ScoringWatch | None = None) -> Callable[[str, int | None], float]:
     """``score(task, limit)`` for a client's scored model: clients with the same ``method.eval_key`` (the
-    same model) share one evaluation per task and limit within ``memo``, the rest score on their own."""
-    key = _eval_key(work, method, ctx, rt, server)
+    same model) share one evaluation per task and limit within ``memo``, the rest score on their own.
+    A ``watch`` (``method.watch_scoring``) sees every scoring forward, so its client scores on its own."""
+    key = None if watch is not None else _eval_key(work, method, ctx, rt, server)
 
     def score(task: str, limit: int | None) -> float:
+        if watch is not None:
+            with watch.task(task):
+                return rt.evaluate(task, limit=limit)["score"]
         if key is None:
             return rt.evaluate(task, limit=limit)["score"]
         if (key, task, limit) not in memo:

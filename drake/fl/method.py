@@ -11,6 +11,8 @@ Hooks and where they run:
                                        (drake/protocol.py): load what the server holds for this client
 - ``select_scored_state(ctx, client)`` client, before each evaluation: the state the method's paper scores
 - ``lr_groups(client)``                client: learning rates by parameter pattern (also for unseen tasks)
+- ``watch_scoring(ctx, client)``       client, before scoring at a round that reports diagnostics: an observer
+                                       the engine enters around each task's scoring (``watch.task(name)``)
 - ``diagnostics(ctx, client, own, others, ...)``  client, after scoring: optional numbers about the model
 - ``eval_key(ctx, client, server)``    client, under a ``server`` protocol: equal keys are scored once
 - ``should_stop(ctx, history)``        server: early stop
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -33,6 +36,12 @@ from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundConte
 
 if TYPE_CHECKING:
     from drake.fl.client import ArchModel, ClientRuntime
+
+
+class ScoringWatch(Protocol):
+    """A method's observer of the scoring forwards (``Method.watch_scoring``)."""
+
+    def task(self, name: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -146,13 +155,20 @@ class Method(ABC, Generic[C]):
         The engine uses them for the unseen-task fine-tuning too. Default: none."""
         return {}
 
+    def watch_scoring(self, ctx: RoundContext, client: ClientRuntime) -> ScoringWatch | None:
+        """At an evaluation that reports ``diagnostics``, before scoring: an observer whose ``task(name)`` the
+        engine enters around the scoring of each task, handed back to ``diagnostics`` as ``watch`` (numbers
+        read off the scoring forwards cost no forward of their own). Default: none."""
+        return None
+
     def diagnostics(
         self, ctx: RoundContext, client: ClientRuntime, own: Sequence[str], others: Sequence[str], *, final: bool,
-        limit: int | None,
+        limit: int | None, watch: ScoringWatch | None = None,
     ) -> dict[str, Any] | None:
         """Numbers about the scored model, written beside the result at each evaluation that scores other
-        clients' tasks (``others``; ``final`` at the last one; ``limit`` test rows per task), e.g. FedMosaic's
-        gate on own vs others' prompts. Default: none."""
+        clients' tasks (``others``; ``final`` at the last one; ``limit`` test rows per task; ``watch`` from
+        ``watch_scoring``), e.g. FedMosaic's gate on own vs others' prompts. Only when the engine setting
+        ``diagnostics`` is on (outside the config hash: they must not change a score). Default: none."""
         return None
 
     def eval_key(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> Hashable | None:

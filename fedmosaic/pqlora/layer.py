@@ -86,8 +86,7 @@ class GateContext:
         """Mean of ``x`` (B, T, d) over each sample's gate tokens -> (B, d); padding has weight 0.
 
         ``layer`` (the calling layer's id) keys the prefill means that decode steps reuse."""
-        mask = self.mask
-        decoding = mask is not None and mask.shape[0] == x.shape[0] and x.shape[1] < mask.shape[1]
+        decoding = self.decoding(x)
         if decoding and self.tokens == "prompt" and layer in self._prefill:
             return self._prefill[layer]
         last = self._last
@@ -100,6 +99,11 @@ class GateContext:
         if layer is not None and not decoding and self.tokens == "prompt":
             self._prefill[layer] = mean.detach()  # every layer, also those served by the one-slot cache
         return mean
+
+    def decoding(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is a decode step with a KV cache: fewer positions than the last full forward's mask."""
+        mask = self.mask
+        return mask is not None and mask.shape[0] == x.shape[0] and x.shape[1] < mask.shape[1]
 
     def _token_weights(self, x: torch.Tensor) -> torch.Tensor | None:
         mask, (b, t) = self.mask, x.shape[:2]

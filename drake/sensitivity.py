@@ -1,0 +1,193 @@
+"""FedMosaic's sensitivity study: the paper's hyper-parameter sweeps (fedmosaic.md §5.2) on drake-dynamic.
+
+One parameter moves at a time from FedMosaic's default; every other setting is the study's. The budget is
+smaller than the main study's (seed 0 only, by default): each point is compared with the default's run of
+the same seeds, taken from the study's FedMosaic entry, so a difference is the parameter's, not the seed's.
+The paper's Self A_last at each swept value is kept here so the report can set the two trends side by side.
+
+``drake study --sensitivity`` runs the sweep (resumable, like the study; variants of one method are not
+leaderboard entries, so nothing is submitted) and ``--report`` writes the table and plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drake.errors import DataError, SpecError
+from drake.study import StudyRun
+
+SCENARIO = "drake-dynamic"
+SEEDS = (0,)
+#: parameter -> the values swept besides the default (lora_r moves lora_alpha with it: alpha / r stays 2)
+GRID: dict[str, tuple[float, ...]] = {
+    "tau": (0.0625, 0.25, 2.0),
+    "ema_decay": (0.1, 0.9),
+    "lora_r": (8, 16),
+    "noise_std": (1e-5, 1e-2),
+    "align_ortho": (0.125, 2.0),
+}
+#: the paper's Self A_last (%) at each value it plots, its default included (official plotting scripts)
+PAPER: dict[str, dict[float, float]] = {
+    "tau": {1 / 16: 66.81, 1 / 8: 67.78, 1 / 4: 67.90, 1 / 2: 67.86, 1: 67.68, 2: 67.28, 4: 67.30},
+    "ema_decay": {0.1: 67.23, 0.3: 67.51, 0.5: 67.86, 0.7: 67.55, 0.9: 67.39},
+    "lora_r": {32: 67.85, 64: 67.88, 128: 68.06, 256: 68.19, 512: 68.11, 1024: 67.08},
+    "noise_std": {1e-5: 67.90, 1e-4: 67.86, 1e-3: 67.61, 1e-2: 67.25, 1e-1: 67.30},
+    "align_ortho": {0.125: 67.63, 0.25: 67.53, 0.5: 67.85, 1: 67.76, 2: 67.83},
+}
+#: the paper's default of each parameter (its rank is 128; the zoo allows at most 32, FedMosaic's default here)
+PAPER_DEFAULT = {"tau": 0.5, "ema_decay": 0.5, "lora_r": 128, "noise_std": 1e-4, "align_ortho": 0.5}
+METRICS = (("self", "a_last"), ("self", "a_auc"), ("others", "a_last"), ("others", "a_auc"))
+
+
+def defaults() -> dict[str, float]:
+    """FedMosaic's default of each swept parameter."""
+    from fedmosaic.method import FedMosaicConfig
+
+    config = FedMosaicConfig()
+    return {name: getattr(config, name) for name in GRID}
+
+
+def _sets(name: str, value: float) -> tuple[str, ...]:
+    value_text = f"{value:g}"
+    if name == "lora_r":
+        return (f"lora_r={int(value)}", f"lora_alpha={2 * int(value)}")
+    return (f"{name}={value_text}",)
+
+
+def sensitivity_plan(params: Sequence[str] | None = None) -> list[StudyRun]:
+    """One run per (parameter, non-default value) of ``GRID``; ``params`` narrows it."""
+    unknown = sorted(set(params or ()) - set(GRID))
+    if unknown:
+        raise SpecError(f"sensitivity: unknown parameter {', '.join(unknown)}; known: {', '.join(GRID)}")
+    return [
+        StudyRun(f"fedmosaic+{name}={value:g}", "fedmosaic", SCENARIO, sets=_sets(name, value))
+        for name in (params or GRID)
+        for value in GRID[name]
+    ]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One value of one parameter: its scores (fractions, mean over the seeds) and the paper's Self A_last."""
+
+    param: str
+    value: float
+    default: bool
+    scores: dict[str, float]  # "self.a_last" -> mean over seeds
+    paper_self: float | None
+
+
+def _scores(record: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, float]:
+    from drake.results import seed_summaries
+
+    per_seed = seed_summaries(record)
+    missing = sorted(set(seeds) - set(per_seed))
+    if missing:
+        raise DataError(f"{record['run_info']['method']['name']}: no successful seed {missing} in the result")
+    return {f"{part}.{stat}": sum(per_seed[s][part][stat]["mean"] for s in seeds) / len(seeds)
+            for part, stat in METRICS}  # fmt: skip
+
+
+def _value_of(record: Mapping[str, Any], name: str) -> float:
+    return float(record["run_info"]["method"]["config"][name])
+
+
+def sensitivity_points(
+    records: Sequence[Mapping[str, Any]], default: Mapping[str, Any], seeds: Sequence[int] = SEEDS
+) -> list[Point]:
+    """Every parameter's points (default first, then by value) from the sweep's result ``records`` and the
+    study's FedMosaic entry ``default`` (scored on the same ``seeds``)."""
+    base = defaults()
+    at_default = _scores(default, seeds)
+    points: list[Point] = []
+    for name in GRID:
+        ran = [r for r in records if _value_of(r, name) != base[name]]
+        if not ran:
+            continue
+        rows = [(base[name], True, at_default)] + [(_value_of(r, name), False, _scores(r, seeds)) for r in ran]
+        for value, is_default, scores in sorted(rows, key=lambda row: row[0]):
+            points.append(Point(name, value, is_default, scores, PAPER[name].get(value)))
+    return points
+
+
+def sensitivity_table(points: Sequence[Point]) -> str:
+    """Markdown: per parameter and value, our four scores and the change of Self A_last from the default next
+    to the paper's change (its default is ``PAPER_DEFAULT``)."""
+    head = ("parameter", "value", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
+            "Δ Self A_last", "paper: Δ Self A_last")  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    for p in points:
+        ref = next(q for q in points if q.param == p.param and q.default)
+        ours = 100 * (p.scores["self.a_last"] - ref.scores["self.a_last"])
+        paper_ref = PAPER[p.param].get(PAPER_DEFAULT[p.param])
+        paper = "-" if p.paper_self is None or paper_ref is None else f"{p.paper_self - paper_ref:+.2f}"
+        cells = [p.param, f"**{p.value:g}**" if p.default else f"{p.value:g}",
+                 *(f"{100 * p.scores[f'{a}.{b}']:.1f}" for a, b in METRICS),
+                 "0" if p.default else f"{ours:+.1f}", paper]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load_sweep(folder: Path) -> list[dict[str, Any]]:
+    """The sweep's result files under ``folder`` (one per point)."""
+    from drake.results import load_result
+
+    return [load_result(p) for p in sorted(folder.glob("fedmosaic--*.json"))]
+
+
+KEPT = Path(__file__).resolve().parent.parent / "leaderboard" / "sensitivity"
+BEGIN = "<!-- sensitivity: generated by `drake study --sensitivity --report docs/results.md`; do not edit -->"
+END = "<!-- end of sensitivity -->"
+
+
+def keep(result: Path, folder: Path = KEPT) -> Path | None:
+    """Copy a finished sweep result into the committed ``folder`` (validated; an existing copy is kept)."""
+    from drake.io import atomic_write_text
+    from drake.results import load_result
+
+    if not result.is_file():
+        return None
+    target = folder / f"{result.stem}.json"
+    if not target.is_file():
+        load_result(result)  # refuses an invalid file
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, result.read_text(encoding="utf-8"))
+    return target
+
+
+def study_default(board: Path | None = None) -> dict[str, Any]:
+    """The study's FedMosaic entry on drake-dynamic (hetero pool, official protocol): the default point."""
+    from drake.results import load_result
+    from leaderboard.submit import DEFAULT_BOARD
+
+    folder = (board or DEFAULT_BOARD) / "results"
+    found = sorted(folder.glob(f"fedmosaic--{SCENARIO}-hetero--*.json"))
+    records = [r for r in map(load_result, found) if r["run_info"].get("protocol", {}).get("name") == "official"]
+    if len(records) != 1:
+        raise DataError(f"sensitivity: expected one official FedMosaic entry on {SCENARIO} in {folder}, found "
+                        f"{len(records)}; run `drake study --methods fedmosaic` first")  # fmt: skip
+    return records[0]
+
+
+def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, board: Path | None = None) -> str:
+    """Rewrite ``doc``'s generated sensitivity block (table + plot link) and the plot beside it."""
+    from drake.io import atomic_write_text
+    from drake.plots import plot_sensitivity
+
+    points = sensitivity_points(load_sweep(folder), study_default(board), seeds)
+    if not points:
+        raise DataError(f"sensitivity: no sweep results in {folder}; run `drake study --sensitivity` first")
+    image = doc.parent / "img" / "fedmosaic-sensitivity.png"
+    plot_sensitivity(points, PAPER, PAPER_DEFAULT, image)
+    block = "\n".join([BEGIN, "", f"Seeds {', '.join(map(str, seeds))}; scores in %.", "",
+                       sensitivity_table(points), "", f"![FedMosaic sensitivity]({image.relative_to(doc.parent)})",
+                       "", END])  # fmt: skip
+    text = doc.read_text(encoding="utf-8")
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise DataError(f"{doc}: expected one generated sensitivity block ({BEGIN!r} ... {END!r}); add the markers")
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    atomic_write_text(doc, text[:start] + block + text[end:])
+    return f"wrote the sensitivity table of {len(points)} points to {doc} and the plot to {image}"

@@ -1,0 +1,61 @@
+"""FedMosaic's sensitivity sweep: the plan, the points against the default, the table and the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drake.errors import DataError, SpecError
+from drake.sensitivity import GRID, defaults, sensitivity_plan, sensitivity_points, sensitivity_table
+
+
+def _record(config: dict, shift: float) -> dict:
+    """A one-seed result of two clients whose own-task scores are ``shift`` above a fixed base."""
+    clients = [{"id": 0, "tasks": ["a"]}, {"id": 1, "tasks": ["b"]}]
+    rounds = [{"round": 1, "eval": {"0": {"a": 0.4 + shift}, "1": {"b": 0.5 + shift}}},
+              {"round": 2, "eval": {"0": {"a": 0.5 + shift, "b": 0.3}, "1": {"b": 0.6 + shift, "a": 0.2}}}]  # fmt: skip
+    return {
+        "run_info": {"method": {"name": "fedmosaic", "config": {**defaults(), **config}},
+                     "scenario": {"spec": {"clients": clients}},
+                     "protocol": {"name": "official", "self_rounds": [1, 2], "others_rounds": [2]}},  # fmt: skip
+        "results": {"per_seed": [{"seed": 0, "status": "success", "rounds": rounds}]},
+    }
+
+
+def test_the_plan_moves_one_parameter_at_a_time() -> None:
+    plan = sensitivity_plan()
+    assert len(plan) == sum(len(v) for v in GRID.values())
+    assert {r.method for r in plan} == {"fedmosaic"} and {r.scenario for r in plan} == {"drake-dynamic"}
+    rank = next(r for r in plan if r.name == "fedmosaic+lora_r=8")
+    assert rank.sets == ("lora_r=8", "lora_alpha=16")  # alpha / r stays 2
+    tau = sensitivity_plan(["tau"])
+    assert [r.sets for r in tau] == [(f"tau={v:g}",) for v in GRID["tau"]]
+    argv = tau[0].argv([0], Path("out"))
+    assert argv[argv.index("--set") + 1] == "tau=0.0625" and "--config" not in argv
+    assert len({r.key for r in plan}) == len(plan)  # each point its own run folder
+    with pytest.raises(SpecError, match="unknown parameter taux"):
+        sensitivity_plan(["taux"])
+
+
+def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: Path) -> None:
+    from drake.plots import plot_sensitivity
+    from drake.sensitivity import PAPER, PAPER_DEFAULT
+
+    default = _record({}, 0.0)
+    sweep = [_record({"tau": 2.0}, 0.1), _record({"tau": 0.0625}, -0.2), _record({"ema_decay": 0.9}, 0.0)]
+    points = sensitivity_points(sweep, default, seeds=[0])
+    assert [(p.param, p.value, p.default) for p in points] == [
+        ("tau", 0.0625, False), ("tau", 0.5, True), ("tau", 2.0, False), ("ema_decay", 0.5, True),
+        ("ema_decay", 0.9, False)]  # fmt: skip
+    high = points[2]
+    assert high.scores["self.a_last"] == pytest.approx(points[1].scores["self.a_last"] + 0.1)
+    assert high.scores["others.a_last"] == pytest.approx(points[1].scores["others.a_last"])
+    table = sensitivity_table(points)
+    row = next(line for line in table.splitlines() if line.startswith("| tau | 2 |"))
+    assert row.endswith("| +10.0 | -0.58 |")  # ours +10 points; the paper's 67.28 - 67.86
+    assert "| tau | **0.5** |" in table
+    image = plot_sensitivity(points, PAPER, PAPER_DEFAULT, tmp_path / "s.png")
+    assert image.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(DataError, match="no successful seed \\[1\\]"):
+        sensitivity_points(sweep, default, seeds=[1])
