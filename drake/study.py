@@ -112,26 +112,42 @@ def run_study(
     bar = tqdm(total=len(plan), disable=not progress, desc="study", unit="run")
     for run in plan:
         bar.set_postfix_str(run.key)
-        path = result_path(run, seeds, out, extra)
-        entry: dict[str, Any] = {"run": run.key, "seeds": list(seeds), "result": str(path)}
-        if path.is_file():
-            entry["status"] = "done before"
-        elif board is not None and on_board(board, path.name, seeds):
-            entry["status"] = "on the board"
-        else:
-            args, argv = _args(run, seeds, out, [*extra, "--resume"])
-            t0 = time.perf_counter()
-            run_from_args(args, argv)
-            entry.update(status="ran", wall_s=round(time.perf_counter() - t0, 1))
-        if board is not None and entry["status"] != "on the board":
-            entry["board"] = _submit(path, board)
+        entry: dict[str, Any] = {"run": run.key, "seeds": list(seeds)}
+        t0 = time.perf_counter()
+        try:  # one run's fault (its config, a crash) must not stop an unattended study: log it, go on
+            path = result_path(run, seeds, out, extra)
+            entry["result"] = str(path)
+            if path.is_file():
+                entry["status"] = "done before"
+            elif board is not None and on_board(board, path.name, seeds):
+                entry["status"] = "on the board"
+            else:
+                run_from_args(*_args(run, seeds, out, [*extra, "--resume"]))
+                entry.update(status="ran", wall_s=round(time.perf_counter() - t0, 1))
+        except Exception as exc:
+            entry.update(status="failed", error=_failure(exc, out / run.key / "error.txt"),
+                         wall_s=round(time.perf_counter() - t0, 1))  # fmt: skip
+        if board is not None and entry["status"] in ("ran", "done before"):
+            entry["board"] = _submit(Path(entry["result"]), board)
         done.append(entry)
         _append(out / "study.jsonl", entry)
         log(f"{run.key}: {entry['status']}" + (f" in {entry['wall_s']:.0f} s" if "wall_s" in entry else "")
-            + (f"; board: {entry['board']}" if "board" in entry else ""))  # fmt: skip
+            + (f"; board: {entry['board']}" if "board" in entry else "")
+            + (f"; {entry['error']}" if "error" in entry else ""))  # fmt: skip
         bar.update(1)
     bar.close()
     return done
+
+
+def _failure(exc: BaseException, where: Path) -> str:
+    """One line for the log; the traceback goes to ``where`` (next to the run's files)."""
+    import traceback
+
+    from drake.io import atomic_write_text
+
+    atomic_write_text(where, "".join(traceback.format_exception(exc)))
+    detail = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {detail} (traceback: {where})"
 
 
 def on_board(board: Path, name: str, seeds: Sequence[int]) -> bool:
@@ -153,7 +169,7 @@ def _submit(path: Path, board: Path) -> str:
         status = f"accepted as {submit(path, board).path.name}"
     except SubmissionRejected as exc:
         if {r.kind for r in exc.rejections} != {"duplicate"}:
-            raise
+            return "rejected: " + "; ".join(map(str, exc.rejections))[:300]
         status = "already on the board"
     build(board)
     return status

@@ -27,15 +27,21 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
 
 
 def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path) -> None:
+    broken = StudyRun("fedavg+bad", "fedavg", str(tiny_scenario), "test", sets=("no_such_key=1",))
     plan = [StudyRun("fedavg", "fedavg", str(tiny_scenario), "test")]
     board = tmp_path / "board"
     lines: list[str] = []
-    first = run_study(plan, [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False, log=lines.append)
+    # a run that fails is logged (one line, the traceback beside it) and the study goes on
+    first = run_study([broken, *plan], [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False,
+                      log=lines.append)  # fmt: skip
+    assert first[0]["status"] == "failed" and "no_such_key" in first[0]["error"] and "board" not in first[0]
+    assert (tmp_path / "study" / broken.key / "error.txt").is_file() and "failed" in lines[0]
+    first = first[1:]
     assert first[0]["status"] == "ran" and first[0]["board"].startswith("accepted")
     assert len(list((board / "results").glob("*.json"))) == 1 and (board / "site" / "leaderboard.md").is_file()
     again = run_study(plan, [0, 1, 2], tmp_path / "study", board=board, extra=FAST, progress=False, log=lines.append)
     assert again[0]["status"] == "done before" and again[0]["board"] == "already on the board"
-    assert len((tmp_path / "study" / "study.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "study" / "study.jsonl").read_text().splitlines()) == 3
     # another session (a fresh output folder) finds the recipe on the board and does not run it again
     elsewhere = run_study(plan, [0, 1], tmp_path / "other", board=board, extra=FAST, progress=False, log=lines.append)
     assert elsewhere[0]["status"] == "on the board" and "board" not in elsewhere[0]

@@ -53,7 +53,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plan:
         _print_plan(plan, seeds, out, board)
         return 0
-    run_study(plan, seeds, out, board=board, progress=not args.no_progress)
+    return _outcome(run_study(plan, seeds, out, board=board, progress=not args.no_progress), out)
+
+
+def _outcome(log: list[dict[str, Any]], out: Any) -> int:
+    """0 when every run ran (or had run) and landed; else one line naming the others, and 1."""
+    bad = [e["run"] for e in log if e["status"] == "failed" or str(e.get("board", "")).startswith("rejected")]
+    if bad:
+        print(f"error: {len(bad)} of {len(log)} runs failed or were rejected: {', '.join(bad)} "
+              f"(why: {out}/study.jsonl and each run's error.txt)")  # fmt: skip
+        return 1
     return 0
 
 
@@ -84,9 +93,11 @@ def _sensitivity(args: argparse.Namespace) -> int:
     if args.plan:
         _print_plan(plan, seeds, out)
     else:
-        run_study(plan, seeds, out, board=None, progress=not args.no_progress)
+        log = run_study(plan, seeds, out, board=None, progress=not args.no_progress)
         for run in plan:
             S.keep(result_path(run, seeds, out))
+        if _outcome(log, out):
+            return 1
     if args.report:
         print(S.write_report(Path(args.report), seeds))
     return 0
