@@ -3,7 +3,8 @@ run submitted to the leaderboard and the board rebuilt.
 
 A run is one result file over all seeds (``eval.py --seeds 0 1 2``) under ``<out>/<entry>/``. A run whose
 result file exists, or whose recipe (same config hash, all the seeds) is on the board already, is skipped; a
-killed run continues from its last finished round (``--resume``). The study
+killed run continues from its last finished round (``--resume``). A run that fails (its config, a crash) is
+logged with one line, its traceback in ``<out>/<entry>/error.txt``, and the study goes on. The study
 log ``<out>/study.jsonl`` has one line per finished run (wall time, result, whether the board took it).
 """
 
