@@ -59,3 +59,34 @@ def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: 
     assert image.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="no successful seed \\[1\\]"):
         sensitivity_points(sweep, default, seeds=[1])
+
+
+def test_the_report_block_comes_from_kept_results_and_the_study_entry(tmp_path: Path) -> None:
+    """``--report``: the study's FedMosaic entry is the default point; a kept sweep result the other point."""
+    import json
+    import shutil
+
+    from drake.results import config_hash
+    from drake.sensitivity import BEGIN, END, write_report
+    from drake.spec import REPO_ROOT
+
+    entry = sorted((REPO_ROOT / "leaderboard" / "results").glob("fedmosaic--drake-dynamic-hetero--*.json"))[0]
+    board = tmp_path / "board"
+    (board / "results").mkdir(parents=True)
+    shutil.copy(entry, board / "results" / entry.name)
+    record = json.loads(entry.read_text())
+    info = record["run_info"]
+    info["method"]["config"]["tau"] = 2.0  # stands in for a sweep run (same scores)
+    info["config_hash"] = config_hash(info["method"]["config"], info["scenario"]["fingerprint"], info["data"])
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "fedmosaic--drake-dynamic-hetero--00000000.json").write_text(json.dumps(record))
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Results\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    message = write_report(doc, [0], tmp_path / "kept", board)
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("after\n") and "| tau | 2 |" in text and "| tau | **0.5** |" in text
+    assert "](img/fedmosaic-sensitivity.png)" in text and (doc.parent / "img" / "fedmosaic-sensitivity.png").is_file()
+    assert "2 points" in message
+    with pytest.raises(DataError, match="no sweep results"):
+        write_report(doc, [0], tmp_path / "empty", board)

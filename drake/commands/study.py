@@ -18,7 +18,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"scenarios (default: {' '.join(SCENARIOS)})")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int,
                    help="seeds of every run (default 0 1 2; with --sensitivity 0)")  # fmt: skip
-    p.add_argument("--out", default="runs/study", metavar="DIR", help="where runs write (default runs/study)")
+    p.add_argument("--out", metavar="DIR", help="where runs write (default runs/study; with --sensitivity runs/sensitivity)")
     p.add_argument("--board", metavar="DIR", help="leaderboard directory (default: the repository's leaderboard/)")
     p.add_argument("--no-submit", action="store_true", help="run only; do not submit or rebuild the board")
     p.add_argument("--plan", action="store_true", help="print the plan (and what is done) and exit")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("study: --report and --params belong to --sensitivity")
     seeds = args.seeds or list(SEEDS)
     plan = default_plan(args.methods, args.scenarios)
-    out = Path(args.out)
+    out = Path(args.out or "runs/study")
     board = None if args.no_submit else Path(args.board) if args.board else DEFAULT_BOARD
     if args.plan:
         _print_plan(plan, seeds, out, board)
@@ -89,7 +89,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     seeds = args.seeds or list(S.SEEDS)
     plan = S.sensitivity_plan(args.params)
-    out = Path(args.out if args.out != "runs/study" else "runs/sensitivity")
+    out = Path(args.out or "runs/sensitivity")
     if args.plan:
         _print_plan(plan, seeds, out)
     else:
