@@ -98,11 +98,13 @@ def run_study(
     out: Path,
     *,
     board: Path | None,
+    kept: Path | None = None,
     extra: Sequence[str] = (),
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run (or skip) every entry, submitting each result to ``board`` and rebuilding it; returns the log.
+    ``kept``: instead of a board, a folder that gets a copy of each result (runs already there are skipped).
     ``extra``: more eval.py arguments for every run (e.g. a smaller budget with ``--set``)."""
     from tqdm.auto import tqdm
 
@@ -120,11 +122,15 @@ def run_study(
             entry["result"] = str(path)
             if path.is_file():
                 entry["status"] = "done before"
-            elif board is not None and on_board(board, path.name, seeds):
+            elif board is not None and has_result(board / "results", path.name, seeds):
                 entry["status"] = "on the board"
+            elif kept is not None and has_result(kept, path.name, seeds):
+                entry["status"] = "kept before"
             else:
                 run_from_args(*_args(run, seeds, out, [*extra, "--resume"]))
                 entry.update(status="ran", wall_s=round(time.perf_counter() - t0, 1))
+                if kept is not None:
+                    _keep(path, kept)
         except Exception as exc:
             entry.update(status="failed", error=_failure(exc, out / run.key / "error.txt"),
                          wall_s=round(time.perf_counter() - t0, 1))  # fmt: skip
@@ -151,14 +157,24 @@ def _failure(exc: BaseException, where: Path) -> str:
     return f"{type(exc).__name__}: {detail} (traceback: {where})"
 
 
-def on_board(board: Path, name: str, seeds: Sequence[int]) -> bool:
-    """Whether the board holds this recipe's result (same file name: method, scenario, config hash) with all
+def has_result(folder: Path, name: str, seeds: Sequence[int]) -> bool:
+    """Whether ``folder`` holds this recipe's result (same file name: method, scenario, config hash) with all
     of ``seeds``: a run landed by an earlier session (or machine) is not run again."""
-    landed = board / "results" / name
+    landed = folder / name
     if not landed.is_file():
         return False
     recorded = json.loads(landed.read_text(encoding="utf-8"))["run_info"].get("seeds") or []
     return set(seeds) <= {int(s) for s in recorded}
+
+
+def _keep(result: Path, folder: Path) -> None:
+    """Copy a finished result into ``folder`` (validated first), atomically."""
+    from drake.io import atomic_write_text
+    from drake.results import load_result
+
+    load_result(result)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / result.name, result.read_text(encoding="utf-8"))
 
 
 def _submit(path: Path, board: Path) -> str:

@@ -46,3 +46,14 @@ def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path:
     elsewhere = run_study(plan, [0, 1], tmp_path / "other", board=board, extra=FAST, progress=False, log=lines.append)
     assert elsewhere[0]["status"] == "on the board" and "board" not in elsewhere[0]
     assert not any((tmp_path / "other").glob("*/*.json"))
+
+
+def test_a_sweep_keeps_its_results_and_skips_those_kept(tiny_scenario: Path, tmp_path: Path) -> None:
+    """``kept`` (the sensitivity sweep): no board; each result copied to the folder, which later runs skip."""
+    plan = [StudyRun("fedavg+lr", "fedavg", str(tiny_scenario), "test", sets=("lr=0.0002",))]
+    kept = tmp_path / "kept"
+    first = run_study(plan, [0], tmp_path / "a", board=None, kept=kept, extra=FAST, progress=False, log=print)
+    assert first[0]["status"] == "ran" and "board" not in first[0]
+    assert [p.name for p in kept.iterdir()] == [Path(first[0]["result"]).name]
+    again = run_study(plan, [0], tmp_path / "b", board=None, kept=kept, extra=FAST, progress=False, log=print)
+    assert again[0]["status"] == "kept before" and not any((tmp_path / "b").glob("*/*.json"))

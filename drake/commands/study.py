@@ -66,15 +66,17 @@ def _outcome(log: list[dict[str, Any]], out: Any) -> int:
     return 0
 
 
-def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None) -> None:
+def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None, kept: Any = None) -> None:
     from drake.commands import table
-    from drake.study import on_board, result_path
+    from drake.study import has_result, result_path
 
     def status(run: Any) -> str:
         path = result_path(run, seeds, out)
         if path.is_file():
             return "done"
-        return "on the board" if board is not None and on_board(board, path.name, seeds) else "to run"
+        if board is not None and has_result(board / "results", path.name, seeds):
+            return "on the board"
+        return "kept" if kept is not None and has_result(kept, path.name, seeds) else "to run"
 
     rows = [(r.key, r.method, r.config or " ".join(r.sets) or "-", status(r)) for r in plan]
     print(table(("entry", "method", "config", "status"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
@@ -85,18 +87,15 @@ def _sensitivity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from drake import sensitivity as S
-    from drake.study import result_path, run_study
+    from drake.study import run_study
 
     seeds = args.seeds or list(S.SEEDS)
     plan = S.sensitivity_plan(args.params)
     out = Path(args.out or "runs/sensitivity")
     if args.plan:
-        _print_plan(plan, seeds, out)
+        _print_plan(plan, seeds, out, kept=S.KEPT)
     else:
-        log = run_study(plan, seeds, out, board=None, progress=not args.no_progress)
-        for run in plan:
-            S.keep(result_path(run, seeds, out))
-        if _outcome(log, out):
+        if _outcome(run_study(plan, seeds, out, board=None, kept=S.KEPT, progress=not args.no_progress), out):
             return 1
     if args.report:
         print(S.write_report(Path(args.report), seeds))
