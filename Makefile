@@ -1,24 +1,30 @@
 # Two entry points: `make run` (the main job on the embedded default) and `make test`.
 # Each bootstraps a local venv on first use: torch==2.13.0 first (CPU wheel here, CUDA on a GPU box),
-# then the package with its dev extras.
+# then the package (`make test` adds its dev and flower extras).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.drake-installed
+DEV_STAMP := $(VENV)/.drake-dev-installed
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export FLWR_TELEMETRY_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test study lint bench clean
+.PHONY: run test study lint clean
 
+# `make run` installs what a run needs; `make test` adds the test tools and Flower on top (once).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,flower]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,flower]'
+	touch $(DEV_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python eval.py --method fedmosaic $(ARGS)
@@ -27,11 +33,11 @@ run: $(STAMP)
 study: $(STAMP)
 	$(BIN)/python -m drake study $(ARGS)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q $(ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
 
 clean:
