@@ -8,6 +8,7 @@ recorded per round beside the clients' (example-pass units).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def log_server_units(
     )
 
 
-class PublicData:
+class PublicData(ABC):
     """Mixin for methods that train on public rows: ``bind`` keeps the models and the data directory, and
     ``public_rows`` loads the first ``public_size()`` rows once (or uses ``set_public_rows``'s)."""
 
@@ -77,8 +78,9 @@ class PublicData:
     def _init_public(self) -> None:
         self._archs, self._data_dir, self._public = {}, None, None
 
+    @abstractmethod
     def public_size(self) -> int:
-        raise NotImplementedError
+        """How many public rows the method reads."""
 
     def bind(self, archs: Mapping[str, ArchModel], data_dir: Path | None) -> None:
         self._archs = dict(archs)
@@ -110,9 +112,9 @@ class PublicDistillation(PublicData):
         """The first ``kd_samples`` public rows distil, the next ``kd_val_samples`` validate."""
         return self.config.kd_samples + self.config.kd_val_samples
 
+    @abstractmethod
     def distils(self) -> bool:
         """Whether the configured server budget (steps or epochs) is positive."""
-        raise NotImplementedError
 
     def aggregate(
         self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]
@@ -128,6 +130,6 @@ class PublicDistillation(PublicData):
         public = self.public_rows()
         return public[: cfg.kd_samples], public[cfg.kd_samples : cfg.kd_samples + cfg.kd_val_samples]
 
+    @abstractmethod
     def distill(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> None:
         """Server-side distillation of ``server.per_arch`` after this round's average."""
-        raise NotImplementedError

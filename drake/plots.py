@@ -510,8 +510,9 @@ def plot_sensitivity(
         xs = [p.value for p in ours]
         for key, label, st in (("self.a_last", "Self (ours)", style(0)), ("others.a_last", "Others (ours)", style(1))):
             ax.plot(xs, [PCT * (p.scores[key] - ref.scores[key]) for p in ours], label=label, **st)
-        theirs = sorted((paper.get(name) or {}).items())
-        base = (paper.get(name) or {}).get(paper_default.get(name, math.nan))
+        points_of_paper = paper.get(name) or {}
+        theirs = sorted(points_of_paper.items())
+        base = points_of_paper.get(paper_default.get(name, math.nan))
         if theirs and base is not None:
             ax.plot([v for v, _ in theirs], [s - base for _, s in theirs], label="Self (paper)", color="0.5",
                     linestyle="--", marker=".")  # fmt: skip

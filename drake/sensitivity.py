@@ -53,10 +53,9 @@ def defaults() -> dict[str, float]:
 
 
 def _sets(name: str, value: float) -> tuple[str, ...]:
-    value_text = f"{value:g}"
     if name == "lora_r":
         return (f"lora_r={int(value)}", f"lora_alpha={2 * int(value)}")
-    return (f"{name}={value_text}",)
+    return (f"{name}={value:g}",)
 
 
 def sensitivity_plan(params: Sequence[str] | None = None) -> list[StudyRun]:
@@ -164,6 +163,7 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
     """Rewrite ``doc``'s generated sensitivity block (table + plot link) and the plot beside it."""
     from drake.io import atomic_write_text
     from drake.plots import plot_sensitivity
+    from leaderboard.readme import replace_block
 
     points = sensitivity_points(load_sweep(folder), study_default(board), seeds)
     if not points:
@@ -174,8 +174,5 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
                        sensitivity_table(points), "", f"![FedMosaic sensitivity]({image.relative_to(doc.parent)})",
                        "", END])  # fmt: skip
     text = doc.read_text(encoding="utf-8")
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise DataError(f"{doc}: expected one generated sensitivity block ({BEGIN!r} ... {END!r}); add the markers")
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    atomic_write_text(doc, text[:start] + block + text[end:])
+    atomic_write_text(doc, replace_block(text, block, str(doc), begin=BEGIN, end=END, what="sensitivity"))
     return f"wrote the sensitivity table of {len(points)} points to {doc} and the plot to {image}"

@@ -293,8 +293,9 @@ class FedMosaic(Method[FedMosaicConfig]):
         limit: int | None, watch: Any = None,
     ) -> dict[str, Any] | None:
         """The gate on own vs others' prompts; at the last Others round, Others with each branch alone."""
-        watch = watch if isinstance(watch, GateWatch) else GateWatch(_pq_model(client))
-        return gate_report(client, _pq_model(client), watch, own, others, final=final, limit=limit)
+        pq = _pq_model(client)
+        return gate_report(client, pq, watch if isinstance(watch, GateWatch) else GateWatch(pq), own, others,
+                           final=final, limit=limit)  # fmt: skip
 
     def lr_groups(self, client: Any) -> dict[str, float]:
         lr = client.lr * self.config.pq_lr_scale

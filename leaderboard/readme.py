@@ -38,12 +38,14 @@ def results_block(groups: Sequence[Group]) -> str:
     return "\n".join([*lines, END])
 
 
-def replace_block(text: str, block: str, where: str = "README") -> str:
-    """``text`` with its generated block replaced by ``block`` (exactly one pair of markers)."""
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise DataError(f"{where}: expected one generated results block ({BEGIN!r} ... {END!r}); add the two markers")
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[:start] + block + text[end:]
+def replace_block(
+    text: str, block: str, where: str = "README", *, begin: str = BEGIN, end: str = END, what: str = "results"
+) -> str:
+    """``text`` with its generated block (from ``begin`` to ``end``, exactly one pair) replaced by ``block``."""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise DataError(f"{where}: expected one generated {what} block ({begin!r} ... {end!r}); add the two markers")
+    start, stop = text.index(begin), text.index(end) + len(end)
+    return text[:start] + block + text[stop:]
 
 
 def sync_readme(readme: str | Path, groups: Sequence[Group]) -> bool:

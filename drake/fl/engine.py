@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,7 +55,7 @@ class Work(Protocol):
                      streams: Mapping[int, ClientStream]) -> dict[int, dict[str, dict[str, Any]]]: ...
 
 
-class Engine:
+class Engine(ABC):
     """Runs a method over a scenario: the round loop and the server half; ``work`` does the clients'."""
 
     name = "engine"
@@ -75,9 +76,9 @@ class Engine:
         prepare_models(archs, self.settings)
         self.work: Work = self.client_work()
 
+    @abstractmethod
     def client_work(self) -> Work:
         """The clients' half of the run."""
-        raise NotImplementedError
 
     def checkpoint(self) -> Checkpoint | None:
         """Where the run checkpoints after every round (None: it does not, and cannot resume)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -176,14 +176,15 @@ def _scorer(work: ClientWork, method: Method, ctx: RoundContext, rt: ClientRunti
     A ``watch`` (``method.watch_scoring``) sees every scoring forward, so its client scores on its own."""
     key = None if watch is not None else _eval_key(work, method, ctx, rt, server)
 
-    def score(task: str, limit: int | None) -> float:
-        if watch is not None:
-            with watch.task(task):
-                return rt.evaluate(task, limit=limit)["score"]
-        if key is None:
+    def evaluate(task: str, limit: int | None) -> float:
+        with watch.task(task) if watch is not None else nullcontext():
             return rt.evaluate(task, limit=limit)["score"]
+
+    def score(task: str, limit: int | None) -> float:
+        if key is None:
+            return evaluate(task, limit)
         if (key, task, limit) not in memo:
-            memo[key, task, limit] = rt.evaluate(task, limit=limit)["score"]
+            memo[key, task, limit] = evaluate(task, limit)
         return memo[key, task, limit]
 
     return score
