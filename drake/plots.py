@@ -446,15 +446,22 @@ def plot_relevance(
 def gate_table(diagnostics: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """FedMosaic's gate per client (a seed's ``extra.diagnostics``): beta on own vs others' prompts at the last
     logged round, and Others A_last with the global branch only, the local branch only and the learned gate
-    (the last from the record's Others curve, filled in by the caller). Numbers in percent / beta x 100."""
+    (the last from the record's Others curve, filled in by the caller). Numbers in percent / beta x 100. The
+    branch columns are left out when the run did not score them (``engine.diagnostic_passes`` off)."""
     last = diagnostics[-1]
-    headers = ["client", "beta own", "beta others", "Others: global only", "Others: local only"]
+    branches = has_branches(diagnostics)
+    headers = ["client", "beta own", "beta others"] + (["Others: global only", "Others: local only"] if branches else [])
     rows = []
     for cid, d in sorted(last["clients"].items(), key=lambda kv: int(kv[0])):
         branch = d.get("others_by_branch") or {}
-        cells = [d.get("beta_own"), d.get("beta_others"), branch.get("global"), branch.get("local")]
+        cells = [d.get("beta_own"), d.get("beta_others")] + ([branch.get("global"), branch.get("local")] if branches else [])
         rows.append([cid, *("-" if v is None else f"{100 * v:.1f}" for v in cells)])
     return headers, rows
+
+
+def has_branches(diagnostics: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the last logged round scored Others per branch (``others_by_branch``)."""
+    return any(d.get("others_by_branch") for d in diagnostics[-1]["clients"].values())
 
 
 def plot_gate(
@@ -462,10 +469,12 @@ def plot_gate(
     title: str = "",
 ) -> Path:
     """Left: mean gate beta over clients on their own prompts vs other clients' prompts, per round (1 = the
-    global branch only). Right: each client's Others score at the last round per branch, and with the
-    learned gate (``learned``: client -> Others A_last)."""
+    global branch only). Right, where the run scored them: each client's Others score at the last round per
+    branch, and with the learned gate (``learned``: client -> Others A_last)."""
     rounds = [int(d["round"]) for d in diagnostics]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    branches = has_branches(diagnostics)
+    fig, axes = plt.subplots(1, 2 if branches else 1, figsize=(10 if branches else 5, 4), squeeze=False)
+    left = axes[0][0]
     for key, label in (("beta_own", "own prompts"), ("beta_others", "other clients' prompts")):
         means = []
         for d in diagnostics:
@@ -477,6 +486,11 @@ def plot_gate(
     left.set_ylabel("mean gate beta (1 = global branch)")
     left.set_ylim(0, 1)
     left.legend(fontsize=8)
+    if not branches:
+        fig.suptitle(title or "FedMosaic gate")
+        fig.tight_layout()
+        return _save(fig, path)
+    right = axes[0][1]
     last = sorted(diagnostics[-1]["clients"].items(), key=lambda kv: int(kv[0]))
     bars = {f"{b} branch only": [(d.get("others_by_branch") or {}).get(b) or 0.0 for _, d in last] for b in ("global", "local")}
     if learned:

@@ -10,7 +10,6 @@ import math
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from drake.method_registry import METHODS
 from drake.run_options import DEFAULT_METHOD, DEFAULT_SCENARIO, add_run_arguments  # noqa: F401  (re-exported)
 from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
 
-# peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 def _split_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
@@ -109,13 +106,17 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     task_specs = [tasks[t] for t in (*scenario.tasks, *scenario.unseen)]
     data_params = {"source": scenario.source, "scale": args.scale, "image_size": args.image_size, "seed": 0}
     data_dir = Path(
-        ensure_built(task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size)
+        ensure_built(
+            task_specs, args.data_dir, source=scenario.source, scale=args.scale, image_size=args.image_size,
+            progress=settings.progress,
+        )
     )
     check_models(scenario.architectures, progress=settings.progress)
     engine_dict = to_dict(settings)
     engine_dict.pop("progress")
     engine_dict.pop("workers")  # where the clients run, not what they compute: same numbers, same hash
     engine_dict.pop("diagnostics")  # numbers read beside the scores, never changing one
+    engine_dict.pop("diagnostic_passes")
     resolved = {"method": method_cls.name, **to_dict(config), "engine_settings": engine_dict}
     return RunPlan(
         scenario, method_cls, config, settings, engine, task_specs, data_dir, load_rows(data_dir, task_specs),

@@ -80,7 +80,8 @@ def _args(run: StudyRun, seeds: Sequence[int], out: Path, extra: Sequence[str]) 
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
-    argv = [*run.argv(seeds, out), *extra, "--no-progress"]
+    # the study's analysis reads the diagnostics that cost passes of their own (FedMosaic's Others per branch)
+    argv = [*run.argv(seeds, out), *extra, "--no-progress", "--set", "engine.diagnostic_passes=true"]
     return parser.parse_args(argv), argv
 
 

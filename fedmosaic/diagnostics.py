@@ -65,14 +65,14 @@ class GateWatch:
 
 
 def gate_report(
-    client: Any, pq: PQLoraModel, watch: GateWatch, own: Sequence[str], others: Sequence[str], *, final: bool,
-    limit: int | None,
+    client: Any, pq: PQLoraModel, watch: GateWatch, own: Sequence[str], others: Sequence[str], *,
+    by_branch: bool, limit: int | None,
 ) -> dict[str, Any]:
-    """``{"beta_own", "beta_others"}`` (from ``watch``), and at the final evaluation ``others_by_branch``: the
+    """``{"beta_own", "beta_others"}`` (from ``watch``), and with ``by_branch`` ``others_by_branch``: the
     client's mean Others score with the global branch only (beta = 1) and the local branch only (beta = 0),
-    on the rows Others is scored on (``limit`` per task)."""
+    on the rows Others is scored on (``limit`` per task); two more Others passes."""
     out: dict[str, Any] = {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
-    if final and others:
+    if by_branch and others:
         by_branch = {}
         for branch, beta in (("global", 1.0), ("local", 0.0)):
             with pq.force_beta(beta):

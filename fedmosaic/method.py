@@ -290,12 +290,13 @@ class FedMosaic(Method[FedMosaicConfig]):
 
     def diagnostics(
         self, ctx: RoundContext, client: Any, own: Sequence[str], others: Sequence[str], *, final: bool,
-        limit: int | None, watch: Any = None,
+        limit: int | None, watch: Any = None, passes: bool = False,
     ) -> dict[str, Any] | None:
-        """The gate on own vs others' prompts; at the last Others round, Others with each branch alone."""
+        """The gate on own vs others' prompts; with ``passes``, at the last Others round, Others with each
+        branch alone."""
         pq = _pq_model(client)
         return gate_report(client, pq, watch if isinstance(watch, GateWatch) else GateWatch(pq), own, others,
-                           final=final, limit=limit)  # fmt: skip
+                           by_branch=final and passes, limit=limit)  # fmt: skip
 
     def lr_groups(self, client: Any) -> dict[str, float]:
         lr = client.lr * self.config.pq_lr_scale

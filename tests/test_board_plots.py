@@ -20,9 +20,11 @@ from drake.plots import (  # noqa: E402
     CostPoint,
     Point,
     cost_figure,
+    gate_table,
     learning_curves_figure,
     mean_curves,
     plot_cost,
+    plot_gate,
     plot_learning_curves,
     plot_self_vs_others,
     self_vs_others_figure,
@@ -169,3 +171,22 @@ def test_pngs_are_reproducible(tmp_path: Path) -> None:
                        ("curves", lambda p: plot_learning_curves(dyn, p, labels=["fedavg"])),):  # fmt: skip
         a, b = draw(tmp_path / f"{name}-1.png").read_bytes(), draw(tmp_path / f"{name}-2.png").read_bytes()
         assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in a and b"Date" not in a
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_gate_table_and_plot_show_the_branches_only_when_scored(passes: bool, tmp_path: Path) -> None:
+    """Others per branch costs two more Others passes (engine.diagnostic_passes); without it the gate's table
+    and figure leave the branch columns / panel out instead of showing zeros."""
+    clients = {str(c): {"beta_own": 0.6, "beta_others": 0.7} for c in range(3)}
+    if passes:
+        for c, d in clients.items():
+            d["others_by_branch"] = {"global": 0.3 + int(c) / 100, "local": 0.25}
+    diagnostics = [{"round": 10, "clients": {c: {k: v for k, v in d.items() if k != "others_by_branch"}
+                                            for c, d in clients.items()}},
+                   {"round": 20, "clients": clients}]  # fmt: skip
+    headers, rows = gate_table(diagnostics)
+    assert ("Others: global only" in headers) is passes and all(len(r) == len(headers) for r in rows)
+    assert rows[0][:3] == ["0", "60.0", "70.0"] and rows[2][3:] == (["32.0", "25.0"] if passes else [])
+    plot_gate(diagnostics, tmp_path / "gate.png", learned={"0": 0.3})
+    plt.close("all")
+    assert (tmp_path / "gate.png").stat().st_size > 0

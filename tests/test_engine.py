@@ -66,6 +66,13 @@ def _run_seed(args: argparse.Namespace, seed: int = 0, *, resume: bool = False, 
     return seed_record(seed, plan.scenario, raw, wall_seconds=0.0)
 
 
+def test_no_progress_also_silences_the_data_build(tiny_scenario: Path, tmp_path: Path, capsys) -> None:
+    """A study runs with --no-progress into a log: the data build must not draw its bar there either."""
+    plan_from_args(_args(tiny_scenario, tmp_path / "a", "--data-dir", str(tmp_path / "data")))
+    assert (tmp_path / "data").is_dir()
+    assert "drake build" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["local", "fedavg"])
 def test_same_seed_same_numbers_and_scopes(method: str, tiny_scenario: Path, tmp_path: Path) -> None:
     args = _args(tiny_scenario, tmp_path / "a", "--method", method)

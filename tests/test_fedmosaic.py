@@ -449,7 +449,8 @@ def test_two_rounds_through_the_engine(untrained_models, tmp_path: Path) -> None
     fast = ["--scale", "0.1", "--no-progress", "--set", "local_steps=2", "--set", "batch_size=2",
             "--set", "grad_every=1", "--set", "num_blocks=4", "--set", "align_samples=4", "--set", "align_steps=10", "--set", f"align_cache={tmp_path / 'align'}",
             "--set", "engine.others_limit=2", "--set", "engine.self_limit=2", "--set", "engine.unseen_limit=2"]  # fmt: skip
-    args = p.parse_args(["--method", "fedmosaic", "--scenario", str(scenario), "--out", str(tmp_path / "o"), *fast])
+    args = p.parse_args(["--method", "fedmosaic", "--scenario", str(scenario), "--out", str(tmp_path / "o"), *fast,
+                         "--set", "engine.diagnostic_passes=true"])  # fmt: skip
     plan = plan_from_args(args)
     engine, method = make_engine(plan, 0, None)
     sent: list[ClientUpdate] = []
@@ -507,15 +508,16 @@ def test_two_rounds_through_the_engine(untrained_models, tmp_path: Path) -> None
     for d in diagnostics[-1]["clients"].values():
         assert 0.0 < d["beta_own"] < 1.0 and 0.0 < d["beta_others"] < 1.0
         assert set(d["others_by_branch"]) == {"global", "local"}
-    # they only read the model: off, the config hash and every score stay the same
-    quiet = p.parse_args(["--method", "fedmosaic", "--scenario", str(scenario), "--out", str(tmp_path / "q"), *fast,
-                          "--set", "engine.diagnostics=false"])  # fmt: skip
+    # they only read the model: without the passes (the default), the config hash, every score and the
+    # gate stay the same, and Others per branch is left out
+    quiet = p.parse_args(["--method", "fedmosaic", "--scenario", str(scenario), "--out", str(tmp_path / "q"), *fast])
     quiet_plan = plan_from_args(quiet)
     assert quiet_plan.config_hash == plan.config_hash
     engine, method = make_engine(quiet_plan, 0, None)
     plain = seed_record(0, quiet_plan.scenario, engine.run(method, quiet_plan.scenario, seed=0), wall_seconds=0.0)
-    assert "diagnostics" not in plain["extra"]
     assert [e.get("eval") for e in plain["rounds"]] == [e.get("eval") for e in record["rounds"]]
+    for d, full in zip(plain["extra"]["diagnostics"][-1]["clients"].values(), diagnostics[-1]["clients"].values()):
+        assert "others_by_branch" not in d and d["beta_own"] == full["beta_own"]
     assert method.aligned[anchor] == {"anchors": {}}  # the anchor keeps its random orthonormal A/B
     for arch in archs:
         for rep in method.aligned[arch]["anchors"].values():

@@ -248,6 +248,7 @@ def test_fedmosaic_unseen_fine_tune_fits_the_task_like_plain_lora(tiny_scenario:
         extra = ["--set", "align_samples=4", "--set", "align_steps=5",
                  "--set", f"align_cache={tmp_path / 'align'}"] if method == "fedmosaic" else []  # fmt: skip
         record = _run_seed(engine_args(tiny_scenario, tmp_path / method, "--method", method, *adapt, *extra))
+        assert "diagnostics" not in record["extra"]  # engine.diagnostics=false: not even the free gate numbers
         adapted = [a for entry in record["final"].values() for a in (entry.get("unseen_adapted") or {}).values()]
         assert adapted, method
         losses = [[a["loss"][str(step)] for step in (4, 8, 12)] for a in adapted]

@@ -6,6 +6,7 @@ Plain module names (``q_proj``) would also hit the vision tower, so targets are 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from peft import LoraConfig, get_peft_model
@@ -14,6 +15,10 @@ from torch import nn
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.models.loading import TEXT_LINEAR as ALL_TEXT_LINEAR
 from drake.models.loading import language_model_target_regex
+
+# peft probes a transformers attribute that 5.x deprecates; the warning is noise for users of the harness. Set
+# here, where peft wraps models, so every process that attaches adapters (engine workers included) has it.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass(frozen=True)

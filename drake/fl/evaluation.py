@@ -69,7 +69,7 @@ def evaluate_round(
             own = [t for t in scores if t in specs[cid].tasks]
             theirs = [t for t in scores if t not in specs[cid].tasks]
             diag = method.diagnostics(ctx, rt, own, theirs, final=rnd + 1 == others_rounds[-1], limit=s.others_limit,
-                                      watch=watch)  # fmt: skip
+                                      watch=watch, passes=s.diagnostic_passes)  # fmt: skip
             if diag:
                 out[cid]["diagnostics"] = diag
     # the client's stream position must not move because of evaluation

@@ -163,12 +163,13 @@ class Method(ABC, Generic[C]):
 
     def diagnostics(
         self, ctx: RoundContext, client: ClientRuntime, own: Sequence[str], others: Sequence[str], *, final: bool,
-        limit: int | None, watch: ScoringWatch | None = None,
+        limit: int | None, watch: ScoringWatch | None = None, passes: bool = False,
     ) -> dict[str, Any] | None:
         """Numbers about the scored model, written beside the result at each evaluation that scores other
         clients' tasks (``others``; ``final`` at the last one; ``limit`` test rows per task; ``watch`` from
         ``watch_scoring``), e.g. FedMosaic's gate on own vs others' prompts. Only when the engine setting
-        ``diagnostics`` is on (outside the config hash: they must not change a score). Default: none."""
+        ``diagnostics`` is on (outside the config hash: they must not change a score); ``passes`` (the
+        setting ``diagnostic_passes``) allows numbers that cost scoring passes of their own. Default: none."""
         return None
 
     def eval_key(self, ctx: RoundContext, client: ClientRuntime, server: ServerState) -> Hashable | None:
