@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,32 @@ def prefix_lookup(
     return torch.tensor(out, device=input_ids.device)
 
 
+class MixWatch:
+    """The global weight lambda of every row scored per task (``FedDPA.watch_scoring``), so the result shows
+    whether the instance-wise mix leans on the global adapter for other clients' prompts, as it is meant to."""
+
+    def __init__(self) -> None:
+        self.lams: dict[str, list[float]] = {}
+        self.current: str | None = None
+
+    @contextmanager
+    def task(self, name: str) -> Iterator[None]:
+        self.current = name
+        self.lams.setdefault(name, [])
+        try:
+            yield
+        finally:
+            self.current = None
+
+    def record(self, lam: torch.Tensor) -> None:
+        if self.current is not None:
+            self.lams[self.current] += lam.tolist()
+
+    def mean(self, tasks: Sequence[str]) -> float | None:
+        values = [v for t in tasks for v in self.lams.get(t, [])]
+        return sum(values) / len(values) if values else None
+
+
 def inference_mix(lam: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-row adapter weights: global lambda_i, local 1 - lambda_i (as the official FedDPA code assigns)."""
     w = lam.reshape(-1, 1, 1)
@@ -91,6 +119,10 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
     config_cls = FedDPAConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
+
+    def __init__(self, config: FedDPAConfig | None = None) -> None:
+        super().__init__(config)
+        self.watches: dict[int, MixWatch] = {}  # client -> the watch of the evaluation under way
 
     def wrap(self, peft_model: nn.Module) -> nn.Module:
         return MixModel(peft_model)
@@ -126,6 +158,8 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
             table.clear()
             h = self.prompt_states(client, rows)
             lam = instance_weights(h, ref_h, self.config.max_weight)
+            if client.id in self.watches:
+                self.watches[client.id].record(lam)
             for key, value in zip(self.prompt_keys(client, rows), lam.tolist()):
                 table[key] = value
 
@@ -134,6 +168,21 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
 
         client.before_eval = before_eval
         model.row_mix = row_mix
+
+    def watch_scoring(self, ctx: RoundContext, client) -> MixWatch:
+        self.watches[client.id] = MixWatch()
+        return self.watches[client.id]
+
+    def diagnostics(
+        self, ctx: RoundContext, client, own: Sequence[str], others: Sequence[str], *, final: bool,
+        limit: int | None, watch: Any = None, passes: bool = False,
+    ) -> dict[str, Any] | None:
+        """The global adapter's mean weight lambda on own vs other clients' prompts, under FedMosaic's gate
+        keys (``beta_*``: the weight of the global branch), so the gate table and plot read both methods."""
+        watch = self.watches.pop(client.id, None)
+        if watch is None:
+            return None
+        return {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
 
     # ---- instance-wise weights ---------------------------------------------------------------------------
     def reference_rows(self, ctx: RoundContext, client) -> list[Row]:

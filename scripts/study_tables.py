@@ -63,7 +63,7 @@ def gate(record: dict[str, Any]) -> list[list[str]]:
         oth = _mean([d["beta_others"] for d in last if d.get("beta_others") is not None])
         glob = _mean([d["others_by_branch"]["global"] for d in last if d.get("others_by_branch")])
         loc = _mean([d["others_by_branch"]["local"] for d in last if d.get("others_by_branch")])
-        rows.append([c, f"{100 * own:.1f}", f"{100 * oth:.1f}", f"{100 * glob:.1f}", f"{100 * loc:.1f}"])
+        rows.append([c, *("-" if math.isnan(v) else f"{100 * v:.1f}" for v in (own, oth, glob, loc))])
     return rows
 
 

@@ -348,5 +348,9 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
     cost = METHODS.get(method)().compute_cost()
     assert record["extra"]["compute_ratio_to_local"] == pytest.approx(2 * 4 * cost / (20 * 8))
     assert record["extra"]["wall_by_phase"]["train_s_per_example"] > 0
+    if method == "feddpa":  # its instance-wise global weight on own vs others' prompts, read while scoring
+        gate = record["extra"]["diagnostics"][-1]["clients"]
+        assert set(gate) == {"0", "1", "2"}
+        assert all(-0.5 <= d[k] <= 0.5 for d in gate.values() for k in ("beta_own", "beta_others"))
     again, _ = _run(last_round_eval, tmp_path / "b", method)
     assert _strip_timing(record) == _strip_timing(again), "same seed, different numbers"
