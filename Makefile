@@ -1,7 +1,8 @@
 # Two entry points: `make run` (the main job on the embedded default) and `make test`.
 # Each bootstraps a local venv on first use: torch==2.13.0 first (CPU wheel here, CUDA on a GPU box),
-# then the package (`make test` adds its dev and flower extras). --no-compile: modules are byte-compiled as a run
-# first imports them, not all of torch and transformers up front (the larger part of the install time).
+# then the package (`make test` adds its dev and flower extras). pip byte-compiles on install: where
+# PYTHONDONTWRITEBYTECODE is set (as on the development machine) nothing is cached later, and every engine worker would
+# compile torch again (measured: +17 s on the smoke run with pip's --no-compile).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,12 +20,12 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
-	$(BIN)/python -m pip install -q --no-compile -e .
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev,flower]'
+	$(BIN)/python -m pip install -q -e '.[dev,flower]'
 	touch $(DEV_STAMP)
 
 run: $(STAMP)
