@@ -486,11 +486,15 @@ def plot_gate(
     left.set_ylabel("mean gate beta (1 = global branch)")
     left.set_ylim(0, 1)
     left.legend(fontsize=8)
-    if not branches:
-        fig.suptitle(title or "FedMosaic gate")
-        fig.tight_layout()
-        return _save(fig, path)
-    right = axes[0][1]
+    if branches:
+        _branch_bars(axes[0][1], diagnostics, learned, rounds[-1])
+    fig.suptitle(title or "FedMosaic gate")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _branch_bars(ax: Any, diagnostics: Sequence[Mapping[str, Any]], learned: Mapping[str, float] | None, rnd: int) -> None:
+    """Each client's Others at the last round with each branch alone, and with the learned gate."""
     last = sorted(diagnostics[-1]["clients"].items(), key=lambda kv: int(kv[0]))
     bars = {f"{b} branch only": [(d.get("others_by_branch") or {}).get(b) or 0.0 for _, d in last] for b in ("global", "local")}
     if learned:
@@ -498,13 +502,10 @@ def plot_gate(
     width = 0.8 / len(bars)
     for k, (label, values) in enumerate(bars.items()):
         offset = (k - (len(bars) - 1) / 2) * width
-        right.bar([i + offset for i in range(len(last))], [100 * v for v in values], width, label=label)
-    right.set_xticks(range(len(last)), [f"client {c}" for c, _ in last], rotation=45, ha="right", fontsize=8)
-    right.set_ylabel(f"Others at round {rounds[-1]} (%)")
-    right.legend(fontsize=8)
-    fig.suptitle(title or "FedMosaic gate")
-    fig.tight_layout()
-    return _save(fig, path)
+        ax.bar([i + offset for i in range(len(last))], [100 * v for v in values], width, label=label)
+    ax.set_xticks(range(len(last)), [f"client {c}" for c, _ in last], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"Others at round {rnd} (%)")
+    ax.legend(fontsize=8)
 
 
 def plot_sensitivity(
