@@ -73,10 +73,9 @@ def gate_report(
     on the rows Others is scored on (``limit`` per task); two more Others passes."""
     out: dict[str, Any] = {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
     if by_branch and others:
-        by_branch = {}
+        out["others_by_branch"] = {}
         for branch, beta in (("global", 1.0), ("local", 0.0)):
             with pq.force_beta(beta):
                 scores = [client.evaluate(t, limit=limit)["score"] for t in others]
-            by_branch[branch] = sum(scores) / len(scores)
-        out["others_by_branch"] = by_branch
+            out["others_by_branch"][branch] = sum(scores) / len(scores)
     return out
