@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,6 +146,19 @@ def verified_records(board: str | Path, tasks: TaskTable | None = None) -> dict[
     return records
 
 
+def method_label(info: Mapping[str, Any]) -> str:
+    """The method's name, with the named config it ran (``--config fedmosaic-no-rela``, one of the paper's
+    ablations) as ``fedmosaic+no-rela``, so an ablation's row never reads as the method itself."""
+    from drake.config import named_configs
+
+    name = info["method"]["name"]
+    args = shlex.split(info.get("command") or "")
+    for flag, value in zip(args, args[1:]):
+        if flag == "--config" and value in named_configs():
+            return f"{name}+{value.removeprefix(name + '-')}"
+    return name
+
+
 def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS) -> Entry:
     """The row of one verified record; every number is recomputed from its per-seed data."""
     info = record["run_info"]
@@ -155,7 +169,7 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
     clients = info["scenario"]["spec"]["clients"]
     return Entry(
         file=name,
-        method=info["method"]["name"],
+        method=method_label(info),
         architectures=tuple(
             dict.fromkeys(architecture_name(str(c["model"])) for c in clients if c.get("model"))
         ),

@@ -19,6 +19,7 @@ from typing import Any
 from drake.commands import table
 from drake.results import load_result, seed_summaries
 from drake.spec import REPO_ROOT
+from leaderboard.build import method_label
 
 GROUPS = ((0, 1, 2), (3, 4, 5), (6, 7, 8, 9))  # drake-dynamic/static: related tasks on nearby clients
 
@@ -32,7 +33,7 @@ def records(board: Path, scenario: str, methods: Sequence[str]) -> dict[str, dic
     for path in sorted((board / "results").glob("*.json")):
         record = load_result(path)
         info = record["run_info"]
-        name = info["method"]["name"]
+        name = method_label(info)  # an ablation as fedmosaic+no-rela
         if info["scenario"]["name"] == scenario and name in methods and (info.get("protocol") or {}).get("name") == "official":
             out[f"{name} ({path.name})"] = record
     return out

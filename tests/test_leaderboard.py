@@ -896,3 +896,13 @@ def test_readme_sync_writes_percent_tables_of_the_official_protocol(built: Path,
     assert f"| {100 * mean:.1f} ± " in fedavg and "ditto" not in text  # server-global is not in the README
     with pytest.raises(DataError, match="markers"):
         replace_block("no markers", "x")
+
+
+def test_an_ablation_row_is_labelled_with_its_named_config() -> None:
+    """Study ablations run as `--config fedmosaic-no-rela`: the board must not show them as `fedmosaic`."""
+    from leaderboard.build import method_label
+
+    run = "python eval.py --method fedmosaic --scenario drake-dynamic --config {} --seeds 0 1 2"
+    assert method_label({"method": {"name": "fedmosaic"}, "command": run.format("fedmosaic-no-rela")}) == "fedmosaic+no-rela"
+    assert method_label({"method": {"name": "fedmosaic"}, "command": run.format("my.yaml")}) == "fedmosaic"
+    assert method_label({"method": {"name": "fedavg"}, "command": "python eval.py --method fedavg"}) == "fedavg"
