@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from baselines._dual import (
 from drake.adapters.mix import MixModel
 from drake.adapters.multi import DEFAULT
 from drake.fl.client import ClientRuntime, Row
-from drake.fl.method import MethodConfig
+from drake.fl.method import MethodConfig, TaskValues
 from drake.fl.types import ClientUpdate, RoundContext
 from drake.models.batching import collate
 from drake.models.scoring import position_ids
@@ -66,32 +65,6 @@ def prefix_lookup(
     return torch.tensor(out, device=input_ids.device)
 
 
-class MixWatch:
-    """The global weight lambda of every row scored per task (``FedDPA.watch_scoring``), so the result shows
-    whether the instance-wise mix leans on the global adapter for other clients' prompts, as it is meant to."""
-
-    def __init__(self) -> None:
-        self.lams: dict[str, list[float]] = {}
-        self.current: str | None = None
-
-    @contextmanager
-    def task(self, name: str) -> Iterator[None]:
-        self.current = name
-        self.lams.setdefault(name, [])
-        try:
-            yield
-        finally:
-            self.current = None
-
-    def record(self, lam: torch.Tensor) -> None:
-        if self.current is not None:
-            self.lams[self.current] += lam.tolist()
-
-    def mean(self, tasks: Sequence[str]) -> float | None:
-        values = [v for t in tasks for v in self.lams.get(t, [])]
-        return sum(values) / len(values) if values else None
-
-
 def inference_mix(lam: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-row adapter weights: global lambda_i, local 1 - lambda_i (as the official FedDPA code assigns)."""
     w = lam.reshape(-1, 1, 1)
@@ -122,7 +95,7 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
 
     def __init__(self, config: FedDPAConfig | None = None) -> None:
         super().__init__(config)
-        self.watches: dict[int, MixWatch] = {}  # client -> the watch of the evaluation under way
+        self.watches: dict[int, TaskValues] = {}  # client -> the watch of the evaluation under way: its lambdas
 
     def wrap(self, peft_model: nn.Module) -> nn.Module:
         return MixModel(peft_model)
@@ -169,8 +142,8 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
         client.before_eval = before_eval
         model.row_mix = row_mix
 
-    def watch_scoring(self, ctx: RoundContext, client) -> MixWatch:
-        self.watches[client.id] = MixWatch()
+    def watch_scoring(self, ctx: RoundContext, client) -> TaskValues:
+        self.watches[client.id] = TaskValues()
         return self.watches[client.id]
 
     def diagnostics(

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from drake.fl.method import TaskValues
 from fedmosaic.pqlora import PQLoraModel
 
 
@@ -46,22 +47,18 @@ def recorded_betas(pq: PQLoraModel, into: list[torch.Tensor]) -> Iterator[None]:
             del layer.beta
 
 
-class GateWatch:
-    """The betas of the forwards that score each task, recorded while the engine scores (``task(name)``)."""
+class GateWatch(TaskValues):
+    """The betas of the forwards that score each task, recorded while the engine scores (``task(name)``);
+    ``mean`` is over every layer and scored sequence."""
 
     def __init__(self, pq: PQLoraModel) -> None:
+        super().__init__()
         self.pq = pq
-        self.betas: dict[str, list[torch.Tensor]] = {}
 
     @contextmanager
     def task(self, name: str) -> Iterator[None]:
-        with recorded_betas(self.pq, self.betas.setdefault(name, [])):
+        with super().task(name), recorded_betas(self.pq, self.values[name]):
             yield
-
-    def mean(self, tasks: Sequence[str]) -> float | None:
-        """Mean beta over every layer and scored sequence of ``tasks`` (None when none was scored)."""
-        values = [b for t in tasks for b in self.betas.get(t, [])]
-        return float(torch.cat(values).mean()) if values else None
 
 
 def gate_report(

@@ -274,13 +274,13 @@ def test_gate_watch_reads_the_prompt_gate_off_the_scoring_forwards(tok) -> None:
         for start in (0, 3):
             pq(**collate(loaded, task_rows[start : start + 3], with_answer=False))
     layers = len(pq.layers)
-    assert sum(len(b) for b in watch.betas["t"]) == layers * len(task_rows) == sum(len(b) for b in prompt_only)
-    got, want = torch.cat(watch.betas["t"]), torch.cat(prompt_only)
+    assert sum(len(b) for b in watch.values["t"]) == layers * len(task_rows) == sum(len(b) for b in prompt_only)
+    got, want = torch.cat(watch.values["t"]), torch.cat(prompt_only)
     assert torch.allclose(got, want, atol=1e-5) and got.std() > 1e-3  # per row and layer, not a constant
     assert watch.mean(["t"]) == pytest.approx(float(want.mean()), abs=1e-6)
     with watch.task("open"):  # greedy decoding: the prefill is recorded, the cached decode steps are not
         generate_answers(loaded, task_rows[:2], model=pq, max_new_tokens=3)
-    assert sum(len(b) for b in watch.betas["open"]) == layers * 2
+    assert sum(len(b) for b in watch.values["open"]) == layers * 2
     assert watch.mean(["unscored"]) is None and not any(hasattr(x, "__dict__") and "beta" in x.__dict__
                                                         for x in pq.layers.values())  # fmt: skip
 

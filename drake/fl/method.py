@@ -21,8 +21,8 @@ Hooks and where they run:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -42,6 +42,34 @@ class ScoringWatch(Protocol):
     """A method's observer of the scoring forwards (``Method.watch_scoring``)."""
 
     def task(self, name: str) -> AbstractContextManager[None]: ...
+
+
+class TaskValues:
+    """A ``ScoringWatch`` that keeps the numbers recorded while each task is scored (``record``, or appended to
+    ``values[task]`` by a hook) and averages them over tasks: FedMosaic's gate beta, FedDPA's mix weight."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self.current: str | None = None
+
+    @contextmanager
+    def task(self, name: str) -> Iterator[None]:
+        self.current = name
+        self.values.setdefault(name, [])
+        try:
+            yield
+        finally:
+            self.current = None
+
+    def record(self, values: torch.Tensor) -> None:
+        """Keep ``values`` (any shape) for the task being scored; outside a task, nothing."""
+        if self.current is not None:
+            self.values[self.current].append(values.detach().float().reshape(-1).cpu())
+
+    def mean(self, tasks: Sequence[str]) -> float | None:
+        """Mean of every number recorded for ``tasks`` (None when none was scored)."""
+        kept = [v for t in tasks for v in self.values.get(t, [])]
+        return float(torch.cat(kept).mean()) if kept else None
 
 
 @dataclass(frozen=True)
