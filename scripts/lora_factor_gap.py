@@ -77,9 +77,9 @@ def rows_of(checkpoint: Path) -> list[list[str]]:
     if uploads is not None:  # FedMosaic: G_i from the other clients' last uploads, relevance-weighted
         ids = sorted(uploads)
         relevance = server.method_state["relevance"]
+        arch = {cid: signature(uploads[cid]) for cid in ids}
         for i, cid in enumerate(ids):
-            same = [(uploads[j], relevance[i][k]) for k, j in enumerate(ids)
-                    if j != cid and signature(uploads[j]) == signature(uploads[cid])]  # fmt: skip
+            same = [(uploads[j], relevance[i][k]) for k, j in enumerate(ids) if j != cid and arch[j] == arch[cid]]
             kept, cos = gap([s for s, _ in same], [w for _, w in same]) if same else (math.nan, math.nan)
             rows.append([str(cid), str(len(same)), f"{kept:.3f}", f"{cos:.3f}"])
     else:  # FedAvg: the per-architecture average of the last round's post-local adapters
