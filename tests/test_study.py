@@ -20,6 +20,10 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
     assert {r.scenario for r in plan[: len(plan) // 2]} == {"drake-dynamic"}
     homo = next(r for r in plan if r.name == "fedmosaic+homo")
     assert (homo.method, homo.pool, homo.config) == ("fedmosaic", "homo", "fedmosaic-homo")
+    # the seed systems and cross-architecture baselines follow the ablations, before the other baselines
+    after = [r.name for r in plan[plan.index(homo) + 1 : plan.index(homo) + 9]]
+    assert after == ["fedms", "fedamole", "mosaic", "feddf", "fedmkt", "takfl", "hetlora", "flexlora"]
+    assert len({r.key for r in plan}) == len(plan)
     narrow = default_plan(["fedavg", "fedmosaic+no-rela"], ["drake-static"])
     assert [(r.name, r.scenario) for r in narrow] == [("fedavg", "drake-static"), ("fedmosaic+no-rela", "drake-static")]
     with pytest.raises(SpecError, match="fedmosaic\\+no-rela"):
