@@ -95,6 +95,13 @@ class PublicData(ABC):
             self._public = load_public_rows(self._data_dir, self.public_size(), self.name)
         return self._public
 
+    def compute_scale(self, server: ServerState) -> float:
+        """1 + the server's training units over the clients' (``log_server_units``' totals under the
+        method's name; 1 where the server trained nothing or logs no units)."""
+        rec = server.method_state.get(self.name) or {}
+        client = float(rec.get("client_units") or 0.0)
+        return 1.0 + float(rec.get("server_units") or 0.0) / client if client else 1.0
+
 
 class PublicDistillation(PublicData):
     """Mixin for methods whose server, after its base aggregate (FedAvg within each architecture), distils on

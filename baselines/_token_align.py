@@ -136,7 +136,10 @@ class VocabMap:
 
 def align_blocks(src: Sequence[str], tgt: Sequence[str]) -> list[tuple[range, range, bool]]:
     """Cut two token-text sequences at their common character boundaries: (source positions, target positions,
-    whether the two texts of the block agree). A tail past the last common boundary is one unverified block."""
+    whether the two texts of the block agree). A tail past the last common boundary is one unverified block.
+    A verified block of the same tokens on both sides is cut 1:1: a token with no text of its own (a bare
+    word-start marker, as Llama-3 and Qwen2.5 put before a digit) shares its boundary with the next token,
+    and would otherwise hand the next position a one-hot even between identical tokenizers."""
     cs, ct = list(accumulate(len(k) for k in src)), list(accumulate(len(k) for k in tgt))
     blocks: list[tuple[range, range, bool]] = []
     i = j = 0
@@ -146,7 +149,10 @@ def align_blocks(src: Sequence[str], tgt: Sequence[str]) -> list[tuple[range, ra
             i2 += 1
         while j2 < len(tgt) and ct[j2] <= c:
             j2 += 1
-        blocks.append((range(i, i2), range(j, j2), "".join(src[i:i2]) == "".join(tgt[j:j2])))
+        if list(src[i:i2]) == list(tgt[j:j2]):
+            blocks += [(range(a, a + 1), range(b, b + 1), True) for a, b in zip(range(i, i2), range(j, j2))]
+        else:
+            blocks.append((range(i, i2), range(j, j2), "".join(src[i:i2]) == "".join(tgt[j:j2])))
         i, j = i2, j2
     if i < len(src) or j < len(tgt):
         blocks.append((range(i, len(src)), range(j, len(tgt)), False))

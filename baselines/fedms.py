@@ -267,7 +267,8 @@ class FedMS(Method[FedMSConfig]):
     Savings report (``server.method_state["fedms"]``, in the result's ``extra.method``): per round the active
     blocks, bytes up/down against the same round with every block active (blocks have equal shapes, so
     bytes scale with the block count), and text-model block passes per training step (``block_passes``);
-    a summary over stage 1.
+    a summary over stage 1. The result's ``compute_ratio_to_local`` is scaled by the mean block passes over
+    all rounds (``compute_scale``), so the cost plot shows what SAL saves.
     """
 
     name = "fedms"
@@ -327,6 +328,12 @@ class FedMS(Method[FedMSConfig]):
         log["rounds"].append(self._round_log(ctx, updates))
         log["summary"] = _summary(log["rounds"])
         return server
+
+    def compute_scale(self, server: ServerState) -> float:
+        """The mean block passes per training step over the rounds (stage 1's sparse activation below 1,
+        stage 2 at 1): what SAL saves on the run's training compute."""
+        rounds = (server.method_state.get("fedms") or {}).get("rounds") or []
+        return sum(r["block_passes"] for r in rounds) / len(rounds) if rounds else 1.0
 
     def _round_log(self, ctx: RoundContext, updates: Sequence[ClientUpdate]) -> dict[str, Any]:
         keys = ("sal_up_bytes", "sal_up_bytes_all", "sal_down_bytes", "sal_down_bytes_all", "train_seconds")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from baselines._lora_rank import RankHeteroMethod, lora_pairs
 from drake.errors import SpecError
 from drake.fl.method import MethodConfig, ServerState
-from drake.fl.types import Arrays, ClientUpdate, RoundContext
+from drake.fl.types import Arrays, ClientUpdate, Payload, RoundContext
 
 SPLITS = ("B", "sqrt")
 
@@ -88,12 +89,22 @@ class FlexLoRA(RankHeteroMethod[FlexLoRAConfig]):
     orthonormal rows and every component, even one of singular value zero, can train (as a fresh LoRA's
     nonzero A does); ``sqrt`` splits sqrt(S) over both. Either way B A is the same.
 
+    A client starts every round with a fresh AdamW (the harness keeps optimizer state across rounds, as the
+    FedMosaic code does): the SVD hands it new factors in a new basis each round (rotated, signs arbitrary),
+    in which last round's per-element moments mean nothing. The paper's clients build a new optimizer each
+    round too.
+
     On a scenario without per-client ranks (``smoke``) every client trains at ``lora_r``: FlexLoRA is then
     FedAvg of the products B A, re-factored by SVD at ``lora_r``. The FedMosaic code does not run FlexLoRA.
     """
 
     name = "flexlora"
     config_cls = FlexLoRAConfig
+
+    def client_update(self, ctx: RoundContext, client: Any, payload: Payload) -> ClientUpdate:
+        if payload.arrays:
+            client.state.optimizer = None  # new SVD factors: a fresh optimizer (see the class docstring)
+        return super().client_update(ctx, client, payload)
 
     def merge(self, ctx: RoundContext, server: ServerState, group: Sequence[ClientUpdate]) -> Arrays:
         weights = [float(u.num_examples) for u in group]

@@ -16,7 +16,7 @@ from baselines._distill import (
     vocab_signature,
 )
 from baselines._dual import set_model_mix
-from baselines._public import PublicData, server_runtime
+from baselines._public import FORWARD, PublicData, log_server_units, server_runtime
 from baselines.ditto import Ditto, DittoConfig
 from drake.adapters.multi import DEFAULT, mixed
 from drake.fl.client import ArchModel, ClientRuntime, Row
@@ -86,6 +86,7 @@ class PerAda(PublicData, Ditto):
         sigs = {a: vocab_signature(m.loaded) for a, m in self._archs.items()}
         arch_of = {cid: ctx.clients[cid].architecture for cid in by_client}
         logits = {cid: self._answer_logits(arch_of[cid], by_client[cid].arrays, rows) for cid in sorted(by_client)}
+        units, log = FORWARD * len(rows) * len(logits), {}
         for arch, teachers in teacher_groups(sigs, arch_of, cfg.cross_arch_kd).items():
             if arch not in server.per_arch or not teachers:
                 continue
@@ -108,8 +109,12 @@ class PerAda(PublicData, Ditto):
                 target = torch.cat([by_id[r["id"]] for r in chunk]).to(student.device)
                 return kd_loss(student, target, cfg.kd_temperature)
 
-            rt.train(len(batches), batches=batches, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
+            metrics = rt.train(len(batches), batches=batches, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
             server.per_arch[arch] = am.adapter.get_state("shared")
+            units += metrics["examples"]
+            log[arch] = {"teachers": float(len(teachers)), "steps": metrics["steps"], "loss": metrics["loss"]}
+        client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
+        log_server_units(server, "perada", ctx, log, units, client_units)
 
     def _answer_logits(self, arch: str, arrays: dict[str, torch.Tensor], rows: Sequence[Row]) -> list[torch.Tensor]:
         """Per row, the logits of one client's uploaded adapter (the global alone) at the answer positions."""

@@ -229,6 +229,7 @@ def seed_record(seed: int, scenario: Any, raw: RunResult, *, wall_seconds: float
         "wall_seconds": float(wall_seconds),
         "extra": {"wall_by_phase": wall, "comm_by_client": comm["per_round"],
                   "compute_ratio_to_local": compute.get("ratio_to_local", 1.0),
+                  "compute_ratio_clients_to_local": compute.get("clients_ratio_to_local", 1.0),
                   "compute_cost_per_example": compute.get("cost_per_example", 1.0)},
     }  # fmt: skip
     if relevance:

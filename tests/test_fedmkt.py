@@ -131,6 +131,9 @@ def test_blocks_are_cut_at_common_boundaries() -> None:
     assert align_blocks(["ab", "cd"], ["abc", "x"]) == [(range(0, 2), range(0, 2), False)]  # no common boundary
     assert align_blocks(["ab", "xy"], ["ab", "cd", "e"]) == [  # texts differ after "ab"; a tail with no source
         (range(0, 1), range(0, 1), True), (range(1, 2), range(1, 2), False), (range(2, 2), range(2, 3), False)]
+    # a bare word-start marker (no text of its own) before a digit: the same tokens align 1:1, not as one block
+    assert align_blocks(["", "3", "x"], ["", "3", "x"]) == [(range(i, i + 1), range(i, i + 1), True) for i in range(3)]
+    assert align_blocks(["", "3"], ["3"]) == [(range(0, 2), range(0, 1), True)]  # other tokenizers: still a block
 
 
 def test_dual_min_ce_keeps_the_best_source_only_where_it_beats_the_receiver() -> None:
@@ -282,7 +285,8 @@ def test_one_server_llm_teaches_every_client(public) -> None:
 
 
 def test_compute_ratio_and_bad_settings() -> None:
-    assert FedMKT().compute_ratio_to_local() == pytest.approx((12 * 8 + 80 + 80 / 3) / (20 * 8))
+    # 12 x 8 private examples + one distillation epoch and one forward over 32 public rows, over 20 x 8
+    assert FedMKT().compute_ratio_to_local() == pytest.approx((12 * 8 + 32 + 32 / 3) / (20 * 8))
     with pytest.raises(SpecError, match="server_models='llm' is not one of per_arch, largest"):
         FedMKTConfig(server_models="llm")
     with pytest.raises(SpecError, match="lm_weight=1.5 must be in"):

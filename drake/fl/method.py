@@ -148,6 +148,13 @@ class Method(ABC, Generic[C]):
         own = self.config.local_steps * self.config.batch_size * self.compute_cost()
         return float(own / (ref.local_steps * ref.batch_size))
 
+    def compute_scale(self, server: ServerState) -> float:
+        """The run's whole training compute over what ``compute_ratio_to_local`` counts (the clients' local
+        steps at ``compute_cost`` per example): above 1 with compute spent elsewhere (server-side
+        distillation, client generators), below 1 where local steps cost less than full passes (FedMS's
+        sparsely activated stage 1). Read off the method's own log at the end of the run; default 1."""
+        return 1.0
+
     # ---- server side -----------------------------------------------------------------------------
     def init_server(self, clients: Mapping[int, ClientInfo]) -> ServerState:
         return ServerState()
