@@ -29,6 +29,9 @@ FAST = ["--scale", "0.1", "--no-progress", "--set", "local_steps=2", "--set", "b
         "--set", "engine.others_limit=2", "--set", "engine.self_limit=4", "--set", "engine.unseen_limit=2",
         "--set", "engine.unseen_adapt_steps=0"]  # fmt: skip
 EXTRA = {"perada": ["--set", "kd_samples=8", "--set", "kd_steps=2", "--set", "kd_batch=4"]}
+#: methods whose server trains (distillation on public rows or generated samples): their headline compute
+#: ratio counts it on top of the clients' local steps
+SERVER_TRAINS = {"feddf", "fedmkt", "mosaic", "perada", "takfl"}
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +87,10 @@ def test_method_runs_on_the_default_and_process_engines(method: str, scenario: P
             assert len(entry["train"]) == 3 and all(math.isfinite(t["loss"]) for t in entry["train"].values())
         assert set(seed["rounds"][-1]["eval"]) == {"0", "1", "2"}
         assert seed["comm_bytes"]["total_up"] > 0 or method == "local"
+        total, clients = seed["extra"]["compute_ratio_to_local"], seed["extra"]["compute_ratio_clients_to_local"]
+        if method in SERVER_TRAINS:
+            assert total > clients, (method, total, clients)
+        elif method == "fedms":  # sparsely activated stage 1 saves block passes (none when every block is on)
+            assert total <= clients, (method, total, clients)
+        else:
+            assert total == clients, (method, total, clients)

@@ -23,6 +23,14 @@ a small set network over slot embeddings (per-slot position embeddings, pooled p
 the client. The visual biases start at the client's mean real sample and the logit table at its real
 per-slot token frequencies (a data-dependent initialisation of a model of its own data), so a short
 adversarial run starts from plausible samples.
+
+Privacy: the uploaded logit table starts at log(count) of the task's real rows at each slot (add-1e-3
+smoothed) and moves little in ``gen_steps`` Adam steps (about ``gen_lr`` per logit per step: ~0.04 at the
+defaults' 20 x 2e-3, against ~log(1000) = 6.9 between a token one row has at a slot and one no row has), so
+it reveals the task's per-slot token frequencies. Counts of fewer than ``min_count`` rows (the prototypes'
+k, ``proto_min_members``) start at zero, so a token of fewer rows at a slot starts where an unseen one does:
+the same k-anonymity as the prototypes', over the task's rows instead of a cluster's. What the adversarial
+steps then move (a few hundredths of a logit) is not covered.
 """
 
 from __future__ import annotations
@@ -144,11 +152,12 @@ def _text_of(items: Items, embedding: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.cat([p, o], 1).float(), torch.cat([items.prompt_mask, items.opt_mask.flatten(1)], 1)
 
 
-def init_from_real(gen: Generator, real: Items, seed: int) -> None:
+def init_from_real(gen: Generator, real: Items, seed: int, min_count: int = 1) -> None:
     """Data-dependent initialisation (Salimans & Kingma 2016): the visual output starts at the real tower
     features' per-slot mean and per-dimension spread (head bias := mean, head rows rescaled to the real
     standard deviation), the logit table at the log of each token slot's real token frequencies (add-1e-3
-    smoothed, so the adversarial game can still move mass to unseen tokens)."""
+    smoothed, so the adversarial game can still move mass to unseen tokens), counting only tokens that at
+    least ``min_count`` rows have at the slot."""
     with torch.no_grad():
         if gen.shape.n_vis:
             gen.vis_bias.zero_()
@@ -161,6 +170,7 @@ def init_from_real(gen: Generator, real: Items, seed: int) -> None:
         ids = torch.cat([real.prompt_ids[..., 0], real.opt_ids[..., 0].flatten(1)], 1)
         mask = torch.cat([real.prompt_mask, real.opt_mask.flatten(1)], 1).float()
         counts = torch.zeros_like(gen.txt_logits).scatter_add_(1, ids.T, mask.T)
+        counts = counts.masked_fill(counts < min_count, 0.0)
         gen.txt_logits.copy_(torch.log((counts + 1e-3) / (counts + 1e-3).sum(1, keepdim=True)))
 
 
@@ -173,6 +183,7 @@ class GanSettings:
     hidden: int
     div_weight: float
     entropy_weight: float
+    min_count: int = 1  # rows that must share a token at a slot for the starting table to count it
 
 
 def train_generator(
@@ -189,7 +200,7 @@ def train_generator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen, disc = Generator(shape, cfg.nz, cfg.hidden, emb.shape[0]), Discriminator(shape, cfg.hidden)
-    init_from_real(gen, real, seed)
+    init_from_real(gen, real, seed, cfg.min_count)
     gen.to(device).train()
     disc.to(device).train()
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))

@@ -3,15 +3,18 @@
 - Task experts (the paper's class experts): theta_c = sum_i n_ic theta_i / sum_i n_ic over the clients of one
   architecture, n_ic = client i's samples of task c so far (``task_experts``).
 - Prototypes (the paper's k-means centres of penultimate features per class): per task and correct-option
-  index, k-means on the client's model's last hidden state of each real sample, then each cluster averaged in
-  the sample space (mean tower features, token-slot histograms cut to the top ``topk`` ids) with at least
-  ``min_members`` samples per cluster, so no prototype is one row (``prototypes``).
+  index, k-means on the client's model's last hidden state of each real sample, then each cluster of at least
+  ``min_members`` samples averaged in the sample space: mean tower features, and per token slot only the ids
+  that at least ``min_members`` of the cluster's samples have at that slot (k-anonymity per slot, k =
+  ``min_members``), their shares renormalised, cut to the top ``topk`` (``prototypes``).
 - Meta model: expert option log-probabilities (E experts x K_max options, padded options at the floor) ->
   Linear(K_max -> W) -> ``nn.Transformer`` over the experts (1 encoder + 1 decoder layer, W = K_max^2 and
   K_max heads by default, dropout 0.2) -> mean over experts -> Linear(W -> K_max), padded options masked.
   As released, it has no expert identity (no positional encoding): it fuses experts by what they output
   (e.g. whom to follow when one is confident and the others agree), not by who they are. Trained with CE on
-  the prototypes; its EMA (decay 0.99) is the teacher (``train_meta``).
+  the prototypes, ``epochs`` x 5 shuffled passes over all of them (the paper's 30 x 5; the released trainer
+  steps only on each epoch's first batch, ``batch_idx == 0``); its EMA (decay 0.99) is the teacher
+  (``train_meta``).
 - KD loss: 0.8 T^2 KL(p_t || p_s) + 0.2 CE(s, argmax t) + 1.0 JSD(p_s, p_t), T = 1 (``kd_loss``).
 """
 
@@ -75,32 +78,57 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 25) -> torch.Tensor:
     return assign
 
 
-def _histogram(ids: torch.Tensor, mask: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Members' one-hot slots (m, ..., 1) -> per slot the top ``topk`` ids and their shares (renormalised),
-    and whether any member has the slot."""
+def _histogram(
+    ids: torch.Tensor, mask: torch.Tensor, topk: int, min_members: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Members' one-hot slots (m, ..., 1) -> per slot the ids that at least ``min_members`` members have there
+    (k-anonymity: an id of fewer rows never leaves the client), the ``topk`` most common of them with their
+    shares renormalised over the kept ids, and whether the slot keeps any id (a slot that keeps none is absent)."""
     m = ids.shape[0]
     flat = ids[..., 0].reshape(m, -1)
     fmask = mask.reshape(m, -1)
     out_ids = torch.zeros(flat.shape[1], topk, dtype=torch.long)
     out_w = torch.zeros(flat.shape[1], topk)
     for s in range(flat.shape[1]):
-        vals = flat[fmask[:, s], s]
-        if not len(vals):
-            continue
-        uniq, cnt = vals.unique(return_counts=True)
+        uniq, cnt = flat[fmask[:, s], s].unique(return_counts=True)
+        uniq, cnt = uniq[cnt >= min_members], cnt[cnt >= min_members]
         order = cnt.argsort(descending=True, stable=True)[:topk]
         out_ids[s, : len(order)] = uniq[order]
         out_w[s, : len(order)] = cnt[order].float() / cnt[order].sum()
     shape = tuple(ids.shape[1:-1]) + (topk,)
-    return out_ids.view(shape), out_w.view(shape), fmask.any(0).view(ids.shape[1:-1])
+    return out_ids.view(shape), out_w.view(shape), (out_w > 0).any(-1).view(ids.shape[1:-1])
 
 
-def prototypes(items: Items, features: torch.Tensor, *, k: int, min_members: int, topk: int, seed: int) -> Items | None:
+def _prompt_layout(ids: torch.Tensor, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A prompt's kept slots (L_p, ...) moved to its end in their order, left-padded like a real prompt.
+
+    Scoring reads an option's first token off the prompt's last position, and a masked position's output is
+    no prediction. Absent slots are skipped as keys and positions count only present ones
+    (``items.option_logprobs``), so for every kept token this layout computes exactly what the masked one
+    does; it only makes the last position a kept token."""
+    order = mask.int().argsort(stable=True)  # absent slots first, the kept ones after, in their order
+    return ids[order], w[order], mask[order]
+
+
+def _option_layout(ids: torch.Tensor, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each option (K, L_o, ...) cut at its first absent slot: a slot's log-likelihood is read off the slot
+    before it, so a kept slot after an absent one would be scored from no token. The option's score is then the
+    mean log-likelihood of its longest kept prefix (answers are right-padded, so real rows end the same way)."""
+    keep = mask.int().cumprod(-1).bool()
+    return ids * keep[..., None], w * keep[..., None], keep
+
+
+def prototypes(
+    items: Items, features: torch.Tensor, *, k: int, min_members: int, topk: int, seed: int
+) -> tuple[Items | None, int]:
     """Per correct-option index, k-means on ``features`` (one row per sample) into at most
     min(k, n // min_members) clusters; clusters under ``min_members`` samples join their nearest kept
-    cluster. Each prototype is its cluster's mean sample (see the module docstring). None if none is kept."""
+    cluster. Each prototype is its cluster's mean sample (see the module docstring). Returns the prototypes
+    (None if none is kept) and how many clusters were dropped because the k-anonymous sample cannot be scored:
+    an option that keeps no token (it would score 0, above any real option), or neither a prompt token nor a
+    visual token left to read the options after."""
     assert items.label is not None
-    protos = []
+    protos, dropped = [], 0
     for label in sorted(set(items.label.tolist())):
         idx = (items.label == label).nonzero().flatten()
         if len(idx) < min_members:
@@ -114,14 +142,17 @@ def prototypes(items: Items, features: torch.Tensor, *, k: int, min_members: int
             assign[small] = kept[torch.cdist(features[idx][small].float(), centres).argmin(1)]
         for j in kept.tolist():
             members = items.select(idx[assign == j])
-            p_ids, p_w, p_mask = _histogram(members.prompt_ids, members.prompt_mask, topk)
-            o_ids, o_w, o_mask = _histogram(members.opt_ids, members.opt_mask, topk)
+            p_ids, p_w, p_mask = _prompt_layout(*_histogram(members.prompt_ids, members.prompt_mask, topk, min_members))
+            o_ids, o_w, o_mask = _option_layout(*_histogram(members.opt_ids, members.opt_mask, topk, min_members))
+            if not bool(o_mask.any(-1).all()) or not (bool(p_mask.any()) or members.visual.shape[1]):
+                dropped += 1
+                continue
             protos.append(Items(
                 visual=members.visual.float().mean(0, keepdim=True), prompt_ids=p_ids[None], prompt_w=p_w[None],
                 prompt_mask=p_mask[None], opt_ids=o_ids[None], opt_w=o_w[None], opt_mask=o_mask[None],
                 label=torch.tensor([label]),
             ))  # fmt: skip
-    return Items.cat(protos) if protos else None
+    return (Items.cat(protos) if protos else None), dropped
 
 
 # ----------------------------------------------------------------------------------------- meta model
@@ -137,7 +168,9 @@ def expert_inputs(scores: Sequence[torch.Tensor], k_max: int) -> torch.Tensor:
 
 
 class MetaModel(nn.Module):
-    """The paper's meta model, with options in place of classes (see the module docstring)."""
+    """The paper's meta model, with options in place of classes (see the module docstring). It averages the
+    transformer's outputs over the experts, as the released CIFAR-100 code does (its CIFAR-10 code sums them):
+    the two differ by the factor E, which ``fc`` absorbs."""
 
     def __init__(self, k_max: int, width: int, heads: int, ffn: int, dropout: float) -> None:
         super().__init__()
@@ -167,7 +200,9 @@ def train_meta(
     """Train a meta model with CE on prototypes (``epochs`` x ``passes`` shuffled passes of ``batch``, Adam)
     and return its EMA copy (eval mode) with a log (final CE; accuracy of the EMA teacher and of the mean
     expert on the prototypes). The EMA starts at zero with bias correction (the released code starts it at
-    the untrained model, which at a few hundred steps would keep ema^steps of that model in the teacher)."""
+    the untrained model, which at a few hundred steps would keep ema^steps of that model in the teacher).
+    Every pass covers all prototypes, as the paper's 30 epochs x 5 passes; the released trainer steps only on
+    the first batch of each epoch (``batch_idx == 0``)."""
     k_max = x.shape[-1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

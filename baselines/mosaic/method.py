@@ -39,7 +39,7 @@ class MosaicConfig(MethodConfig):
     """Mosaic settings. Clients train as FedAvg (``local``'s 20 x 8). Defaults scaled to the tiny zoo where the
     paper's (CIFAR, ResNet-18, 10 clients) would cost more than the whole run; each says which."""
 
-    gen_steps: int = field(default=20, metadata={"help": "adversarial steps per task generator (paper: 200 epochs of a DCGAN; here the generator starts at its data's moments)"})
+    gen_steps: int = field(default=20, metadata={"help": "adversarial steps per task generator (paper: 200 epochs of a DCGAN; here the generator starts at its data's moments, so its text logits stay near the task's per-slot token frequencies)"})
     gen_batch: int = field(default=8, metadata={"help": "samples per generator step (real and generated)"})
     gen_lr: float = field(default=2e-3, metadata={"help": "generator/discriminator Adam lr, betas (0.5, 0.999) (paper: 2e-4 over 200 epochs)"})
     gen_nz: int = field(default=32, metadata={"help": "noise size (paper: 100)"})
@@ -51,9 +51,9 @@ class MosaicConfig(MethodConfig):
     option_tokens: int = field(default=3, metadata={"help": "most token slots per option (answer text + end-of-answer)"})
     open_choices: int = field(default=4, metadata={"help": "options given to an open-ended task's samples (its answer + others of the task on the client)"})
     proto_k: int = field(default=10, metadata={"help": "k-means clusters per task and answer position (paper: cluster_k = 10)"})
-    proto_min_members: int = field(default=3, metadata={"help": "fewest real samples averaged into a prototype (none is a single row)"})
-    proto_topk: int = field(default=4, metadata={"help": "token ids kept per prototype slot (its histogram's top ones)"})
-    meta_epochs: int = field(default=30, metadata={"help": "meta-model rounds of 5 passes over the prototypes (paper: 30 x 5)"})
+    proto_min_members: int = field(default=3, metadata={"help": "k: fewest real samples averaged into a prototype, and fewest of them that must share a token id at a slot for the id to be uploaded (in a prototype, and in the generator's starting table over the task's rows)"})
+    proto_topk: int = field(default=4, metadata={"help": "most token ids kept per prototype slot (the most common of those shared by proto_min_members samples)"})
+    meta_epochs: int = field(default=30, metadata={"help": "meta-model epochs of 5 full passes over all prototypes (paper: 30 x 5; the released trainer steps only on each epoch's first batch)"})
     meta_lr: float = field(default=1e-3, metadata={"help": "meta-model Adam lr (paper: 1e-3)"})
     meta_ema: float = field(default=0.99, metadata={"help": "EMA decay of the teacher copy (paper: 0.99)"})
     meta_width: int = field(default=0, metadata={"help": "meta transformer width (0: K_max^2 with K_max heads, the paper's C^2 and C)"})
@@ -64,6 +64,7 @@ class MosaicConfig(MethodConfig):
     kd_per_generator: int = field(default=2, metadata={"help": "samples each generator gives a distillation step (paper: 32)"})
     kd_eval_samples: int = field(default=8, metadata={"help": "held-out samples per generator on which the student-teacher KL is logged before and after"})
     kd_lr: float = field(default=2e-3, metadata={"help": "distillation Adam lr (the harness's client lr; paper: 1e-4 for a full ResNet-18 on CIFAR-10)"})
+    kd_max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping of the server's distillation (0 = none, as the released code)"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature T (paper: 1)"})
     kd_kl: float = field(default=0.8, metadata={"help": "weight of T^2 KL(teacher || student) (paper: 0.8)"})
     kd_ce: float = field(default=0.2, metadata={"help": "weight of CE on the teacher's argmax (paper: 0.2)"})
@@ -88,6 +89,8 @@ class MosaicConfig(MethodConfig):
             raise SpecError(f"mosaic: open_choices={self.open_choices} must be >= 2")
         if not 0 < self.static_distill_frac <= 1 or not 0 <= self.meta_ema < 1:
             raise SpecError("mosaic: static_distill_frac must be in (0, 1] and meta_ema in [0, 1)")
+        if self.kd_max_grad_norm < 0:
+            raise SpecError(f"mosaic: kd_max_grad_norm={self.kd_max_grad_norm} must be >= 0 (0 = no clipping)")
         if min(self.gen_lr, self.meta_lr, self.kd_lr, self.kd_temperature) <= 0:
             raise SpecError("mosaic: gen_lr, meta_lr, kd_lr and kd_temperature must be > 0")
 
@@ -100,6 +103,8 @@ class Upload:
     shape: GenShape
     generator: dict[str, torch.Tensor]
     prototypes: Items | None
+    #: clusters the client dropped (no k-anonymous token left to score); from its log, not its upload
+    dropped: int = 0
 
 
 class MosaicStore:
@@ -148,8 +153,28 @@ class Mosaic(FedAvg):
     on all prototypes uploaded so far to fuse the experts' option scores,
     its EMA being the teacher, (3) distils the teacher into each architecture's global on generated samples
     only: ``kd_steps`` Adam steps, each on ``kd_per_generator`` fresh samples of every generator, loss
-    0.8 T^2 KL + 0.2 CE(teacher argmax) + 1.0 JSD on the option distributions, T = 1. No public data, and no
-    client row, prompt or image leaves a client (only adapters, counts, generator weights and prototypes).
+    0.8 T^2 KL + 0.2 CE(teacher argmax) + 1.0 JSD on the option distributions, T = 1 (plain Adam, no gradient
+    clipping, as the released code: ``kd_max_grad_norm`` = 0). No public data.
+
+    What leaves a client: its adapter and per-task counts every round, and per ended task its generator's
+    weights and its prototypes once. No row, image or pixel is uploaded as such, but what is uploaded still
+    says something of the rows:
+
+    - A prototype's visual part is the mean tower features of >= ``proto_min_members`` rows. Its token slots
+      are k-anonymous per slot with k = ``proto_min_members``: an id is sent only if at least k of the
+      cluster's rows have it at that slot (shares renormalised over the kept ids, at most ``proto_topk``), so
+      a token of fewer rows (a name, a number, a row's own answer choices) never is, while a task's template
+      and its shared choices are, with their shares in the cluster. A prompt's kept slots are moved to its
+      end in their order and an option is cut at its first absent slot (both so that scoring reads every
+      kept token off a present one, ``meta.prototypes``). A prototype with an option left without a token
+      (it would score 0, above any real option) or with neither prompt nor visual tokens is not sent; the
+      client logs how many (``prototypes_dropped`` in the server's summary).
+    - The generator's text logit table starts at log(count) of the task's real rows per slot (add-1e-3
+      smoothed, ``generator.init_from_real``) and moves little in ``gen_steps`` Adam steps, so it reveals the
+      task's per-slot token frequencies; counts of fewer than ``proto_min_members`` rows start at zero (the
+      same k-anonymity over the task's rows), so a token of fewer rows starts where an unseen one does and
+      only what the adversarial steps move (hundredths of a logit) could hint at it. Its visual part starts
+      at the rows' per-slot mean and spread of tower features.
 
     What changed from image classification (CIFAR, ResNet-18, a DCGAN per client) and why:
 
@@ -173,10 +198,10 @@ class Mosaic(FedAvg):
     - Prototypes. The paper uploads k-means centres of penultimate features and applies each expert's last
       linear layer to them; LoRA experts have no separable head, so a prototype here is a cluster-mean
       sample (clusters by the model's last hidden state, averaged in the input space over >=
-      ``proto_min_members`` rows: no prototype is a row) and every expert reads it whole. It does not
-      depend on the model, so it is uploaded once with the generator (the paper re-sends its prototypes every
-      round). Privacy is weaker than a 512-d CIFAR feature: tokens shared by all of a cluster's rows (a
-      task's template) survive the averaging as they are.
+      ``proto_min_members`` rows, token slots k-anonymous as above) and every expert reads it whole. It does
+      not depend on the model, so it is uploaded once with the generator (the paper re-sends its prototypes
+      every round). Unlike a 512-d CIFAR feature it is readable: its kept tokens are the ids that at least
+      k of the cluster's rows share at a slot (a task's template, shared answer choices).
     - Meta model over K_max option positions (padded, masked) instead of C classes; input the experts' option
       log-probabilities; trained afresh at each event (experts change), EMA with bias correction (``meta.py``).
     - JSD is the Jensen-Shannon divergence as defined, around the mixture of the two distributions; the
@@ -192,7 +217,8 @@ class Mosaic(FedAvg):
     Communication: up, the adapter and counts every round, plus each task's generator and prototypes once;
     down, the architecture's global. Compute: client local training is plain SFT (``compute_cost`` 1); the
     generators' training and the server's experts, meta model and distillation are recorded in the result's
-    ``extra.method.mosaic`` (sequence-pass units, and their ratio to client training).
+    ``extra.method.mosaic`` (sequence-pass units, and their ratio to client training) and counted in its
+    ``compute_ratio_to_local`` (``compute_scale``).
     """
 
     name = "mosaic"
@@ -245,16 +271,21 @@ class Mosaic(FedAvg):
         extras = {"counts": torch.tensor([float(seen.count(t)) for t in client.info.tasks])}
         gen_units = 0.0
         for task in self.generator_tasks(ctx, client):
-            packed, units = self._upload_task(ctx, client, task)
+            packed, units, dropped = self._upload_task(ctx, client, task)
             extras.update(packed)
             gen_units += units
+            if packed:  # a log of the client's, not an upload: how many of its clusters k-anonymity dropped
+                metrics[f"proto_dropped/{task}"] = float(dropped)
             client.state.method_state.setdefault("mosaic_uploaded", []).append(task)
         if gen_units:
             metrics["gen_units"] = gen_units
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics, extras)
 
-    def _upload_task(self, ctx: RoundContext, client: ClientRuntime, task: str) -> tuple[dict[str, torch.Tensor], float]:
-        """Train the task's generator and make its prototypes, on this client: (extras, compute units)."""
+    def _upload_task(
+        self, ctx: RoundContext, client: ClientRuntime, task: str
+    ) -> tuple[dict[str, torch.Tensor], float, int]:
+        """Train the task's generator and make its prototypes, on this client: (extras, compute units,
+        prototypes dropped for having an option or prompt left without a k-anonymous token)."""
         cfg = self.config
         refs = [(t, i) for t, i in client.stream.memory.items if t == task][-cfg.gen_max_rows :]
         rows = client.rows(refs)
@@ -263,30 +294,34 @@ class Mosaic(FedAvg):
         real = real_items(client.arch, frame, rows, prompt_tokens=cfg.prompt_tokens, option_tokens=cfg.option_tokens,
                           open_choices=cfg.open_choices, seed=seed)  # fmt: skip
         if real is None:
-            return {}, 0.0
+            return {}, 0.0, 0
         gan = GanSettings(cfg.gen_steps, cfg.gen_batch, cfg.gen_lr, cfg.gen_nz, cfg.gen_hidden, cfg.gen_div_weight,
-                          cfg.gen_entropy_weight)  # fmt: skip
+                          cfg.gen_entropy_weight, cfg.proto_min_members)  # fmt: skip
         gen, log = train_generator(client.arch, client.model, frame, real, gan, seed)
         features = prefix_states(client.arch, client.model, frame, real, cfg.score_batch)
-        protos = prototypes(real, features, k=cfg.proto_k, min_members=cfg.proto_min_members, topk=cfg.proto_topk, seed=seed)
+        protos, dropped = prototypes(real, features, k=cfg.proto_k, min_members=cfg.proto_min_members,
+                                     topk=cfg.proto_topk, seed=seed)  # fmt: skip
         units = log["units"] + FORWARD * 2 * len(real)  # classifier passes + tower and feature forwards
-        return pack_upload(task, gen, protos), units
+        return pack_upload(task, gen, protos), units, dropped
 
     # ---- server ----------------------------------------------------------------------------------------
     def aggregate(self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         server = super().aggregate(ctx, server, updates)
         store = server.method_state.setdefault("mosaic_store", MosaicStore())
-        rec = server.method_state.setdefault("mosaic", {"events": [], "generators": 0, "prototypes": 0, "upload_bytes": 0,
-                                                  "client_gen_units": 0.0, "client_units": 0.0, "server_units": 0.0})  # fmt: skip
+        rec = server.method_state.setdefault("mosaic", {"events": [], "generators": 0, "prototypes": 0, "prototypes_dropped": 0,
+                                                  "upload_bytes": 0, "client_gen_units": 0.0, "client_units": 0.0,
+                                                  "server_units": 0.0})  # fmt: skip
         for u in updates:
             tasks = ctx.clients[u.client_id].tasks
             counts = u.side_info.get("counts")
             if counts is not None:
                 store.counts[u.client_id] = {t: float(n) for t, n in zip(tasks, counts.tolist())}
             for task, up in unpack_uploads(u.side_info, ctx.clients[u.client_id].architecture).items():
+                up.dropped = int(u.metrics.get(f"proto_dropped/{task}", 0))
                 store.uploads[(u.client_id, task)] = up
                 rec["generators"] += 1
                 rec["prototypes"] += len(up.prototypes) if up.prototypes is not None else 0
+                rec["prototypes_dropped"] += up.dropped
             rec["upload_bytes"] += nbytes({k: v for k, v in u.side_info.items() if k != "counts"})
             rec["client_gen_units"] += float(u.metrics.get("gen_units", 0.0))
             rec["client_units"] += float(u.metrics.get("examples", 0.0)) * self.compute_cost()
@@ -299,6 +334,14 @@ class Mosaic(FedAvg):
         rec["generator_ratio_to_client_training"] = rec["client_gen_units"] / rec["client_units"] if rec["client_units"] else None
         rec["client_total_units"] = total
         return server
+
+    def compute_scale(self, server: ServerState) -> float:
+        """1 + (the clients' generator training + the server's experts, meta model and distillation) over
+        the clients' local training, from the run's log."""
+        rec = server.method_state.get("mosaic") or {}
+        client = float(rec.get("client_units") or 0.0)
+        extra = float(rec.get("client_gen_units") or 0.0) + float(rec.get("server_units") or 0.0)
+        return 1.0 + extra / client if client else 1.0
 
     def groups(self) -> list[list[str]]:
         """Architectures whose experts and samples meet: same vision tower (weights, feature layer) and
@@ -374,7 +417,8 @@ class Mosaic(FedAvg):
             units += FORWARD * (sum(len(p) * p.num_options for p in protos) + sum(len(s) * s.num_options for s in samples))
         order = [distinct[key] for *_, key in experts]
         log: dict[str, Any] = {"archs": list(group), "experts": len(experts), "distinct_experts": len(distinct),
-                               "generators": len(gens), "prototypes": sum(len(p) for p in protos)}  # fmt: skip
+                               "generators": len(gens), "prototypes": sum(len(p) for p in protos),
+                               "prototypes_dropped": sum(u.dropped for _, u in uploads)}  # fmt: skip
         teacher_fn = None
         if protos:
             x = torch.cat([expert_inputs([proto_scores[j][i] for j in order], k_max) for i in range(len(protos))])
@@ -443,7 +487,7 @@ class Mosaic(FedAvg):
         before = divergence()
         rt = ClientRuntime(
             ClientInfo(-1, am.name, ()), am, {}, None, ClientState(), seed=derive_seed(ctx.seed, "mosaic-kd"),  # type: ignore[arg-type]
-            round_idx=ctx.round, lr=cfg.kd_lr, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, batch_size=len(batches[0]),
+            round_idx=ctx.round, lr=cfg.kd_lr, weight_decay=0.0, max_grad_norm=cfg.kd_max_grad_norm, batch_size=len(batches[0]),
         )  # fmt: skip
         metrics = rt.train(len(batches), batches=batches, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
         after = divergence()
