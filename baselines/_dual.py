@@ -1,12 +1,23 @@
 """Methods with a shared adapter and personal ones on one model (Ditto, PerAda, APFL, FedDAT, FedDPA, FedSim):
 the base class that attaches the adapters and averages the shared one, access to one adapter's parameters
-and to the model's adapter mix, and the batch splitting of dual updates.
+and to the model's adapter mix, and the batching of dual updates.
 
 Compute matching (FedMosaic README, Sec. A.8): the paper's table gives iterations/round x batch for equal
 FLOPs (SFT/FedAvg/FedDPA 100x4, FedSim 75x4, Ditto/PerAda 50x8, FedDAT 43x8). Our ``local``/``fedavg``
-budget is 20 x 8, so a row maps to round(iterations x 20/100) x (batch x 2). Every personalized baseline
-processes ``local_steps x batch_size`` examples per client per round; dual-update methods (Ditto, PerAda,
-FedDAT, APFL) split each batch in halves, one half per adapter step, as the FedMosaic code does.
+budget is 20 x 8, so a row maps to round(iterations x 20/100) x (batch x 2); ``compute_cost`` counts the
+forward+backward passes per example relative to plain LoRA SFT.
+
+Dual updates (one step of the shared adapter and one of a personal one per batch): the FedMosaic code runs
+its lora1 step and its lora2 step on the same micro-batch inputs (federated_methods/perada.py and
+feddat.py: ``training_step(model, inputs, ..., update_adapter="lora1")`` then ``"lora2"`` on the same
+``inputs``), so each sample is seen by both adapters (50 iterations x 4 samples x 2 passes = SFT's 400).
+Here APFL (its Algorithm 1 takes the w, v and alpha gradients on the same sample) and FedDAT (mutual
+distillation between the two adapters on the same inputs) do that with ``alternate(..., same_rows=True)``,
+and PerAda (whose own code trains both models over the same loader) with Ditto's update and
+``same_rows``: 8-row batches, ``compute_cost`` counting both passes. Ditto gives the global step a batch's
+even rows and the personal step its odd rows (``split_halves``): its paper draws independent minibatches
+for its global and personal solvers, which disjoint halves of a 16-row batch reproduce at the same compute
+(each adapter 10 steps of 8 examples).
 """
 
 from __future__ import annotations
@@ -105,7 +116,8 @@ def model_mix(client: ClientRuntime, mix: Mix):
 
 
 def split_halves(batches: Sequence[Sequence[Row]]) -> tuple[list[list[Row]], list[list[Row]]]:
-    """Each batch's even rows for the first adapter step and odd rows for the second (equal compute)."""
+    """Each batch's even rows for the first adapter step and odd rows for the second (equal compute): Ditto's
+    client update, its paper drawing independent minibatches for its two solvers."""
     first = [list(b[0::2]) for b in batches if b[0::2]]
     second = [list(b[1::2]) for b in batches if b[1::2]]
     return first, second
@@ -127,19 +139,29 @@ def merge_metrics(parts: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def alternate(
-    client: ClientRuntime, batches: Sequence[Sequence[Row]], phases: Sequence[dict[str, Any]]
+    client: ClientRuntime,
+    batches: Sequence[Sequence[Row]],
+    phases: Sequence[dict[str, Any]],
+    *,
+    same_rows: bool = False,
 ) -> dict[str, float]:
-    """Per batch, one optimizer step per phase (phase i trains on the i-th slice of the batch).
+    """Per batch, one optimizer step per phase, in the order of ``phases``.
 
-    Each phase is a dict of ``ClientRuntime.train`` keyword arguments (params, loss_fn, extra_loss,
-    lr_groups, on_step); the runtime keeps each parameter set's optimizer state, so interleaving steps
-    is the same as running the phases' optimizers side by side.
+    ``same_rows=False``: phase i of n trains on rows i, i+n, ... of the batch (disjoint slices, as
+    ``split_halves``). ``same_rows=True``: every phase trains on the whole batch (the FedMosaic code's
+    dual-adapter loop; APFL's and FedDAT's papers). Each phase is a dict of ``ClientRuntime.train`` keyword
+    arguments (params, loss_fn, extra_loss, lr_groups, on_step); the runtime keeps each parameter set's
+    optimizer state, so interleaving steps is the same as running the phases' optimizers side by side.
+    The metrics' ``examples`` counts distinct rows (the batches' sizes), not row passes: the extra passes of
+    ``same_rows`` are in the method's ``compute_cost``.
     """
     n = len(phases)
     parts = []
     for batch in batches:
         for i, phase in enumerate(phases):
-            rows = list(batch[i::n])
+            rows = list(batch) if same_rows else list(batch[i::n])
             if rows:
                 parts.append(client.train(1, batches=[rows], **phase))
-    return merge_metrics(parts)
+    merged = merge_metrics(parts)
+    merged["examples"] = float(sum(len(b) for b in batches))
+    return merged

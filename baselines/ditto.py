@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from baselines._dual import (
     SharedAdapterMethod,
@@ -22,9 +23,11 @@ PERSONAL = "local"
 
 @dataclass(frozen=True)
 class DittoConfig(MethodConfig):
-    """Ditto settings. Budget: the FedMosaic equal-compute table gives Ditto 50 iterations x 8 (one global
-    and one personal step per batch, the batch split between them) -> 10 x 16 here (iterations x 20/100,
-    batch x 2): each adapter takes 10 steps of 8 examples, 160 examples in all, as ``local``'s 20 x 8."""
+    """Ditto settings. Budget: the FedMosaic equal-compute table gives Ditto 50 iterations x 8 (in its code
+    50 iterations of 4 samples, each seen by a global and a personal step) -> 10 x 16 here (iterations x
+    20/100, batch x 2), the batch split in halves: each adapter takes 10 steps of 8 disjoint examples, 160
+    examples in all, as ``local``'s 20 x 8. Disjoint rows follow Ditto's paper, whose global and personal
+    solvers draw independent minibatches (baselines/_dual.py)."""
 
     local_steps: int = field(default=10, metadata={"help": "iterations per round (one global + one personal step each)"})
     batch_size: int = field(default=16, metadata={"help": "examples per iteration, split between the two adapters"})
@@ -46,6 +49,9 @@ class Ditto(SharedAdapterMethod[DittoConfig]):
     """
 
     name = "ditto"
+    #: False: the global step takes each batch's even rows and the personal step its odd rows (the paper's two
+    #: solvers draw their own minibatches); True: both steps see every row (a subclass's choice, PerAda)
+    same_rows: ClassVar[bool] = False
     config_cls = DittoConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
@@ -59,14 +65,18 @@ class Ditto(SharedAdapterMethod[DittoConfig]):
         global_params = adapter_params(client, DEFAULT)
         personal_params = adapter_params(client, PERSONAL)
         anchor = snapshot(global_params)  # w^t
-        first, second = split_halves(client.next_batches(self.config.local_steps))
+        batches = client.next_batches(self.config.local_steps)
+        first, second = (batches, batches) if self.same_rows else split_halves(batches)
         set_model_mix(client, {DEFAULT: 1.0})
         g = client.train(len(first), batches=first, params=list(global_params.values()))
         set_model_mix(client, {PERSONAL: 1.0})
         reg = prox_to_other_adapter(personal_params, anchor, self.personal_loss_coef(), PERSONAL, DEFAULT)
         p = client.train(len(second), batches=second, params=list(personal_params.values()), extra_loss=reg)
         set_model_mix(client, {DEFAULT: 1.0})
-        return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, merge_metrics([g, p]))
+        metrics = merge_metrics([g, p])
+        if self.same_rows:
+            metrics["examples"] = g["examples"]  # distinct rows; the second pass over them is in compute_cost
+        return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
 
     def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, {PERSONAL: 1.0})

@@ -40,8 +40,10 @@ class FedPer(FedAvg):
     Same rounds as FedAvg (inherited); only the adapter's scope differs. Update rule: each client trains its whole adapter (base + personal layers) on its data; only the base
     is uploaded and the server sets base_arch = sum_k n_k base_k / sum_k n_k within each architecture.
     The personal layers are the LoRA of the text model's top ``personal_layers`` blocks (the LoRA-on-LLM
-    analogue of FedPer's top fully connected layers); they are never sent. A client evaluates with its
-    architecture's global base and its own personal layers. Not used by the FedMosaic code.
+    analogue of FedPer's top fully connected layers); they are never sent. Evaluation (drake/protocol.py):
+    under the official protocol each client is scored right after its own local training, on its own
+    locally trained base and personal layers; under ``--protocol server-global`` on the architecture's
+    fresh average of the base with its own personal layers. Not used by the FedMosaic code.
     """
 
     name = "fedper"

@@ -37,8 +37,12 @@ class FedRep(FedPer):
     Update rule: client k loads the global body phi, trains its head h_k with phi frozen, then phi with
     h_k frozen (the last ``body_fraction`` of ``local_steps``), and uploads phi only; the
     server averages phi (weights n_k) within each architecture. Head = the LoRA of the top
-    ``personal_layers`` text blocks, as in FedPer. Evaluation: global body + own head. Not used by the
-    FedMosaic code.
+    ``personal_layers`` text blocks, as in FedPer. Evaluation (drake/protocol.py): under the official
+    protocol each client is scored right after its own local training, on its own locally trained body and
+    its head; under ``--protocol server-global`` on the architecture's fresh average of the body with its
+    own head. Compute: a head step backpropagates only through the top block(s) (the body's LoRA is
+    frozen, so no gradient flows below the head), so ``compute_cost`` 1.0 overstates FedRep's compute a
+    little. Not used by the FedMosaic code.
     """
 
     name = "fedrep"

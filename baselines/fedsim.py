@@ -19,15 +19,20 @@ COMBINE = ("logits", "layer")
 
 @dataclass(frozen=True)
 class FedSimConfig(MethodConfig):
-    """FedSim settings. Budget: the FedMosaic equal-compute table gives FedSim 75 iterations x 4 (each
-    iteration runs two forward/backward passes, one per adapter) -> 15 x 8 here (iterations x 20/100,
-    batch x 2). With ``combine=layer`` a step is one pass; ``local_steps=20`` then matches ``local``."""
+    """FedSim settings. Budget: the default ``combine=layer`` (the paper's one network) costs one pass per
+    example, so ``local``'s 20 x 8 (ratio 1.0). FedMosaic's variant is ``--set combine=logits --set
+    local_steps=15``: its equal-compute table gives FedSim 75 iterations x 4, each running two
+    forward/backward passes (one per adapter) -> 15 x 8 here (iterations x 20/100, batch x 2), ratio 1.5."""
 
-    local_steps: int = field(default=15, metadata={"help": "optimizer steps per client per round"})
+    local_steps: int = field(
+        default=20,
+        metadata={"help": "optimizer steps per client per round (FedMosaic's variant: 15 with combine=logits)"},
+    )
     combine: str = field(
-        default="logits",
-        metadata={"help": "logits: sum the logits of a global-only and a personal-only pass (FedMosaic); "
-                          "layer: both adapters active in one pass, outputs added in every layer"},
+        default="layer",
+        metadata={"help": "layer: both adapters active in one pass, outputs added in every layer (the paper); "
+                          "logits: sum the logits of a global-only and a personal-only pass (FedMosaic's "
+                          "variant: --set combine=logits --set local_steps=15)"},
     )
 
     def __post_init__(self) -> None:
@@ -41,11 +46,15 @@ class FedSim(SharedAdapterMethod[FedSimConfig]):
 
     Update rule: the model is split into shared u (the global adapter) and personal v_k (a second adapter,
     never sent); every local step updates u and v_k simultaneously with one optimizer on the loss of the
-    combined model, and the server averages u (weights n_k) within each architecture. The combined model
-    is, by default, FedMosaic's parametrisation: logits(u) + logits(v_k) from two passes (training and
-    greedy generation alike); ``combine=layer`` instead adds both adapters' outputs inside each layer
-    (one pass). Evaluation: the architecture's latest global u with the client's own v_k, combined.
-    Same as the FedMosaic code except that its lora2 appears to be averaged too (methods.md section 1).
+    combined model, and the server averages u (weights n_k) within each architecture. By default
+    (``combine=layer``) the combined model is the paper's one network holding u and v_k: both adapters'
+    outputs are added inside each layer, one pass per step. Evaluation (drake/protocol.py): under the
+    official protocol each client is scored right after its own local training, on its own locally
+    trained u with its own v_k, combined; under ``--protocol server-global`` u is the architecture's fresh
+    average. Differences from the FedMosaic code, whose variant is ``--set combine=logits --set
+    local_steps=15``: there the model is logits(u) + logits(v_k) from two passes (training and greedy
+    generation alike, 2 passes per example), and its lora2 appears to be averaged too (methods.md
+    section 1); here v_k always stays on the client.
     """
 
     name = "fedsim"

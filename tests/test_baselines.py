@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from baselines._distill import answer_logits, ensemble_teacher, kd_loss, teacher_groups
-from baselines._dual import merge_metrics, split_halves
+from baselines._dual import alternate, merge_metrics, split_halves
 from baselines._prox import prox_term, prox_to_other_adapter
-from baselines.apfl import clamp_alpha, personal_mix
-from baselines.feddat import dat_mix
+from baselines.apfl import ALPHA, APFL, APFLConfig, clamp_alpha, personal_mix
+from baselines.feddat import FedDAT, FedDATConfig, dat_mix
 from baselines.feddpa import inference_mix, instance_weights, prefix_lookup
 from baselines.fedper import top_block_patterns
 from baselines.fedrep import phase_steps
@@ -244,7 +244,7 @@ def test_rename_adapter_maps_a_global_into_a_copy() -> None:
 @pytest.mark.parametrize(
     ("method", "ratio"),
     [("fedprox", 1.0), ("fedper", 1.0), ("fedrep", 1.0), ("ditto", 1.0), ("perada", 1.0), ("apfl", 1.0),
-     ("feddpa", 1.0), ("fedsim", 1.5), ("feddat", 1.2), ("local", 1.0)],
+     ("feddpa", 1.0), ("fedsim", 1.0), ("feddat", 1.2), ("local", 1.0)],
 )  # fmt: skip
 def test_default_budgets_follow_the_equal_compute_table(method: str, ratio: float) -> None:
     m = METHODS.get(method)()
@@ -262,6 +262,122 @@ def test_bad_settings_are_one_line_spec_errors() -> None:
         build_config(METHODS.get("fedrep").config_cls, {"body_fraction": 0}, where="fedrep")
     layer = METHODS.get("fedsim")(build_config(METHODS.get("fedsim").config_cls, {"combine": "layer"}, where="x"))
     assert layer.compute_cost() == 1.0  # one pass with both adapters active
+
+
+class SpyClient:
+    """A client runtime whose ``train`` records which parameters (by name) each call trains and on which rows,
+    instead of stepping: enough to check how a dual-update method schedules its phases."""
+
+    def __init__(self, model: nn.Module, handle: AdapterHandle, batches: list[list[int]]) -> None:
+        self.model, self.adapter, self.batches = model, handle, batches
+        self.id, self.architecture, self.num_examples = 0, "toy", sum(len(b) for b in batches)
+        self.calls: list[tuple[set[str], list[int]]] = []
+
+    def next_batches(self, n: int) -> list[list[int]]:
+        return self.batches[:n]
+
+    def train(self, steps: int, *, batches, params, **_kw) -> dict[str, float]:
+        names = {id(p): n for n, p in zip(self.adapter.names("all"), self.adapter.parameters("all"))}
+        assert steps == len(batches)
+        self.calls += [({names[id(p)] for p in params}, list(b)) for b in batches]
+        return {"loss": 1.0, "steps": float(steps), "examples": float(sum(len(b) for b in batches))}
+
+
+def spy_client(method, adapters: tuple[str, ...], extra: dict[str, float]) -> SpyClient:
+    """A toy peft model with the method's adapters (and extra parameters) under the method's spec."""
+    model = toy_peft(adapters)
+    for name, value in extra.items():
+        model.register_parameter(name, nn.Parameter(torch.tensor(value)))
+    names = [n for n, _ in model.named_parameters() if ".lora_" in n] + list(extra)
+    handle = AdapterHandle(model, method.adapter_spec(), trainable=names)
+    return SpyClient(model, handle, [list(range(8)), list(range(8, 16))])
+
+
+def phase_of(names: set[str]) -> str:
+    kinds = {"alpha" if n == ALPHA else n.split(".")[-2] for n in names}
+    assert len(kinds - {"alpha"}) == 1, kinds
+    return "+".join(sorted(kinds))
+
+
+def test_alternate_slices_by_default_and_gives_every_phase_the_whole_batch_with_same_rows() -> None:
+    method = METHODS.get("ditto")()
+    client = spy_client(method, ("local",), {})
+    params = client.adapter.parameters("all")
+    phases = [{"params": params[:1]}, {"params": params[-1:]}]
+    halves = alternate(client, client.batches, phases)
+    assert [rows for _, rows in client.calls] == [[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]]
+    client.calls.clear()
+    same = alternate(client, client.batches, phases, same_rows=True)
+    assert [rows for _, rows in client.calls] == [list(range(8))] * 2 + [list(range(8, 16))] * 2
+    # ``examples`` counts distinct rows in both modes (the extra passes are the method's compute_cost)
+    assert halves == {"loss": 1.0, "steps": 4.0, "examples": 16.0} and same == halves
+
+
+def test_apfl_personal_phase_first_and_both_phases_on_the_same_rows() -> None:
+    method = APFL(APFLConfig(local_steps=2))
+    client = spy_client(method, ("local",), {ALPHA: 0.5})
+    ctx = RoundContext(0, load_scenario("smoke"), 0, (0,), {0: ClientInfo(0, "toy", ("t",))})
+    update = method.client_update(ctx, client, SimpleNamespace(arrays={}))
+    phases = [(phase_of(names), rows) for names, rows in client.calls]
+    # Algorithm 1: v, alpha and w take their gradients on the same sample at the pre-step iterate
+    assert phases == [("alpha+local", list(range(8))), ("default", list(range(8))),
+                      ("alpha+local", list(range(8, 16))), ("default", list(range(8, 16)))]  # fmt: skip
+    assert update.metrics["examples"] == 16.0 and update.metrics["steps"] == 4.0
+    assert set(update.arrays) == set(client.adapter.names("shared")) and all(".default." in k for k in update.arrays)
+    assert (method.config.batch_size, method.compute_cost()) == (8, 2.0)
+
+
+def test_feddat_global_and_personal_steps_on_the_same_rows() -> None:
+    method = FedDAT(FedDATConfig(local_steps=2))
+    client = spy_client(method, ("local", "frozen"), {})
+    ctx = RoundContext(0, load_scenario("smoke"), 0, (0,), {0: ClientInfo(0, "toy", ("t",))})
+    update = method.client_update(ctx, client, SimpleNamespace(arrays={}))
+    phases = [(phase_of(names), rows) for names, rows in client.calls]
+    assert phases == [("default", list(range(8))), ("local", list(range(8))),
+                      ("default", list(range(8, 16))), ("local", list(range(8, 16)))]  # fmt: skip
+    assert update.metrics["examples"] == 16.0
+    assert (method.config.batch_size, method.compute_cost()) == (8, pytest.approx(8 / 3))  # 2 x (3 + 1) / 3
+
+
+def test_fedsim_defaults_to_the_papers_one_network_with_fedmosaics_variant_available() -> None:
+    from drake.config import build_config
+
+    cls = METHODS.get("fedsim")
+    layer = cls()
+    assert (layer.config.combine, layer.config.local_steps, layer.compute_cost()) == ("layer", 20, 1.0)
+    assert layer.wrap(toy_peft()).branches is None  # one pass, both adapters active in every layer
+    fedmosaic = cls(build_config(cls.config_cls, {"combine": "logits", "local_steps": 15}, where="fedsim"))
+    assert fedmosaic.compute_cost() == 2.0 and fedmosaic.compute_ratio_to_local() == pytest.approx(1.5)
+    assert fedmosaic.wrap(toy_peft()).branches == [{"default": 1.0}, {"local": 1.0}]
+
+
+def test_perada_gives_both_adapters_every_row_and_ditto_splits_them() -> None:
+    """Ditto's global and personal solvers draw their own rows (a batch's halves); PerAda's adapters both
+    see every row, as the official PerAda and FedMosaic codes train them."""
+    ctx = RoundContext(0, load_scenario("smoke"), 0, (0,), {0: ClientInfo(0, "toy", ("t",))})
+    for name, rows in (("ditto", ([0, 2, 4, 6], [8, 10, 12, 14], [1, 3, 5, 7], [9, 11, 13, 15])),
+                       ("perada", (list(range(8)), list(range(8, 16))) * 2)):  # fmt: skip
+        method = METHODS.get(name)(METHODS.get(name).config_cls(local_steps=2))
+        client = spy_client(method, ("local",), {})
+        update = method.client_update(ctx, client, SimpleNamespace(arrays={}))
+        phases = [(phase_of(names), r) for names, r in client.calls]
+        assert phases == [("default", rows[0]), ("default", rows[1]), ("local", rows[2]), ("local", rows[3])]
+        assert update.metrics["examples"] == 16.0  # distinct rows; PerAda's second pass is in compute_cost
+    perada = METHODS.get("perada")()
+    assert (perada.config.batch_size, perada.compute_cost(), perada.compute_ratio_to_local()) == (8, 2.0, 1.0)
+
+
+def test_perada_defaults_equal_the_official_code() -> None:
+    """Official PerAda: lmbda ||v - w||^2 with lmbda = 1 (our (lam/2)||v - w||^2 with lam = 2), KD at T = 1.
+    Ditto keeps its published lambda."""
+    cfg = METHODS.get("perada")().config
+    assert (cfg.lam, cfg.kd_temperature) == (2.0, 1.0)
+    assert METHODS.get("ditto")().config.lam == 0.1
+    v = {"m.lora_A.local.weight": nn.Parameter(torch.tensor([1.0, -2.0]))}
+    w = {"m.lora_A.default.weight": torch.tensor([0.5, 0.0])}
+    ours = prox_to_other_adapter(v, w, cfg.lam, "local", "default")(None)
+    official = 1.0 * ((v["m.lora_A.local.weight"] - w["m.lora_A.default.weight"]) ** 2).sum()
+    assert torch.allclose(ours, official)
 
 
 # -------------------------------------------------------------------------------- with a model
@@ -346,7 +462,10 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
             assert math.isfinite(m["loss"]) and m["examples"] == 2 * 4  # local_steps x batch_size
     assert record["comm_bytes"]["total_up"] > 0
     cost = METHODS.get(method)().compute_cost()
-    assert record["extra"]["compute_ratio_to_local"] == pytest.approx(2 * 4 * cost / (20 * 8))
+    clients = record["extra"]["compute_ratio_clients_to_local"]
+    assert clients == pytest.approx(2 * 4 * cost / (20 * 8))
+    # the headline counts a server's distillation on top (PerAda's KD; Method.compute_scale)
+    assert (record["extra"]["compute_ratio_to_local"] > clients) == (method == "perada")
     assert record["extra"]["wall_by_phase"]["train_s_per_example"] > 0
     if method == "feddpa":  # its instance-wise global weight on own vs others' prompts, read while scoring
         gate = record["extra"]["diagnostics"][-1]["clients"]
