@@ -113,6 +113,11 @@ def test_layer_routes_each_token_to_its_top2_held_experts() -> None:
     ctx.text_mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)  # 3 text tokens
     out = layer(x)
     assert torch.allclose(out.reshape(-1, 5), torch.stack(want), atol=1e-5)
+    # the per-expert dispatch trains what the per-token rule says: same gradients for every parameter
+    params = [layer.amole_A, layer.amole_B, layer.amole_shared_A, layer.amole_shared_B, layer.amole_router]
+    got = torch.autograd.grad(out.square().sum(), params, retain_graph=True)
+    ref = torch.autograd.grad(torch.stack(want).square().sum(), params)
+    assert all(torch.allclose(g, r, atol=1e-4) for g, r in zip(got, ref))
     lb = 3 * torch.dot(torch.stack(all_probs).mean(0), counts / counts.sum())  # E x <P_mean, f>
     assert len(ctx.lb) == 1 and torch.allclose(ctx.lb[0].detach(), lb, atol=1e-6)
     q_sum, k_sum, n = ctx.stats["m"]

@@ -97,9 +97,12 @@ class AMoLELinear(nn.Module):
             query = flat @ self.amole_router.T
             probs = torch.softmax(torch.einsum("tkr,tr->tk", keys, query) / math.sqrt(self.r), dim=-1)
             top_p, top_i = probs.topk(min(self.top_k, k), dim=-1)
-            weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
+            gates = top_p / top_p.sum(-1, keepdim=True)
             h = keys if self.dropout is None else torch.einsum("td,krd->tkr", drop, a)
-            delta = delta + torch.einsum("tkr,kor->to", h * weights.unsqueeze(-1), b)
+            for j in range(k):  # each expert's up-projection on the tokens routed to it (top-k only)
+                tok, slot = (top_i == j).nonzero(as_tuple=True)
+                if tok.numel():
+                    delta = delta.index_add(0, tok, (h[tok, j] * gates[tok, slot, None]) @ b[j].T)
             self._record(flat, keys, query, probs, top_i)
         return out + (delta * self.scaling).reshape(*x.shape[:-1], -1).to(out.dtype)
 

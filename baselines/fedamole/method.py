@@ -159,10 +159,10 @@ class FedAMoLE(Method[FedAMoLEConfig]):
 
     def compute_cost(self) -> float:
         """Training plus the statistics pass (``stats_rows`` forward-only rows, a third of a training row each).
-        In passes, as every method counts: the experts' own arithmetic (keys of every held expert, B run over
-        all held slots, the shared expert and the router) is not counted. It is negligible beside a real
-        model's linear layers, but not on the tiny zoo (hidden 128, r = 32: about 3x the base layers'
-        arithmetic), where the result's ``wall_by_phase`` shows the real cost."""
+        In passes, as every method counts: the experts' own arithmetic (keys of every held expert, the two
+        chosen experts' B, the shared expert and the router) is not counted. It is negligible beside a real
+        model's linear layers, but not on the tiny zoo (hidden 128, r = 32), where the result's
+        ``wall_by_phase`` shows the real cost."""
         cfg = self.config
         return 1.0 + cfg.stats_rows / (3.0 * cfg.local_steps * cfg.batch_size)
 
