@@ -5,8 +5,9 @@ For a token x (per layer): keys k_j = A_j x, query q = P x, pi = softmax_j(<k_j,
 the client holds, keep the top k and renormalise them to w, and
 y = W x + s B_sh A_sh x + s sum_j w_j B_j A_j x, with s = alpha / r.
 The client's experts sit in the first ``held`` slots (the server says which expert id each slot holds). The
-routed sum is computed densely over the held slots with zero weights outside the top k: the same output as
-gathering each expert's tokens, and cheaper on tiny models.
+keys need every held expert's A; the routed sum runs each expert's B on the tokens routed to it only
+(measured on the smoke scenario: 35 s against 42 s for a dense pass over the held slots with zero weights
+outside the top k, which gives the same output).
 """
 
 from __future__ import annotations
