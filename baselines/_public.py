@@ -66,6 +66,19 @@ def log_server_units(
     )
 
 
+def training_units(updates: Sequence[ClientUpdate], cost_per_example: float) -> float:
+    """The clients' local training of a round in compute units: examples trained x passes per example."""
+    return sum(float(u.metrics.get("examples", 0.0)) for u in updates) * cost_per_example
+
+
+def logged_compute_scale(rec: Mapping[str, Any] | None, extra: Sequence[str] = ("server_units",)) -> float:
+    """``Method.compute_scale`` read off a method's log: 1 + the ``extra`` units (the server's training,
+    and the like) over its ``client_units``; 1 where nothing was logged."""
+    rec = rec or {}
+    client = float(rec.get("client_units") or 0.0)
+    return 1.0 + sum(float(rec.get(k) or 0.0) for k in extra) / client if client else 1.0
+
+
 class PublicData(ABC):
     """Mixin for methods that train on public rows: ``bind`` keeps the models and the data directory, and
     ``public_rows`` loads the first ``public_size()`` rows once (or uses ``set_public_rows``'s)."""
@@ -98,9 +111,7 @@ class PublicData(ABC):
     def compute_scale(self, server: ServerState) -> float:
         """1 + the server's training units over the clients' (``log_server_units``' totals under the
         method's name; 1 where the server trained nothing or logs no units)."""
-        rec = server.method_state.get(self.name) or {}
-        client = float(rec.get("client_units") or 0.0)
-        return 1.0 + float(rec.get("server_units") or 0.0) / client if client else 1.0
+        return logged_compute_scale(server.method_state.get(self.name))
 
 
 class PublicDistillation(PublicData):

@@ -16,7 +16,7 @@ from baselines._distill import (
     teacher_groups,
     vocab_signature,
 )
-from baselines._public import FORWARD, PublicDistillation, log_server_units, server_runtime
+from baselines._public import FORWARD, PublicDistillation, log_server_units, server_runtime, training_units
 from baselines.fedavg import FedAvg
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, ClientRuntime, Row
@@ -112,7 +112,7 @@ class FedDF(PublicDistillation, FedAvg):
             am.adapter.set_state(server.per_arch[arch])
             server.per_arch[arch], log[arch], spent = self._distill_arch(ctx, am, rows, val, teacher)
             units += spent
-        client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
+        client_units = training_units(updates, self.compute_cost())
         log_server_units(server, "feddf", ctx, log, units, client_units)
 
     def _distill_arch(

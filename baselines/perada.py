@@ -16,7 +16,7 @@ from baselines._distill import (
     vocab_signature,
 )
 from baselines._dual import set_model_mix
-from baselines._public import FORWARD, PublicData, log_server_units, server_runtime
+from baselines._public import FORWARD, PublicData, log_server_units, server_runtime, training_units
 from baselines.ditto import Ditto, DittoConfig
 from drake.adapters.multi import DEFAULT, mixed
 from drake.fl.client import ArchModel, ClientRuntime, Row
@@ -133,7 +133,7 @@ class PerAda(PublicData, Ditto):
             server.per_arch[arch] = am.adapter.get_state("shared")
             units += metrics["examples"]
             log[arch] = {"teachers": float(len(teachers)), "steps": metrics["steps"], "loss": metrics["loss"]}
-        client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
+        client_units = training_units(updates, self.compute_cost())
         log_server_units(server, "perada", ctx, log, units, client_units)
 
     def _answer_logits(self, arch: str, arrays: dict[str, torch.Tensor], rows: Sequence[Row]) -> list[torch.Tensor]:

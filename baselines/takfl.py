@@ -17,7 +17,14 @@ from baselines._distill import (
     row_logits,
     vocab_signature,
 )
-from baselines._public import FORWARD, PublicDistillation, epoch_batches, log_server_units, server_runtime
+from baselines._public import (
+    FORWARD,
+    PublicDistillation,
+    epoch_batches,
+    log_server_units,
+    server_runtime,
+    training_units,
+)
 from baselines.fedavg import FedAvg
 from drake.errors import SpecError
 from drake.fl.client import ArchModel, ClientRuntime, Row
@@ -180,7 +187,7 @@ class TAKFL(PublicDistillation, FedAvg):
             server.per_arch[student], log[student], spent = self._student(ctx, am, server.per_arch[student], rows,
                                                                            val, {j: ensembles[j] for j in teachers})
             units += spent
-        client_units = sum(float(u.metrics.get("examples", 0.0)) for u in updates) * self.compute_cost()
+        client_units = training_units(updates, self.compute_cost())
         log_server_units(server, "takfl", ctx, log, units, client_units)
 
     def _student(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from baselines._public import logged_compute_scale
 from baselines.fedavg import FedAvg
 from baselines.mosaic.generator import GanSettings, Generator, GenShape, sample_items, train_generator
 from baselines.mosaic.items import (
@@ -338,10 +339,7 @@ class Mosaic(FedAvg):
     def compute_scale(self, server: ServerState) -> float:
         """1 + (the clients' generator training + the server's experts, meta model and distillation) over
         the clients' local training, from the run's log."""
-        rec = server.method_state.get("mosaic") or {}
-        client = float(rec.get("client_units") or 0.0)
-        extra = float(rec.get("client_gen_units") or 0.0) + float(rec.get("server_units") or 0.0)
-        return 1.0 + extra / client if client else 1.0
+        return logged_compute_scale(server.method_state.get("mosaic"), ("client_gen_units", "server_units"))
 
     def groups(self) -> list[list[str]]:
         """Architectures whose experts and samples meet: same vision tower (weights, feature layer) and
