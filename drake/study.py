@@ -69,12 +69,15 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
         if unknown:
             raise SpecError(f"study: unknown method {', '.join(unknown)}; the plan has: {', '.join(names)}")
         names = [n for n in names if n in methods]
+    from drake.spec import load_scenario
+
     chosen = list(scenarios or SCENARIOS)
     plan = []
     for scenario in chosen:
+        default_pool = load_scenario(scenario).pool  # hetero for the study's scenarios, homo for hetrank
         for name in names:
             method, _, ablation = name.partition("+")
-            pool = (ABLATIONS[ablation] if ablation else None) or "hetero"
+            pool = (ABLATIONS[ablation] if ablation else None) or default_pool
             plan.append(StudyRun(name, method, scenario, pool, f"fedmosaic-{ablation}" if ablation else None))
     return plan
 

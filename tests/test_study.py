@@ -28,6 +28,11 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
     assert [(r.name, r.scenario) for r in narrow] == [("fedavg", "drake-static"), ("fedmosaic+no-rela", "drake-static")]
     with pytest.raises(SpecError, match="fedmosaic\\+no-rela"):
         default_plan(["fedmosaic+no-rella"])
+    assert {r.pool for r in plan} == {"hetero", "homo"}  # the study's scenarios default to hetero
+    # a scenario without a hetero pool runs on its own default (the rank-heterogeneous table)
+    ranks = default_plan(["hetlora", "fedmosaic+homo"], ["hetrank"])
+    assert [(r.key, r.config) for r in ranks] == [("fedmosaic+homo--hetrank-homo", "fedmosaic-homo"),
+                                                  ("hetlora--hetrank-homo", None)]
 
 
 def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path) -> None:
