@@ -20,8 +20,11 @@ from typing import Any
 
 from drake.errors import SpecError
 
-#: the scenarios of the study, dynamic first (its table lands first)
-SCENARIOS = ("drake-dynamic", "drake-static")
+#: the scenarios of the study, dynamic first (its table lands first); the last is the rank table's
+SCENARIOS = ("drake-dynamic", "drake-static", "hetrank")
+#: the rank-heterogeneous table: HetLoRA and FlexLoRA in their own setting (four clients at LoRA ranks 4-32)
+#: beside rank-uniform references; drake-dynamic/-static give no client a rank, so there they all train r = 32
+RANK_TABLE = {"hetrank": ("local", "fedavg", "fedmosaic", "hetlora", "flexlora")}
 SEEDS = (0, 1, 2)
 #: the methods of the protocol comparison first (docs/results.md: FedMosaic vs FedAvg, then the floor and the
 #: personalized baselines), then FedMosaic's ablations
@@ -56,8 +59,8 @@ class StudyRun:
 
 
 def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] | None = None) -> list[StudyRun]:
-    """Every registered method and ablation on every study scenario; ``methods`` / ``scenarios`` narrow it
-    (names as in the plan: ``fedmosaic+no-rela`` for an ablation)."""
+    """Every registered method and ablation on every study scenario (the rank table's methods on its scenario);
+    ``methods`` / ``scenarios`` narrow it (names as in the plan: ``fedmosaic+no-rela`` for an ablation)."""
     from drake.method_registry import METHODS
 
     registered = METHODS.names()
@@ -76,6 +79,8 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
     for scenario in chosen:
         default_pool = load_scenario(scenario).pool  # hetero for the study's scenarios, homo for hetrank
         for name in names:
+            if scenario in RANK_TABLE and not methods and name not in RANK_TABLE[scenario]:
+                continue
             method, _, ablation = name.partition("+")
             pool = (ABLATIONS[ablation] if ablation else None) or default_pool
             plan.append(StudyRun(name, method, scenario, pool, f"fedmosaic-{ablation}" if ablation else None))

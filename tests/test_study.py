@@ -17,7 +17,12 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
     plan = default_plan()
     first = [r.name for r in plan[:6]]
     assert first == ["fedavg", "fedmosaic", "local", "ditto", "feddpa", "fedprox"]
-    assert {r.scenario for r in plan[: len(plan) // 2]} == {"drake-dynamic"}
+    per_scenario = {s: [r.name for r in plan if r.scenario == s] for s in ("drake-dynamic", "drake-static")}
+    assert per_scenario["drake-dynamic"] == per_scenario["drake-static"]
+    assert [r.scenario for r in plan] == sorted((r.scenario for r in plan), key=["drake-dynamic", "drake-static", "hetrank"].index)
+    # the rank table: the rank-heterogeneous methods beside rank-uniform references, last
+    assert [r.key for r in plan if r.scenario == "hetrank"] == [
+        f"{m}--hetrank-homo" for m in ("fedavg", "fedmosaic", "local", "hetlora", "flexlora")]
     homo = next(r for r in plan if r.name == "fedmosaic+homo")
     assert (homo.method, homo.pool, homo.config) == ("fedmosaic", "homo", "fedmosaic-homo")
     # the seed systems and cross-architecture baselines follow the ablations, before the other baselines

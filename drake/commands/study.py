@@ -10,7 +10,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from drake.study import SCENARIOS
 
     p = subparsers.add_parser(
-        "study", help="run the whole study (every method, both scenarios, 3 seeds), resumable, onto the leaderboard"
+        "study", help="run the whole study (every method, both scenarios and the rank table, 3 seeds), resumable, onto the leaderboard"
     )
     p.add_argument("--methods", nargs="+", metavar="NAME",
                    help="only these entries of the plan (methods, or ablations such as fedmosaic+no-rela)")  # fmt: skip
