@@ -62,6 +62,7 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
     """Every registered method and ablation on every study scenario (the rank table's methods on its scenario);
     ``methods`` / ``scenarios`` narrow it (names as in the plan: ``fedmosaic+no-rela`` for an ablation)."""
     from drake.method_registry import METHODS
+    from drake.spec import load_scenario
 
     registered = METHODS.names()
     names = [m for m in FIRST if m in registered]
@@ -72,15 +73,12 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
         if unknown:
             raise SpecError(f"study: unknown method {', '.join(unknown)}; the plan has: {', '.join(names)}")
         names = [n for n in names if n in methods]
-    from drake.spec import load_scenario
-
     chosen = list(scenarios or SCENARIOS)
     plan = []
     for scenario in chosen:
         default_pool = load_scenario(scenario).pool  # hetero for the study's scenarios, homo for hetrank
-        for name in names:
-            if scenario in RANK_TABLE and not methods and name not in RANK_TABLE[scenario]:
-                continue
+        table = RANK_TABLE.get(scenario) if not methods else None  # --methods overrides the rank table's list
+        for name in names if table is None else [n for n in names if n in table]:
             method, _, ablation = name.partition("+")
             pool = (ABLATIONS[ablation] if ablation else None) or default_pool
             plan.append(StudyRun(name, method, scenario, pool, f"fedmosaic-{ablation}" if ablation else None))
