@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drake.commands import table
+from drake.plots import task_switches
 from drake.results import load_result, seed_summaries
 from drake.spec import REPO_ROOT
 from leaderboard.build import method_label
@@ -86,6 +87,21 @@ def relevance(record: dict[str, Any]) -> str | None:
     return f"relevance weight per client pair at the last round: same group {_mean(same):.3f}, other groups {_mean(other):.3f}"
 
 
+def task_end_losses(record: dict[str, Any]) -> str | None:
+    """Training loss (mean over clients, then seeds) at the last round of each task; every 5th round of a
+    static scenario."""
+    seeds = [s for s in record["results"]["per_seed"] if s.get("status") == "success" and s.get("rounds")]
+    if not seeds:
+        return None
+    last = len(seeds[0]["rounds"])
+    ends = [r for r in task_switches(record)] + [last] if task_switches(record) else list(range(5, last + 1, 5))
+    cells = []
+    for r in ends:
+        per_seed = [_mean([c["loss"] for c in s["rounds"][r - 1]["train"].values()]) for s in seeds if len(s["rounds"]) >= r]
+        cells.append(f"round {r} {_mean(per_seed):.2f}")
+    return "training loss at the end of each task (mean over clients, then seeds): " + ", ".join(cells)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", default="drake-dynamic", help="scenario name (default drake-dynamic)")
@@ -99,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rows:
             print("\nGate at the last Others round (beta x 100: 100 = global branch only), Others (%) per branch:")
             print(table(("client", "beta own", "beta others", "Others global only", "Others local only"), rows))
-        line = relevance(record)
-        if line:
-            print("\n" + line)
+        for line in (relevance(record), task_end_losses(record)):
+            if line:
+                print("\n" + line)
     return 0
 
 
