@@ -94,7 +94,8 @@ def task_end_losses(record: dict[str, Any]) -> str | None:
     if not seeds:
         return None
     last = len(seeds[0]["rounds"])
-    ends = [r for r in task_switches(record)] + [last] if task_switches(record) else list(range(5, last + 1, 5))
+    switches = task_switches(record)
+    ends = [*switches, last] if switches else list(range(5, last + 1, 5))
     cells = []
     for r in ends:
         per_seed = [_mean([c["loss"] for c in s["rounds"][r - 1]["train"].values()]) for s in seeds if len(s["rounds"]) >= r]
