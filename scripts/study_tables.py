@@ -93,12 +93,13 @@ def task_end_losses(record: dict[str, Any]) -> str | None:
     seeds = [s for s in record["results"]["per_seed"] if s.get("status") == "success" and s.get("rounds")]
     if not seeds:
         return None
-    last = len(seeds[0]["rounds"])
+    by_round = [{int(rd["round"]): rd.get("train") or {} for rd in s["rounds"]} for s in seeds]
+    last = max(by_round[0])
     switches = task_switches(record)
     ends = [*switches, last] if switches else list(range(5, last + 1, 5))
     cells = []
     for r in ends:
-        per_seed = [_mean([c["loss"] for c in s["rounds"][r - 1]["train"].values()]) for s in seeds if len(s["rounds"]) >= r]
+        per_seed = [_mean([c["loss"] for c in rounds[r].values()]) for rounds in by_round if rounds.get(r)]
         cells.append(f"round {r} {_mean(per_seed):.2f}")
     return "training loss at the end of each task (mean over clients, then seeds): " + ", ".join(cells)
 
