@@ -13,10 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from baselines._distill import answer_logits, ensemble_kl, kd_loss, row_logits
 from drake.errors import DataError
 from drake.fl.client import ArchModel, ClientRuntime, ClientState, Row
 from drake.fl.method import ServerState
-from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
+from drake.fl.types import Arrays, ClientInfo, ClientUpdate, RoundContext
+from drake.models.batching import collate
 from drake.seeds import derive_seed
 
 #: compute units (the harness's convention, Method.compute_cost): a forward pass costs 1/3 of forward+backward
@@ -42,6 +46,62 @@ def server_runtime(
         ClientInfo(-1, am.name, ()), am, {}, None, ClientState(), seed=derive_seed(ctx.seed, tag),  # type: ignore[arg-type]
         round_idx=ctx.round, lr=lr, weight_decay=0.0, max_grad_norm=max_grad_norm, batch_size=batch_size,
     )  # fmt: skip
+
+
+def distill_toward(
+    rt: ClientRuntime,
+    rows: Sequence[Row],
+    val: Sequence[Row],
+    teacher: Sequence[torch.Tensor],
+    *,
+    round_idx: int,
+    steps: int,
+    batch: int,
+    eval_every: int,
+    temperature: float,
+) -> tuple[Arrays, dict[str, float], float]:
+    """Distil the shared adapter of ``rt``'s model, as loaded, toward ``teacher`` (answer-position logits per
+    row of ``rows`` then ``val``): ``steps`` steps of ``batch`` rows, starting where round ``round_idx``'s
+    share of the rows begins (wrapping), T^2 KL_T at temperature T. Early stopping on validation (FedDF's
+    and the official PerAda code's): every ``eval_every`` steps the student's KL to the teacher on ``val`` is
+    measured, and the best student, the starting one included, is returned (0 or no ``val``: the last one).
+    Returns (the kept adapter state, a log, the compute units spent)."""
+    am = rt.arch
+    by_row = {id(r): t for r, t in zip(rows, teacher)}
+    val_teacher = list(teacher[len(rows) :])
+    n = len(rows)
+    first = (round_idx * steps * batch) % n
+    batches = [[rows[(first + s * batch + i) % n] for i in range(min(batch, n))] for s in range(steps)]
+    check = eval_every if (eval_every > 0 and val) else 0
+    units = 0.0
+
+    def validate() -> float:
+        nonlocal units
+        units += FORWARD * len(val)
+        return ensemble_kl(row_logits(am, None, val, batch), val_teacher, temperature)
+
+    def loss_fn(client: ClientRuntime, chunk: Sequence[Row]) -> torch.Tensor:
+        inputs = collate(client.arch.loaded, chunk, with_answer=True)
+        student = answer_logits(client.model(**inputs).logits, inputs["labels"])
+        target = torch.cat([by_row[id(r)] for r in chunk]).to(student.device)
+        return kd_loss(student, target, temperature)
+
+    best_state, best_step = am.adapter.get_state("shared"), 0
+    before = best = validate() if val else float("nan")
+    done = 0
+    for start in range(0, len(batches), check or len(batches)):
+        chunk = batches[start : start + (check or len(batches))]
+        rt.train(len(chunk), batches=chunk, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
+        done += len(chunk)
+        units += sum(len(b) for b in chunk)
+        if check:
+            kl = validate()
+            if kl < best:
+                best, best_state, best_step = kl, am.adapter.get_state("shared"), done
+    if not check:
+        best_state, best_step = am.adapter.get_state("shared"), done
+        best = validate() if val else float("nan")
+    return best_state, {"kl_before": before, "kl_after": best, "steps": float(done), "kept_step": float(best_step)}, units
 
 
 def epoch_batches(rows: Sequence[Row], batch: int, epochs: int) -> list[list[Row]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,8 +34,12 @@ class APFLConfig(MethodConfig):
 
     local_steps: int = field(default=10, metadata={"help": "iterations per round (one personal + one global step each)"})
     batch_size: int = field(default=8, metadata={"help": "examples per iteration, each seen by both steps"})
-    alpha: float = field(default=0.5, metadata={"help": "initial mixing weight alpha (FL-bench 0.5)"})
-    alpha_lr: float = field(default=1e-2, metadata={"help": "learning rate of alpha"})
+    alpha: float = field(default=0.5, metadata={"help": "initial mixing weight alpha (the authors' FedTorch code and FL-bench: 0.5)"})
+    alpha_lr: float | None = field(
+        default=None,
+        metadata={"help": "step size of alpha's plain gradient step (None: the model's lr, as Algorithm 1's one "
+                          "eta_t and the authors' FedTorch code)"},
+    )
 
 
 def personal_mix(alpha: torch.Tensor | float) -> dict[str, torch.Tensor | float]:
@@ -51,6 +57,30 @@ def clamp_alpha(alpha: nn.Parameter) -> None:
         alpha.clamp_(0.0, 1.0)
 
 
+class AlphaStep:
+    """Algorithm 1's update of alpha, alpha <- clip_[0,1](alpha - eta * d f_k(v_bar; xi) / d alpha), outside
+    the runtime's AdamW: Adam would rescale every step to about its learning rate whatever the gradient's
+    size, letting alpha run to 0 or 1 within a few rounds, where the paper's plain step keeps it near its
+    start while v_k and w agree. The gradient is read off a hook during the phase's backward passes (summed
+    over micro-batches, before clipping) and applied after the optimizer step."""
+
+    def __init__(self, alpha: nn.Parameter, lr: float) -> None:
+        self.alpha, self.lr, self.grad = alpha, lr, 0.0
+        self._hook = alpha.register_hook(self._record)
+
+    def _record(self, grad: torch.Tensor) -> None:
+        self.grad += float(grad.sum())
+
+    def step(self, _step: int = 0) -> None:
+        with torch.no_grad():
+            self.alpha.sub_(self.lr * self.grad)
+        clamp_alpha(self.alpha)
+        self.grad = 0.0
+
+    def close(self) -> None:
+        self._hook.remove()
+
+
 class APFL(SharedAdapterMethod[APFLConfig]):
     """APFL (Deng, Kamani, Mahdavi, "Adaptive Personalized Federated Learning", arXiv 2003.13461, 2020).
 
@@ -64,8 +94,9 @@ class APFL(SharedAdapterMethod[APFLConfig]):
     Evaluation (drake/protocol.py): under the official protocol each client is scored right after its own
     local training on alpha v_k + (1 - alpha) w with its own locally trained w; under
     ``--protocol server-global``, w is the architecture's fresh average. The harness's one optimizer
-    (AdamW) replaces the paper's SGD for all three; alpha has its own learning rate, but its gradient is
-    clipped together with v_k's (one norm over v_k and alpha, the runtime's ``max_grad_norm``). Compute:
+    (AdamW) replaces the paper's SGD for w and v_k; alpha takes the paper's plain gradient step at the model's
+    learning rate (``AlphaStep``; the AdamW group holding alpha has rate 0 so that only that step moves it).
+    Compute:
     two forward+backward passes per example (``compute_cost`` 2). Not used by the FedMosaic code.
     """
 
@@ -93,14 +124,28 @@ class APFL(SharedAdapterMethod[APFLConfig]):
             with model_mix(rt, personal_mix(alpha)):  # gradients reach v_k and alpha, not w
                 return rt.loss(rows)
 
+        cfg = self.config
+        alpha_step = AlphaStep(alpha, cfg.lr if cfg.alpha_lr is None else cfg.alpha_lr)
         phases = [  # personal first: v_k's and alpha's gradients at the pre-step w (Algorithm 1)
             {"params": [*adapter_params(client, PERSONAL).values(), alpha], "loss_fn": personal_loss,
-             "lr_groups": {ALPHA: self.config.alpha_lr}, "on_step": lambda _s: clamp_alpha(alpha)},
+             "lr_groups": {ALPHA: 0.0}, "on_step": alpha_step.step},
             {"params": list(adapter_params(client, DEFAULT).values()), "loss_fn": global_loss},
         ]
-        metrics = alternate(client, client.next_batches(self.config.local_steps), phases, same_rows=True)
+        try:
+            metrics = alternate(client, client.next_batches(cfg.local_steps), phases, same_rows=True)
+        finally:
+            alpha_step.close()
         set_model_mix(client, {DEFAULT: 1.0})
         return ClientUpdate(client.id, client.adapter.get_state("shared"), client.num_examples, metrics)
+
+    def diagnostics(
+        self, ctx: RoundContext, client, own: Sequence[str], others: Sequence[str], *, final: bool,
+        limit: int | None, watch: Any = None, passes: bool = False,
+    ) -> dict[str, Any] | None:
+        """The client's alpha, and the global adapter's weight 1 - alpha under FedMosaic's gate keys
+        (``beta_*``; the same on every prompt), so the gate table and plot read APFL too."""
+        alpha = float(alpha_param(client).detach().clamp(0.0, 1.0))
+        return {"alpha": alpha, "beta_own": 1.0 - alpha, "beta_others": 1.0 - alpha}
 
     def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, personal_mix(float(alpha_param(client).detach().clamp(0.0, 1.0))))

@@ -29,9 +29,9 @@ FROZEN = "frozen"
 class FedDATConfig(MethodConfig):
     """FedDAT settings. Budget: the FedMosaic equal-compute table gives FedDAT 43 iterations x 8 (in its
     code 43 iterations of 4 samples, each seen by a global and a personal step) -> 9 x 8 here (iterations
-    x 20/100 rounded, 4 samples x 2), both steps on the whole batch. Each step costs a forward+backward and
-    a no-grad teacher forward (4/3 units), so ``compute_cost`` is 8/3 and the ratio to ``local`` is
-    9 x 8 x 8/3 / 160 = 1.2."""
+    x 20/100 rounded, 4 samples x 2), both steps on the whole batch. Each step costs a forward+backward; the
+    global step adds a no-grad forward of the DAT teacher, and the personal step reuses the global step's
+    logits as its teacher, so ``compute_cost`` is 7/3 and the ratio to ``local`` is 9 x 8 x 7/3 / 160 = 1.05."""
 
     local_steps: int = field(default=9, metadata={"help": "iterations per round (one global + one personal step each)"})
     batch_size: int = field(default=8, metadata={"help": "examples per iteration, each seen by both steps"})
@@ -53,12 +53,12 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     A_g takes a step on (CE(A_g) + T^2 KL_T(DAT || A_g)) / 2 with the DAT as a no-grad teacher, then A_l a
     step on (CE(DAT) + T^2 KL_T(A_g || DAT)) / 2 through the DAT path with A_g as teacher (T = 3), both on
     the same minibatch (mutual distillation on the same inputs, as the paper's per-batch loop and the
-    FedMosaic code do). The server averages A_g (weights n_k) within each architecture. Evaluation
+    FedMosaic code do). A_l's teacher is A_g's output from A_g's own training pass, taken before A_g's
+    step (detached), as both the official FedDAT code and the FedMosaic code do. The server averages A_g (weights n_k) within each architecture. Evaluation
     (drake/protocol.py): the DAT; under the official protocol each client is scored right after its own
     local training, so A_g' is the global it received at the start of that round; under ``--protocol
-    server-global`` the fresh average is loaded into A_g'. Differences from the FedMosaic code: T = 3 as in
-    the official FedDAT code (FedMosaic uses T = 2), and A_l's teacher is a fresh no-grad pass of A_g after
-    A_g's step (FedMosaic reuses the logits of A_g's own training pass, taken before that step).
+    server-global`` the fresh average is loaded into A_g'. Difference from the FedMosaic code: T = 3 as in
+    the official FedDAT code (FedMosaic uses T = 2).
     """
 
     name = "feddat"
@@ -68,28 +68,30 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     server_model_into = (DEFAULT, FROZEN)
 
     def compute_cost(self) -> float:
-        # two steps per example, each one forward+backward (3 units) + one no-grad teacher forward (1 unit)
-        return 8.0 / 3.0
+        # two forward+backward passes per example (3 units each) + the global step's no-grad DAT forward (1 unit)
+        return 7.0 / 3.0
 
     def client_update(self, ctx: RoundContext, client, payload) -> ClientUpdate:
         load_global(client, payload.arrays, into=(DEFAULT, FROZEN))
         cfg = self.config
         dat = dat_mix(cfg.dat_weight)
+        global_logits: list[torch.Tensor] = []  # A_g's answer logits per micro-batch, before its step
 
         def global_loss(rt: ClientRuntime, rows: Sequence[Row]) -> torch.Tensor:
             with torch.no_grad(), model_mix(rt, dat):
                 teacher, labels = forward(rt, rows)
             with model_mix(rt, {DEFAULT: 1.0}):
                 out, _ = forward(rt, rows)
-            kd = kd_loss(answer_logits(out.logits, labels), answer_logits(teacher.logits, labels), cfg.temperature)
+            student = answer_logits(out.logits, labels)
+            global_logits.append(student.detach())
+            kd = kd_loss(student, answer_logits(teacher.logits, labels), cfg.temperature)
             return (out.loss + kd) / 2
 
         def personal_loss(rt: ClientRuntime, rows: Sequence[Row]) -> torch.Tensor:
-            with torch.no_grad(), model_mix(rt, {DEFAULT: 1.0}):
-                teacher, labels = forward(rt, rows)
             with model_mix(rt, dat):
-                out, _ = forward(rt, rows)
-            kd = kd_loss(answer_logits(out.logits, labels), answer_logits(teacher.logits, labels), cfg.temperature)
+                out, labels = forward(rt, rows)
+            # the same rows in the same micro-batches as the global step just before (same_rows=True)
+            kd = kd_loss(answer_logits(out.logits, labels), global_logits.pop(0), cfg.temperature)
             return (out.loss + kd) / 2
 
         phases = [

@@ -5,24 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
-from baselines._distill import (
-    answer_logits,
-    ensemble_kl,
-    ensemble_teacher,
-    kd_loss,
-    row_logits,
-    teacher_groups,
-    vocab_signature,
+from baselines._distill import ensemble_teacher, row_logits, teacher_groups, vocab_signature
+from baselines._public import (
+    FORWARD,
+    PublicDistillation,
+    distill_toward,
+    log_server_units,
+    server_runtime,
+    training_units,
 )
-from baselines._public import FORWARD, PublicDistillation, log_server_units, server_runtime, training_units
 from baselines.fedavg import FedAvg
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, ClientRuntime, Row
+from drake.fl.client import ArchModel, ClientRuntime
 from drake.fl.method import MethodConfig, ServerState
-from drake.fl.types import Arrays, ClientUpdate, RoundContext
-from drake.models.batching import collate
+from drake.fl.types import ClientUpdate, RoundContext
 
 TEACHERS = ("clients", "globals")
 
@@ -110,52 +106,13 @@ class FedDF(PublicDistillation, FedAvg):
                 continue
             teacher = ensemble_teacher([logits[k] for k in teachers])
             am.adapter.set_state(server.per_arch[arch])
-            server.per_arch[arch], log[arch], spent = self._distill_arch(ctx, am, rows, val, teacher)
+            server.per_arch[arch], log[arch], spent = distill_toward(
+                self._server_runtime(ctx, am), rows, val, teacher, round_idx=ctx.round, steps=cfg.kd_steps,
+                batch=cfg.kd_batch, eval_every=cfg.kd_eval_every, temperature=cfg.kd_temperature,
+            )  # fmt: skip
             units += spent
         client_units = training_units(updates, self.compute_cost())
         log_server_units(server, "feddf", ctx, log, units, client_units)
-
-    def _distill_arch(
-        self, ctx: RoundContext, am: ArchModel, rows: Sequence[Row], val: Sequence[Row], teacher: Sequence[torch.Tensor]
-    ) -> tuple[Arrays, dict[str, float], float]:
-        """Distil ``am``'s current adapter toward ``teacher`` (per row of rows + val): (best state, log, units)."""
-        cfg = self.config
-        by_row = {id(r): t for r, t in zip(rows, teacher)}
-        val_teacher = list(teacher[len(rows) :])
-        n = len(rows)
-        first = (ctx.round * cfg.kd_steps * cfg.kd_batch) % n
-        batches = [[rows[(first + s * cfg.kd_batch + i) % n] for i in range(min(cfg.kd_batch, n))] for s in range(cfg.kd_steps)]
-        check = cfg.kd_eval_every if (cfg.kd_eval_every > 0 and val) else 0
-        units = 0.0
-
-        def validate() -> float:
-            nonlocal units
-            units += FORWARD * len(val)
-            return ensemble_kl(row_logits(am, None, val, cfg.kd_batch), val_teacher, cfg.kd_temperature)
-
-        def loss_fn(client: ClientRuntime, chunk: Sequence[Row]) -> torch.Tensor:
-            inputs = collate(client.arch.loaded, chunk, with_answer=True)
-            student = answer_logits(client.model(**inputs).logits, inputs["labels"])
-            target = torch.cat([by_row[id(r)] for r in chunk]).to(student.device)
-            return kd_loss(student, target, cfg.kd_temperature)
-
-        rt = self._server_runtime(ctx, am)
-        best_state, best_step = am.adapter.get_state("shared"), 0
-        before = best = validate() if val else float("nan")
-        done = 0
-        for start in range(0, len(batches), check or len(batches)):
-            chunk = batches[start : start + (check or len(batches))]
-            rt.train(len(chunk), batches=chunk, params=am.adapter.parameters("shared"), loss_fn=loss_fn)
-            done += len(chunk)
-            units += sum(len(b) for b in chunk)
-            if check:
-                kl = validate()
-                if kl < best:
-                    best, best_state, best_step = kl, am.adapter.get_state("shared"), done
-        if not check:
-            best_state, best_step = am.adapter.get_state("shared"), done
-            best = validate() if val else float("nan")
-        return best_state, {"kl_before": before, "kl_after": best, "steps": float(done), "kept_step": float(best_step)}, units
 
     def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
         """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""

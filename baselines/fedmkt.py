@@ -166,7 +166,10 @@ class FedMKT(PublicData, Method[FedMKTConfig]):
     server model. The step order is the paper's shifted by a round boundary:
     the distillation from the server that ends round t runs at the start of client k's turn in round t+1,
     so a client is scored (official protocol) right after its private training, on its own adapter; no server
-    model is ever a client's, so it is scored on its own adapter under every protocol.
+    model is ever a client's, so it is scored on its own adapter under every protocol. Clients of one
+    architecture are never averaged: the paper's homogeneous recipe (FATE-LLM's ``post_fedavg``, "4-SLMs
+    homogeneous") FedAvgs the client SLMs' LoRA after each round; this harness follows FedMosaic's adaptation,
+    where each client keeps only its own adapter and knowledge moves through the server models alone.
 
     Compute: per client and round ``local_steps x batch_size`` private examples, ``client_kd_epochs x
     kd_samples`` distilled public examples and one forward over the public rows (``compute_ratio_to_local``;

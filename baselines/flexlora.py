@@ -84,18 +84,26 @@ class FlexLoRA(RankHeteroMethod[FlexLoRAConfig]):
     architecture serves every rank (the server keeps the factors at r_max, sorted by singular value, and
     truncates per client). Averaging stays within an architecture.
 
-    The split of S between B and A could not be confirmed from the paper in this harness's reference
-    (methods.md B20: third-party code varies): ``sigma_split=B`` (default) puts S on B, so A = V^T keeps
+    The split of S between B and A: ``sigma_split=B`` (default) puts S on B, as the official code does
+    (alibaba/FederatedScope, FlexLoRA branch, ``distribute_weight_fast``: B = U S, A = V^T), so A = V^T keeps
     orthonormal rows and every component, even one of singular value zero, can train (as a fresh LoRA's
     nonzero A does); ``sqrt`` splits sqrt(S) over both. Either way B A is the same.
+
+    LoRA scaling: every rank keeps s = lora_alpha / r_max (baselines/_lora_rank.py), which makes padding and
+    truncation exact on s B A. The official code instead fixes alpha = 16 for every client, so a rank-r_k
+    client trains at s_k = 16 / r_k (a rank-4 client at 8x the scale of a rank-32 one). Aggregation is exact
+    either way; local training dynamics differ on ``hetrank``, not on scenarios where every client has one rank.
 
     A client starts every round with a fresh AdamW (the harness keeps optimizer state across rounds, as the
     FedMosaic code does): the SVD hands it new factors in a new basis each round (rotated, signs arbitrary),
     in which last round's per-element moments mean nothing. The paper's clients build a new optimizer each
     round too.
 
-    On a scenario without per-client ranks (``smoke``) every client trains at ``lora_r``: FlexLoRA is then
-    FedAvg of the products B A, re-factored by SVD at ``lora_r``. The FedMosaic code does not run FlexLoRA.
+    On a scenario without per-client ranks (``smoke``, drake-dynamic) every client trains at ``lora_r``:
+    FlexLoRA is then FedAvg of the products B A, re-factored by SVD at ``lora_r`` (lossy where a module's mean
+    update exceeds that rank), with a fresh optimizer every round. The official code falls back to plain
+    FedAvg of the factors when every client has one rank (``--aggregation homo``); this harness keeps
+    FlexLoRA's rule. The FedMosaic code does not run FlexLoRA.
     """
 
     name = "flexlora"

@@ -17,7 +17,7 @@ from torch import nn
 from baselines._distill import answer_logits, ensemble_teacher, kd_loss, teacher_groups
 from baselines._dual import alternate, merge_metrics, split_halves
 from baselines._prox import prox_term, prox_to_other_adapter
-from baselines.apfl import ALPHA, APFL, APFLConfig, clamp_alpha, personal_mix
+from baselines.apfl import ALPHA, APFL, AlphaStep, APFLConfig, clamp_alpha, personal_mix
 from baselines.feddat import FedDAT, FedDATConfig, dat_mix
 from baselines.feddpa import inference_mix, instance_weights, prefix_lookup
 from baselines.fedper import top_block_patterns
@@ -201,6 +201,30 @@ def test_apfl_alpha_gets_the_mixture_gradient_and_stays_in_unit_interval() -> No
     assert float(alpha.detach()) == 1.0
 
 
+def test_apfl_alpha_takes_the_plain_gradient_step_not_adams() -> None:
+    model = toy_peft()
+    alpha = nn.Parameter(torch.tensor(0.5))
+
+    def loss(rows: slice) -> torch.Tensor:
+        with mixed(model, personal_mix(alpha)):
+            return model(input_ids=IDS[rows]).logits.pow(2).mean() / 2
+
+    want = torch.autograd.grad(loss(slice(0, 1)) + loss(slice(1, 2)), alpha)[0]  # the two micro-batches' sum
+    lora = [p for n, p in model.named_parameters() if ".lora_" in n and ".local." in n]
+    opt = torch.optim.AdamW([{"params": lora, "lr": 1e-2}, {"params": [alpha], "lr": 0.0}])  # as the runtime
+    step = AlphaStep(alpha, lr=0.1)
+    for rows in (slice(0, 1), slice(1, 2)):
+        loss(rows).backward()
+    opt.step()
+    step.step()
+    step.close()
+    assert float(alpha.detach()) == pytest.approx(0.5 - 0.1 * float(want), abs=1e-6)  # Adam would move it by ~lr
+    assert float(want) != 0.0 and step.grad == 0.0
+    alpha.grad = None
+    loss(slice(0, 2)).backward()  # the hook is gone: nothing recorded
+    assert step.grad == 0.0
+
+
 def test_fedsim_logit_sum_and_its_loss() -> None:
     model = toy_peft()
     wrapper = MixModel(model)
@@ -244,7 +268,7 @@ def test_rename_adapter_maps_a_global_into_a_copy() -> None:
 @pytest.mark.parametrize(
     ("method", "ratio"),
     [("fedprox", 1.0), ("fedper", 1.0), ("fedrep", 1.0), ("ditto", 1.0), ("perada", 1.0), ("apfl", 1.0),
-     ("feddpa", 1.0), ("fedsim", 1.0), ("feddat", 1.2), ("local", 1.0)],
+     ("feddpa", 1.0), ("fedsim", 1.0), ("feddat", 1.05), ("local", 1.0)],
 )  # fmt: skip
 def test_default_budgets_follow_the_equal_compute_table(method: str, ratio: float) -> None:
     m = METHODS.get(method)()
@@ -336,7 +360,44 @@ def test_feddat_global_and_personal_steps_on_the_same_rows() -> None:
     assert phases == [("default", list(range(8))), ("local", list(range(8))),
                       ("default", list(range(8, 16))), ("local", list(range(8, 16)))]  # fmt: skip
     assert update.metrics["examples"] == 16.0
-    assert (method.config.batch_size, method.compute_cost()) == (8, pytest.approx(8 / 3))  # 2 x (3 + 1) / 3
+    assert (method.config.batch_size, method.compute_cost()) == (8, pytest.approx(7 / 3))  # (3 + 1 + 3) / 3
+
+
+class SteppingClient(SpyClient):
+    """A spy that also runs each phase's loss and then moves the phase's parameters (a stand-in step)."""
+
+    def train(self, steps: int, *, batches, params, loss_fn=None, **kw) -> dict[str, float]:
+        out = super().train(steps, batches=batches, params=params, **kw)
+        for rows in batches:
+            loss_fn(self, rows).backward()
+            with torch.no_grad():
+                for p in params:
+                    p.add_(0.5)
+        return out
+
+
+def test_feddat_personal_teacher_is_the_global_output_before_its_step(monkeypatch) -> None:
+    import baselines.feddat as feddat
+
+    labels = torch.tensor([[-100, 3, 4], [-100, 5, 6]])
+    monkeypatch.setattr(feddat, "forward", lambda rt, rows: (rt.model(input_ids=IDS, labels=labels), labels))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def recording_kd(student, teacher, t):
+        seen.append((student.detach().clone(), teacher.clone()))
+        return kd_loss(student, teacher, t)
+
+    monkeypatch.setattr(feddat, "kd_loss", recording_kd)
+    method = FedDAT(FedDATConfig(local_steps=1))
+    base = spy_client(method, ("local", "frozen"), {})
+    client = SteppingClient(base.model, base.adapter, base.batches)
+    ctx = RoundContext(0, load_scenario("smoke"), 0, (0,), {0: ClientInfo(0, "toy", ("t",))})
+    method.client_update(ctx, client, SimpleNamespace(arrays={}))
+    (global_out, _), (_, personal_teacher) = seen
+    with torch.no_grad(), mixed(client.model, {"default": 1.0}):
+        after = answer_logits(client.model(input_ids=IDS).logits, labels)
+    assert torch.equal(personal_teacher, global_out)  # A_g's own training pass, before its step
+    assert not torch.allclose(personal_teacher, after)  # not a fresh pass after it
 
 
 def test_fedsim_defaults_to_the_papers_one_network_with_fedmosaics_variant_available() -> None:
@@ -467,6 +528,10 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
     # the headline counts a server's distillation on top (PerAda's KD; Method.compute_scale)
     assert (record["extra"]["compute_ratio_to_local"] > clients) == (method == "perada")
     assert record["extra"]["wall_by_phase"]["train_s_per_example"] > 0
+    if method == "apfl":  # each client's learned alpha, and the global weight 1 - alpha under the gate keys
+        gate = record["extra"]["diagnostics"][-1]["clients"]
+        assert set(gate) == {"0", "1", "2"}
+        assert all(0.0 <= d["alpha"] <= 1.0 and d["beta_own"] == d["beta_others"] == 1.0 - d["alpha"] for d in gate.values())
     if method == "feddpa":  # its instance-wise global weight on own vs others' prompts, read while scoring
         gate = record["extra"]["diagnostics"][-1]["clients"]
         assert set(gate) == {"0", "1", "2"}
