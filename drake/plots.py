@@ -334,43 +334,64 @@ def task_switches(record: Mapping[str, Any]) -> list[int]:
     return sorted(r for r in starts if 0 < r < int(spec.get("rounds") or 0))
 
 
+#: above this many records the curves are small multiples (one panel per record), not one tangle of lines
+MAX_OVERLAID = 10
+
+
+def _round_axis(ax: Any, last_round: int, switches: Sequence[int], *, label_switch: bool) -> None:
+    """Integer rounds 1..last_round, and a dotted line between the last round on a task and the next."""
+    for k, r in enumerate(switches):
+        ax.axvline(r + 0.5, color="0.45", ls=":", lw=1, zorder=0, gid="task-switch",
+                   label="task switch" if (k == 0 and label_switch) else None)  # fmt: skip
+    ax.set_xlim(0.5, last_round + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+
+
+def _curve_stats(curve: Mapping[int, Sequence[float]]) -> tuple[list[int], list[float], list[float]]:
+    """(rounds, mean in percent, std in percent) of one target's per-round seed values."""
+    rounds = list(curve)
+    stats = [summarize(curve[r]) for r in rounds]
+    return rounds, [PCT * st["mean"] for st in stats], [PCT * st["std"] for st in stats]
+
+
+def _last_round(records: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Mapping[int, Any]]]) -> int:
+    spec_rounds = [int(r["run_info"]["scenario"].get("spec", {}).get("rounds") or 1) for r in records]
+    seen = [max(c[t]) for c in curves for t, _ in TARGETS if c[t]]
+    return max([1, *spec_rounds, *seen])
+
+
 def learning_curves_figure(
     records: Sequence[Mapping[str, Any]], *, labels: Sequence[str] | None = None, title: str = ""
 ) -> Any:
     """Self and Others A (percent, mean over clients then seeds) per round, one line per record, the band
     its std over seeds; dotted vertical lines where a dynamic scenario's clients switch task (between the
-    last round on a task and the first round on the next). Returns the Figure."""
+    last round on a task and the first round on the next). More than ``MAX_OVERLAID`` records: small
+    multiples instead (``curves_grid_figure``). Returns the Figure."""
     if not records:
         raise DataError("learning_curves_figure: no records to plot")
     labels = list(labels) if labels is not None else [_label(r) for r in records]
+    if len(records) > MAX_OVERLAID:
+        return curves_grid_figure(records, labels=labels, title=title)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-    last_round = 1
-    for i, record in enumerate(records):
-        st, curves = style(i), seed_curves(record)
-        last_round = max(last_round, int(record["run_info"]["scenario"].get("spec", {}).get("rounds") or 1))
+    curves = [seed_curves(r) for r in records]
+    for i, curve in enumerate(curves):
+        st = style(i)
         for ax, (target, _) in zip(axes, TARGETS):
-            rounds = list(curves[target])
+            rounds, means, stds = _curve_stats(curve[target])
             if not rounds:
                 continue
-            last_round = max(last_round, rounds[-1])
-            stats = [summarize(curves[target][r]) for r in rounds]
-            means = [PCT * s["mean"] for s in stats]
             ax.plot(rounds, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=4, lw=1.4,
                     label=labels[i])  # fmt: skip
-            if any(s["std"] for s in stats):
-                ax.fill_between(rounds, [m - PCT * s["std"] for m, s in zip(means, stats)],
-                                [m + PCT * s["std"] for m, s in zip(means, stats)], color=st["color"], alpha=0.12,
-                                lw=0)  # fmt: skip
+            if any(stds):
+                ax.fill_between(rounds, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)],
+                                color=st["color"], alpha=0.12, lw=0)  # fmt: skip
+    last_round = _last_round(records, curves)
     switches = sorted({r for record in records for r in task_switches(record)})
     for ax, (_, title_) in zip(axes, TARGETS):
-        for k, r in enumerate(switches):
-            ax.axvline(r + 0.5, color="0.45", ls=":", lw=1, zorder=0, gid="task-switch",
-                       label="task switch" if k == 0 else None)  # fmt: skip
+        _round_axis(ax, last_round, switches, label_switch=True)
         ax.set_title(title_)
         ax.set_xlabel("round")
-        ax.set_xlim(0.5, last_round + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.grid(alpha=0.3)
     axes[0].set_ylabel("A (%, mean over clients; band: std over seeds)")
     handles, names = axes[0].get_legend_handles_labels()
     if not handles:
@@ -379,6 +400,53 @@ def learning_curves_figure(
     if title:
         fig.suptitle(title, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 0.8, 1))
+    return fig
+
+
+def curves_grid_figure(
+    records: Sequence[Mapping[str, Any]], *, labels: Sequence[str], title: str = "", columns: int = 5
+) -> Any:
+    """One small panel per record, in the given order: its Self (solid, band: std over seeds) and Others
+    (dashed) A per round in percent, over every other record's Self in light grey, on shared axes, with the
+    task switches. Twenty-odd methods overlaid on one axis are a tangle no legend can untie; here each method
+    is read against the field."""
+    curves = [seed_curves(r) for r in records]
+    means = [{t: _curve_stats(c[t]) for t, _ in TARGETS} for c in curves]
+    last_round = _last_round(records, curves)
+    switches = sorted({r for record in records for r in task_switches(record)})
+    rows = math.ceil(len(records) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.1 * rows + 0.4), sharex=True, sharey=True,
+                             squeeze=False)  # fmt: skip
+    flat = [ax for row in axes for ax in row]
+    for i, ax in enumerate(flat):
+        if i >= len(records):
+            ax.set_visible(False)
+            continue
+        field = [m["self"] for j, m in enumerate(means) if j != i and m["self"][0]]
+        for k, (rounds, mean, _) in enumerate(field):
+            ax.plot(rounds, mean, color="0.82", lw=0.8, zorder=1, gid="field",
+                    label="other methods' Self" if k == 0 else None)  # fmt: skip
+        for (target, _), color, ls in zip(TARGETS, ("C0", "C1"), ("-", "--")):
+            rounds, mean, std = means[i][target]
+            if not rounds:
+                continue
+            name = "Self" if target == "self" else "Others"
+            ax.plot(rounds, mean, color=color, ls=ls, marker="o", ms=2.5, lw=1.4, zorder=3, gid=target, label=name)
+            if any(std):
+                ax.fill_between(rounds, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                                color=color, alpha=0.15, lw=0, zorder=2)  # fmt: skip
+        _round_axis(ax, last_round, switches, label_switch=True)
+        ax.set_title(labels[i], fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("round", fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("A (%)", fontsize=8)
+    handles, names = flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(f"{title} (bands: std over seeds)", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.1 * rows + 0.4)))
     return fig
 
 

@@ -314,6 +314,8 @@ def make_plots(groups: Sequence[Group], records: Mapping[str, Mapping[str, Any]]
 
 def figures(g: Group) -> list[tuple[str, str, str]]:
     """``(path, alt text, caption)`` of a table's plots, in page order (the same in Markdown and HTML)."""
+    from drake.plots import MAX_OVERLAID
+
     out = []
     if "scatter" in g.plots:
         out.append((g.plots["scatter"], "Self vs Others A_last",
@@ -322,7 +324,9 @@ def figures(g: Group) -> list[tuple[str, str, str]]:
                     "markers are unofficial entries."))  # fmt: skip
     out.append((g.plots["curves"], "Learning curves",
                 "Learning curves: A per round (Self and Others, in %, mean over clients and seeds; band: std over "
-                "seeds); dotted lines mark where a dynamic scenario's clients switch to their next task."))  # fmt: skip
+                "seeds); dotted lines mark where a dynamic scenario's clients switch to their next task. With "
+                f"more than {MAX_OVERLAID} methods, one panel per method, its Self against every other method's "
+                "Self in grey."))  # fmt: skip
     if "cost" in g.plots:
         out.append((g.plots["cost"], "Accuracy vs cost",
                     "Accuracy vs cost (the paper's cost plot): Self (circle) and Others (triangle) A_last in % "

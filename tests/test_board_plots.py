@@ -17,6 +17,7 @@ from matplotlib.text import Text  # noqa: E402
 
 from drake.plots import (  # noqa: E402
     LABEL_GID,
+    MAX_OVERLAID,
     CostPoint,
     Point,
     cost_figure,
@@ -136,6 +137,33 @@ def test_learning_curves_integer_rounds_percent_and_task_switches() -> None:
     assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1, 2]  # not 1.2, 1.4...
     assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == "task-switch"] == [1.5]
     plt.close(fig)
+
+
+def test_many_methods_become_small_multiples_each_against_the_field() -> None:
+    n = MAX_OVERLAID + 2
+    recs = [record("drake-dynamic", f"m{i}", 0.2 + 0.01 * i) for i in range(n)]
+    labels = [f"m{i}" for i in range(n)]
+    fig = learning_curves_figure(recs, labels=labels, title="drake-dynamic: learning curves")
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == labels  # one panel per method, in the board's order
+    assert len(fig.axes) - len(panels) == (-n) % 5  # the grid's unused cells are hidden
+    for ax, rec in zip(panels, recs):
+        lines = {gid: [line for line in ax.get_lines() if line.get_gid() == gid] for gid in ("self", "others", "field")}
+        assert len(lines["self"]) == len(lines["others"]) == 1 and len(lines["field"]) == n - 1
+        expected = mean_curves(rec)
+        for target in ("self", "others"):
+            (line,) = lines[target]
+            assert list(line.get_xdata()) == list(expected[target])
+            assert list(line.get_ydata()) == pytest.approx([100 * v for v in expected[target].values()])
+        assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == "task-switch"] == [5.5, 10.5, 15.5]
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    assert panels[0].get_shared_y_axes().joined(panels[0], panels[-1])  # one scale to compare panels on
+    plt.close(fig)
+    few = learning_curves_figure(recs[:MAX_OVERLAID], labels=labels[:MAX_OVERLAID])
+    assert len(few.axes) == 2  # up to MAX_OVERLAID methods: Self and Others overlaid, one line per method
+    plt.close(few)
 
 
 COST = [CostPoint("fedmosaic", 68.5, 51.4, 1.09, 850.0), CostPoint("local", 65.8, 40.0, 1.0, 0.0),
