@@ -338,11 +338,11 @@ def task_switches(record: Mapping[str, Any]) -> list[int]:
 MAX_OVERLAID = 10
 
 
-def _round_axis(ax: Any, last_round: int, switches: Sequence[int], *, label_switch: bool) -> None:
+def _round_axis(ax: Any, last_round: int, switches: Sequence[int]) -> None:
     """Integer rounds 1..last_round, and a dotted line between the last round on a task and the next."""
     for k, r in enumerate(switches):
         ax.axvline(r + 0.5, color="0.45", ls=":", lw=1, zorder=0, gid="task-switch",
-                   label="task switch" if (k == 0 and label_switch) else None)  # fmt: skip
+                   label="task switch" if k == 0 else None)  # fmt: skip
     ax.set_xlim(0.5, last_round + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
@@ -356,6 +356,7 @@ def _curve_stats(curve: Mapping[int, Sequence[float]]) -> tuple[list[int], list[
 
 
 def _last_round(records: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Mapping[int, Any]]]) -> int:
+    """The x axis' last round: the scenarios' round counts, or a later scored round."""
     spec_rounds = [int(r["run_info"]["scenario"].get("spec", {}).get("rounds") or 1) for r in records]
     seen = [max(c[t]) for c in curves for t, _ in TARGETS if c[t]]
     return max([1, *spec_rounds, *seen])
@@ -389,7 +390,7 @@ def learning_curves_figure(
     last_round = _last_round(records, curves)
     switches = sorted({r for record in records for r in task_switches(record)})
     for ax, (_, title_) in zip(axes, TARGETS):
-        _round_axis(ax, last_round, switches, label_switch=True)
+        _round_axis(ax, last_round, switches)
         ax.set_title(title_)
         ax.set_xlabel("round")
     axes[0].set_ylabel("A (%, mean over clients; band: std over seeds)")
@@ -421,6 +422,9 @@ def curves_grid_figure(
     for i, ax in enumerate(flat):
         if i >= len(records):
             ax.set_visible(False)
+            if i >= columns:  # the panel above now ends its column: give it the round axis
+                flat[i - columns].tick_params(labelbottom=True)
+                flat[i - columns].set_xlabel("round", fontsize=8)
             continue
         field = [m["self"] for j, m in enumerate(means) if j != i and m["self"][0]]
         for k, (rounds, mean, _) in enumerate(field):
@@ -435,7 +439,7 @@ def curves_grid_figure(
             if any(std):
                 ax.fill_between(rounds, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
                                 color=color, alpha=0.15, lw=0, zorder=2)  # fmt: skip
-        _round_axis(ax, last_round, switches, label_switch=True)
+        _round_axis(ax, last_round, switches)
         ax.set_title(labels[i], fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes[-1]:

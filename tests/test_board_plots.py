@@ -148,6 +148,8 @@ def test_many_methods_become_small_multiples_each_against_the_field() -> None:
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in panels] == labels  # one panel per method, in the board's order
     assert len(fig.axes) - len(panels) == (-n) % 5  # the grid's unused cells are hidden
+    ends = {max(range(i, n, 5)) for i in range(5)}  # the last panel of each column
+    assert {i for i, ax in enumerate(panels) if ax.get_xlabel() == "round"} == ends  # each column keeps its axis
     for ax, rec in zip(panels, recs):
         lines = {gid: [line for line in ax.get_lines() if line.get_gid() == gid] for gid in ("self", "others", "field")}
         assert len(lines["self"]) == len(lines["others"]) == 1 and len(lines["field"]) == n - 1
