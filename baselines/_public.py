@@ -202,6 +202,13 @@ class PublicDistillation(PublicData):
             self.distill(ctx, server, updates)
         return server
 
+    def kd_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
+        """``am``'s runtime for this round's server distillation (seeded by the method's name, a fresh
+        optimizer at ``kd_lr``, batches of ``kd_batch``)."""
+        cfg = self.config
+        return server_runtime(ctx, am, tag=f"{self.name}-kd", lr=cfg.kd_lr, max_grad_norm=cfg.max_grad_norm,
+                              batch_size=cfg.kd_batch)  # fmt: skip
+
     def public_split(self) -> tuple[list[Row], list[Row]]:
         """(the rows distilled on, the held-out rows)."""
         cfg = self.config

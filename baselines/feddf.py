@@ -11,12 +11,10 @@ from baselines._public import (
     PublicDistillation,
     distill_toward,
     log_server_units,
-    server_runtime,
     training_units,
 )
 from baselines.fedavg import FedAvg
 from drake.errors import SpecError
-from drake.fl.client import ArchModel, ClientRuntime
 from drake.fl.method import MethodConfig, ServerState
 from drake.fl.types import ClientUpdate, RoundContext
 
@@ -107,14 +105,9 @@ class FedDF(PublicDistillation, FedAvg):
             teacher = ensemble_teacher([logits[k] for k in teachers])
             am.adapter.set_state(server.per_arch[arch])
             server.per_arch[arch], log[arch], spent = distill_toward(
-                self._server_runtime(ctx, am), rows, val, teacher, round_idx=ctx.round, steps=cfg.kd_steps,
+                self.kd_runtime(ctx, am), rows, val, teacher, round_idx=ctx.round, steps=cfg.kd_steps,
                 batch=cfg.kd_batch, eval_every=cfg.kd_eval_every, temperature=cfg.kd_temperature,
             )  # fmt: skip
             units += spent
         client_units = training_units(updates, self.compute_cost())
         log_server_units(server, "feddf", ctx, log, units, client_units)
-
-    def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
-        """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""
-        cfg = self.config
-        return server_runtime(ctx, am, tag="feddf-kd", lr=cfg.kd_lr, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch)

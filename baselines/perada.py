@@ -14,12 +14,11 @@ from baselines._public import (
     PublicDistillation,
     distill_toward,
     log_server_units,
-    server_runtime,
     training_units,
 )
 from baselines.ditto import Ditto, DittoConfig
 from drake.adapters.multi import DEFAULT, mixed
-from drake.fl.client import ArchModel, ClientRuntime, Row
+from drake.fl.client import Row
 from drake.fl.method import ServerState
 from drake.fl.types import ClientUpdate, RoundContext
 
@@ -114,7 +113,7 @@ class PerAda(PublicDistillation, Ditto):
                 continue
             am = self._archs[arch]
             am.adapter.set_state(server.per_arch[arch])
-            rt = self._server_runtime(ctx, am)
+            rt = self.kd_runtime(ctx, am)
             set_model_mix(rt, {DEFAULT: 1.0})  # the student (and its validation) is the global adapter alone
             server.per_arch[arch], log[arch], spent = distill_toward(
                 rt, rows, val, ensemble_teacher([logits[c] for c in teachers]), round_idx=ctx.round,
@@ -131,8 +130,3 @@ class PerAda(PublicDistillation, Ditto):
         am.adapter.set_state(arrays)
         with mixed(am.model, {DEFAULT: 1.0}):
             return row_logits(am, None, rows, self.config.kd_batch)
-
-    def _server_runtime(self, ctx: RoundContext, am: ArchModel) -> ClientRuntime:
-        """A runtime over an architecture's model for server-side training, a fresh optimizer each round."""
-        cfg = self.config
-        return server_runtime(ctx, am, tag="perada-kd", lr=cfg.kd_lr, max_grad_norm=cfg.max_grad_norm, batch_size=cfg.kd_batch)
