@@ -112,6 +112,17 @@ def model_mix(client: ClientRuntime, mix: Mix):
     return mixed(peft_of(client.model), mix)
 
 
+def others_by_mix(client: ClientRuntime, others: Sequence[str], mixes: Mapping[str, Mix], limit: int | None) -> dict[str, float]:
+    """The client's mean Others score under each named adapter mix (e.g. one adapter alone), on the rows Others
+    is scored on (``limit`` per task): one more Others pass per mix, for diagnostics with ``passes``."""
+    out = {}
+    for name, mix in mixes.items():
+        with model_mix(client, mix):
+            scores = [client.evaluate(t, limit=limit)["score"] for t in others]
+        out[name] = sum(scores) / len(scores)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- dual updates
 
 

@@ -15,6 +15,7 @@ from baselines._dual import (
     alternate,
     load_global,
     model_mix,
+    others_by_mix,
     set_model_mix,
 )
 from drake.adapters.multi import DEFAULT
@@ -143,9 +144,14 @@ class APFL(SharedAdapterMethod[APFLConfig]):
         limit: int | None, watch: Any = None, passes: bool = False,
     ) -> dict[str, Any] | None:
         """The client's alpha, and the global adapter's weight 1 - alpha under FedMosaic's gate keys
-        (``beta_*``; the same on every prompt), so the gate table and plot read APFL too."""
+        (``beta_*``; the same on every prompt), so the gate table and plot read APFL too; with ``passes``,
+        at the last Others round, Others with w alone (``global``) and v_k alone (``local``)."""
         alpha = float(alpha_param(client).detach().clamp(0.0, 1.0))
-        return {"alpha": alpha, "beta_own": 1.0 - alpha, "beta_others": 1.0 - alpha}
+        out: dict[str, Any] = {"alpha": alpha, "beta_own": 1.0 - alpha, "beta_others": 1.0 - alpha}
+        if final and passes and others:
+            branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}
+            out["others_by_branch"] = others_by_mix(client, others, branches, limit)
+        return out
 
     def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, personal_mix(float(alpha_param(client).detach().clamp(0.0, 1.0))))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from baselines._distill import answer_logits, ensemble_teacher, kd_loss, teacher_groups
-from baselines._dual import alternate, merge_metrics, split_halves
+from baselines._dual import alternate, merge_metrics, others_by_mix, split_halves
 from baselines._prox import prox_term, prox_to_other_adapter
 from baselines.apfl import ALPHA, APFL, AlphaStep, APFLConfig, clamp_alpha, personal_mix
 from baselines.feddat import FedDAT, FedDATConfig, dat_mix
@@ -24,7 +24,7 @@ from baselines.fedper import top_block_patterns
 from baselines.fedrep import phase_steps
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.adapters.mix import MixModel, causal_lm_loss
-from drake.adapters.multi import add_lora_adapters, mixed, rename_adapter, set_mix
+from drake.adapters.multi import add_lora_adapters, current_mix, mixed, rename_adapter, set_mix
 from drake.fl.method import ServerState
 from drake.fl.types import ClientInfo, ClientUpdate, RoundContext
 from drake.method_registry import METHODS
@@ -223,6 +223,32 @@ def test_apfl_alpha_takes_the_plain_gradient_step_not_adams() -> None:
     alpha.grad = None
     loss(slice(0, 2)).backward()  # the hook is gone: nothing recorded
     assert step.grad == 0.0
+
+
+def test_apfl_scores_others_with_each_model_alone_only_when_asked() -> None:
+    """Diagnostics with ``passes`` at the last Others round: Others under w alone and v_k alone, on the rows
+    Others is scored on, and the scored mix alpha v_k + (1 - alpha) w restored afterwards."""
+    model = toy_peft()
+    alpha = nn.Parameter(torch.tensor(0.25))
+    scored = personal_mix(0.25)
+    set_mix(model, scored)
+    calls: list = []
+
+    def evaluate(task: str, limit: int | None = None) -> dict[str, float]:
+        mix = current_mix(model)
+        calls.append((task, limit, dict(mix)))
+        return {"score": 0.6 if mix == {"default": 1.0} else 0.2 if mix == {"local": 1.0} else 0.0}
+
+    client = SimpleNamespace(model=model, evaluate=evaluate,
+                             adapter=SimpleNamespace(names=lambda _: [ALPHA], parameters=lambda _: [alpha]))  # fmt: skip
+    method = APFL(APFLConfig())
+    plain = method.diagnostics(None, client, ["t0"], ["t1", "t2"], final=True, limit=3)
+    assert plain == {"alpha": 0.25, "beta_own": 0.75, "beta_others": 0.75} and not calls
+    full = method.diagnostics(None, client, ["t0"], ["t1", "t2"], final=True, limit=3, passes=True)
+    assert full["others_by_branch"] == pytest.approx({"global": 0.6, "local": 0.2})
+    assert [(t, n) for t, n, _ in calls] == [("t1", 3), ("t2", 3)] * 2
+    assert current_mix(model) == scored
+    assert others_by_mix(client, ["t1"], {"w": {"default": 1.0}}, None) == {"w": 0.6}
 
 
 def test_fedsim_logit_sum_and_its_loss() -> None:
