@@ -52,6 +52,9 @@ class SharedAdapterMethod(Method[C]):
     extra_params: ClassVar[Mapping[str, float]] = {}
     #: adapters the server's global is loaded into under a ``server`` protocol (``load_server_model``)
     server_model_into: ClassVar[tuple[str, ...]] = (DEFAULT,)
+    #: the scored model's parts, each scored alone on Others at the last Others round when diagnostics may
+    #: cost passes (FedMosaic's keys: ``global`` and ``local``)
+    branches: ClassVar[Mapping[str, Mix]] = {}
 
     def adapter_spec(self) -> AdapterSpec:
         local = tuple(f"*.{a}.*" for a in self.extra_adapters) + tuple(self.extra_params)
@@ -83,6 +86,15 @@ class SharedAdapterMethod(Method[C]):
         self, ctx: RoundContext, server: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
         return average_per_architecture(ctx, server, updates)
+
+    def diagnostics(
+        self, ctx: RoundContext, client: ClientRuntime, own: Sequence[str], others: Sequence[str], *, final: bool,
+        limit: int | None, watch: Any = None, passes: bool = False,
+    ) -> dict[str, Any] | None:
+        """With ``passes``, at the last Others round: Others with each of ``branches`` alone."""
+        if not (final and passes and others and self.branches):
+            return None
+        return {"others_by_branch": others_by_mix(client, others, self.branches, limit)}
 
 
 # --------------------------------------------------------------------------------- adapters on a client

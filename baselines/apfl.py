@@ -15,7 +15,6 @@ from baselines._dual import (
     alternate,
     load_global,
     model_mix,
-    others_by_mix,
     set_model_mix,
 )
 from drake.adapters.multi import DEFAULT
@@ -105,6 +104,7 @@ class APFL(SharedAdapterMethod[APFLConfig]):
     config_cls = APFLConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
+    branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}  # w alone, v_k alone
 
     @property
     def extra_params(self) -> dict[str, float]:  # type: ignore[override]
@@ -147,11 +147,8 @@ class APFL(SharedAdapterMethod[APFLConfig]):
         (``beta_*``; the same on every prompt), so the gate table and plot read APFL too; with ``passes``,
         at the last Others round, Others with w alone (``global``) and v_k alone (``local``)."""
         alpha = float(alpha_param(client).detach().clamp(0.0, 1.0))
-        out: dict[str, Any] = {"alpha": alpha, "beta_own": 1.0 - alpha, "beta_others": 1.0 - alpha}
-        if final and passes and others:
-            branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}
-            out["others_by_branch"] = others_by_mix(client, others, branches, limit)
-        return out
+        branches = super().diagnostics(ctx, client, own, others, final=final, limit=limit, passes=passes)
+        return {"alpha": alpha, "beta_own": 1.0 - alpha, "beta_others": 1.0 - alpha, **(branches or {})}
 
     def select_scored_state(self, ctx: RoundContext, client) -> None:
         set_model_mix(client, personal_mix(float(alpha_param(client).detach().clamp(0.0, 1.0))))

@@ -55,6 +55,7 @@ class Ditto(SharedAdapterMethod[DittoConfig]):
     config_cls = DittoConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
+    branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}  # w alone; v_k alone (the scored model)
     server_model_into = ()  # scored on the personal adapter alone under every protocol
 
     def personal_loss_coef(self) -> float:

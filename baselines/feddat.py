@@ -65,6 +65,7 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     config_cls = FedDATConfig
     extra_adapters = (PERSONAL, FROZEN)
     copy_global_into = (FROZEN,)
+    branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}  # the trained A_g alone; A_l alone
     server_model_into = (DEFAULT, FROZEN)
 
     def compute_cost(self) -> float:

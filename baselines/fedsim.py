@@ -61,6 +61,11 @@ class FedSim(SharedAdapterMethod[FedSimConfig]):
     config_cls = FedSimConfig
     extra_adapters = (PERSONAL,)
 
+    @property
+    def branches(self) -> dict[str, dict[str, float]]:  # type: ignore[override]
+        """u alone and v_k alone; none with ``combine=logits`` (its two passes are not an adapter mix)."""
+        return {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}} if self.config.combine == "layer" else {}
+
     def wrap(self, peft_model: nn.Module) -> nn.Module:
         model = MixModel(peft_model)
         if self.config.combine == "logits":

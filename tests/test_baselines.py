@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -251,6 +252,18 @@ def test_apfl_scores_others_with_each_model_alone_only_when_asked() -> None:
     assert others_by_mix(client, ["t1"], {"w": {"default": 1.0}}, None) == {"w": 0.6}
 
 
+@pytest.mark.parametrize("method", ["ditto", "perada", "apfl", "feddat", "fedsim"])
+def test_dual_methods_name_branches_they_hold(method: str) -> None:
+    """Others per branch (diagnostics with passes) mixes only adapters the method attaches, under the keys the
+    gate table and plot read; FedSim's logit-sum variant has no adapter mix to split."""
+    m = METHODS.get(method)()
+    assert set(m.branches) == {"global", "local"}
+    for mix in m.branches.values():
+        assert set(mix) <= {"default", *m.extra_adapters}
+    if method == "fedsim":
+        assert METHODS.get(method)(METHODS.get(method).config_cls(combine="logits")).branches == {}
+
+
 def test_fedsim_logit_sum_and_its_loss() -> None:
     model = toy_peft()
     wrapper = MixModel(model)
@@ -490,10 +503,12 @@ def test_fedsim_greedy_generation_matches_hf_generate(untrained_models: dict[str
     assert k > n and mine[:, n:k].tolist() == theirs[:, n:k].tolist()
 
 
-def _args(scenario: Path, out: Path, method: str) -> argparse.Namespace:
+def _args(scenario: Path, out: Path, method: str, extra: Sequence[str] = ()) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_run_arguments(p)
-    return p.parse_args(["--scenario", str(scenario), "--out", str(out), *FAST, "--method", method, *EXTRA.get(method, [])])
+    return p.parse_args(
+        ["--scenario", str(scenario), "--out", str(out), *FAST, "--method", method, *EXTRA.get(method, []), *extra]
+    )
 
 
 def _strip_timing(record: dict) -> dict:
@@ -503,8 +518,8 @@ def _strip_timing(record: dict) -> dict:
     return r
 
 
-def _run(scenario: Path, out: Path, method: str, spy: bool = False) -> tuple[dict, list]:
-    plan = plan_from_args(_args(scenario, out, method))
+def _run(scenario: Path, out: Path, method: str, spy: bool = False, extra: Sequence[str] = ()) -> tuple[dict, list]:
+    plan = plan_from_args(_args(scenario, out, method, extra))
     engine, m = make_engine(plan, 0, None)
     sent: list = []
     if spy:
@@ -564,3 +579,17 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
         assert all(-0.5 <= d[k] <= 0.5 for d in gate.values() for k in ("beta_own", "beta_others"))
     again, _ = _run(last_round_eval, tmp_path / "b", method)
     assert _strip_timing(record) == _strip_timing(again), "same seed, different numbers"
+
+
+def test_branch_scores_through_the_engine_change_no_score(last_round_eval: Path, tmp_path: Path) -> None:
+    """``engine.diagnostic_passes`` adds Others per branch at the last Others round and nothing else."""
+    plain, _ = _run(last_round_eval, tmp_path / "a", "fedsim")
+    full, _ = _run(last_round_eval, tmp_path / "b", "fedsim", extra=["--set", "engine.diagnostic_passes=true"])
+    assert [e["eval"] for e in full["rounds"]] == [e["eval"] for e in plain["rounds"]]
+    assert plain["final"] == full["final"]
+    last = full["extra"]["diagnostics"][-1]["clients"]
+    assert set(last) == {"0", "1", "2"}
+    for d in last.values():
+        assert set(d["others_by_branch"]) == {"global", "local"}
+        assert all(0.0 <= v <= 1.0 for v in d["others_by_branch"].values())
+    assert not plain["extra"].get("diagnostics")
