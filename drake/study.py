@@ -27,12 +27,12 @@ SCENARIOS = ("drake-dynamic", "drake-static", "hetrank")
 RANK_TABLE = {"hetrank": ("local", "fedavg", "fedmosaic", "hetlora", "flexlora")}
 SEEDS = (0, 1, 2)
 #: the methods of the protocol comparison first (docs/results.md: FedMosaic vs FedAvg, then the floor and the
-#: personalized baselines), then FedMosaic's ablations
+#: personalized baselines)
 FIRST = ("fedavg", "fedmosaic", "local", "ditto", "feddpa", "fedprox")
-#: after the ablations: the seed systems and the cross-architecture baselines (their issues' closing notes need
-#: these rows), then the rest of the registry
+#: then the seed systems and the cross-architecture baselines, then the rest of the registry
 NEXT = ("fedms", "fedamole", "mosaic", "feddf", "fedmkt", "takfl", "hetlora", "flexlora")
-#: FedMosaic's ablations as named configs (drake/configs/), with the pool each needs
+#: FedMosaic's ablations as named configs (drake/configs/), with the pool each needs: last in each scenario, so
+#: that every method's row lands before them (on drake-dynamic they ran before NEXT, with the plan of the time)
 ABLATIONS = {"no-rela": None, "no-pq": None, "no-align": None, "scalar-gate": None, "homo": "homo"}
 
 
@@ -65,9 +65,8 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
     from drake.spec import load_scenario
 
     registered = METHODS.names()
-    names = [m for m in FIRST if m in registered]
-    names += [f"fedmosaic+{a}" for a in ABLATIONS] + [m for m in NEXT if m in registered]
-    names += [m for m in registered if m not in FIRST + NEXT]
+    names = [m for m in FIRST + NEXT if m in registered]
+    names += [m for m in registered if m not in FIRST + NEXT] + [f"fedmosaic+{a}" for a in ABLATIONS]
     if methods:
         unknown = sorted(set(methods) - set(names))
         if unknown:

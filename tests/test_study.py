@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from drake.errors import SpecError
+from drake.method_registry import METHODS
 from drake.study import StudyRun, default_plan, run_study
 
 FAST = ["--scale", "0.1", "--set", "local_steps=2", "--set", "batch_size=4", "--set", "engine.self_limit=4",
@@ -25,9 +26,12 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
         f"{m}--hetrank-homo" for m in ("fedavg", "fedmosaic", "local", "hetlora", "flexlora")]
     homo = next(r for r in plan if r.name == "fedmosaic+homo")
     assert (homo.method, homo.pool, homo.config) == ("fedmosaic", "homo", "fedmosaic-homo")
-    # the seed systems and cross-architecture baselines follow the ablations, before the other baselines
-    after = [r.name for r in plan[plan.index(homo) + 1 : plan.index(homo) + 9]]
-    assert after == ["fedms", "fedamole", "mosaic", "feddf", "fedmkt", "takfl", "hetlora", "flexlora"]
+    # then the seed systems and cross-architecture baselines, the other methods, and FedMosaic's ablations last
+    dynamic = per_scenario["drake-dynamic"]
+    assert dynamic[6:14] == ["fedms", "fedamole", "mosaic", "feddf", "fedmkt", "takfl", "hetlora", "flexlora"]
+    ablations = [n for n in dynamic if "+" in n]
+    assert len(ablations) == 5 and dynamic[-5:] == ablations
+    assert set(dynamic[:-5]) == set(METHODS.names())
     assert len({r.key for r in plan}) == len(plan)
     narrow = default_plan(["fedavg", "fedmosaic+no-rela"], ["drake-static"])
     assert [(r.name, r.scenario) for r in narrow] == [("fedavg", "drake-static"), ("fedmosaic+no-rela", "drake-static")]
@@ -36,8 +40,8 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
     assert {r.pool for r in plan} == {"hetero", "homo"}  # the study's scenarios default to hetero
     # a scenario without a hetero pool runs on its own default (the rank-heterogeneous table)
     ranks = default_plan(["hetlora", "fedmosaic+homo"], ["hetrank"])
-    assert [(r.key, r.config) for r in ranks] == [("fedmosaic+homo--hetrank-homo", "fedmosaic-homo"),
-                                                  ("hetlora--hetrank-homo", None)]
+    assert [(r.key, r.config) for r in ranks] == [("hetlora--hetrank-homo", None),
+                                                  ("fedmosaic+homo--hetrank-homo", "fedmosaic-homo")]
 
 
 def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path) -> None:
