@@ -92,6 +92,7 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
     config_cls = FedDPAConfig
     extra_adapters = (PERSONAL,)
     copy_global_into = (PERSONAL,)
+    branches = {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}}
 
     def __init__(self, config: FedDPAConfig | None = None) -> None:
         super().__init__(config)
@@ -151,11 +152,20 @@ class FedDPA(SharedAdapterMethod[FedDPAConfig]):
         limit: int | None, watch: Any = None, passes: bool = False,
     ) -> dict[str, Any] | None:
         """The global adapter's mean weight lambda on own vs other clients' prompts, under FedMosaic's gate
-        keys (``beta_*``: the weight of the global branch), so the gate table and plot read both methods."""
+        keys (``beta_*``: the weight of the global branch), so the gate table and plot read both methods; with
+        ``passes``, at the last Others round, Others with each adapter alone (the instance-wise mix set aside)."""
         watch = self.watches.pop(client.id, None)
         if watch is None:
             return None
-        return {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
+        out = {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
+        model: MixModel = client.model
+        row_mix, before_eval = model.row_mix, client.before_eval
+        model.row_mix = client.before_eval = None
+        try:
+            branches = super().diagnostics(ctx, client, own, others, final=final, limit=limit, passes=passes)
+        finally:
+            model.row_mix, client.before_eval = row_mix, before_eval
+        return {**out, **(branches or {})}
 
     # ---- instance-wise weights ---------------------------------------------------------------------------
     def reference_rows(self, ctx: RoundContext, client) -> list[Row]:

@@ -252,7 +252,7 @@ def test_apfl_scores_others_with_each_model_alone_only_when_asked() -> None:
     assert others_by_mix(client, ["t1"], {"w": {"default": 1.0}}, None) == {"w": 0.6}
 
 
-@pytest.mark.parametrize("method", ["ditto", "perada", "apfl", "feddat", "fedsim"])
+@pytest.mark.parametrize("method", ["ditto", "perada", "apfl", "feddat", "feddpa", "fedsim"])
 def test_dual_methods_name_branches_they_hold(method: str) -> None:
     """Others per branch (diagnostics with passes) mixes only adapters the method attaches, under the keys the
     gate table and plot read; FedSim's logit-sum variant has no adapter mix to split."""
@@ -581,10 +581,12 @@ def test_two_round_smoke_on_hetero_models(method: str, last_round_eval: Path, tm
     assert _strip_timing(record) == _strip_timing(again), "same seed, different numbers"
 
 
-def test_branch_scores_through_the_engine_change_no_score(last_round_eval: Path, tmp_path: Path) -> None:
-    """``engine.diagnostic_passes`` adds Others per branch at the last Others round and nothing else."""
-    plain, _ = _run(last_round_eval, tmp_path / "a", "fedsim")
-    full, _ = _run(last_round_eval, tmp_path / "b", "fedsim", extra=["--set", "engine.diagnostic_passes=true"])
+@pytest.mark.parametrize("method", ["fedsim", "feddpa"])
+def test_branch_scores_through_the_engine_change_no_score(method: str, last_round_eval: Path, tmp_path: Path) -> None:
+    """``engine.diagnostic_passes`` adds Others per branch at the last Others round and nothing else (FedDPA:
+    its instance-wise mix is set aside for the passes and back for what follows)."""
+    plain, _ = _run(last_round_eval, tmp_path / "a", method)
+    full, _ = _run(last_round_eval, tmp_path / "b", method, extra=["--set", "engine.diagnostic_passes=true"])
     assert [e["eval"] for e in full["rounds"]] == [e["eval"] for e in plain["rounds"]]
     assert plain["final"] == full["final"]
     last = full["extra"]["diagnostics"][-1]["clients"]
@@ -592,4 +594,7 @@ def test_branch_scores_through_the_engine_change_no_score(last_round_eval: Path,
     for d in last.values():
         assert set(d["others_by_branch"]) == {"global", "local"}
         assert all(0.0 <= v <= 1.0 for v in d["others_by_branch"].values())
-    assert not plain["extra"].get("diagnostics")
+    quiet = plain["extra"].get("diagnostics") or [{"clients": {}}]
+    for c, d in quiet[-1]["clients"].items():
+        assert "others_by_branch" not in d and d["beta_own"] == last[c]["beta_own"]
+    assert bool(quiet[-1]["clients"]) == (method == "feddpa")

@@ -22,7 +22,7 @@ class EngineSettings:
     max_new_tokens: int = field(default=6, metadata={"help": "greedy tokens for open-ended answers"})
     offload_budget_mb: float = field(default=512.0, metadata={"help": "client states kept in RAM before disk"})
     diagnostics: bool = field(default=True, metadata={"help": "write the method's diagnostics beside the result at Others rounds (FedMosaic: its gate, read off the scoring forwards); not in the config hash: they never change a score"})
-    diagnostic_passes: bool = field(default=False, metadata={"help": "also the diagnostics that need scoring passes of their own (FedMosaic, APFL, Ditto, PerAda, FedDAT, FedSim: Others with each branch alone at the last Others round, two more Others passes, ~1 min of the default run); drake study turns them on; not in the config hash"})
+    diagnostic_passes: bool = field(default=False, metadata={"help": "also the diagnostics that need scoring passes of their own (FedMosaic and the dual-adapter methods APFL, Ditto, PerAda, FedDAT, FedDPA, FedSim: Others with each branch alone at the last Others round, two more Others passes, ~1 min of the default run); drake study turns them on; not in the config hash"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     protocol: str = field(default=DEFAULT_PROTOCOL, metadata={"help": "evaluation protocol: official (FedMosaic's: each client's post-local model, Self at 8 rounds on all its tasks, Others at 4) or server-global (see drake/protocol.py)"})
     unseen_adapt_steps: int | None = field(default=None, metadata={"help": "after the zero-shot unseen evaluation, fine-tune a copy of each client's scored model this many steps on each unseen task's train split (0 = zero-shot only; None = the protocol's)"})
