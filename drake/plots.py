@@ -521,12 +521,14 @@ def gate_table(diagnostics: Sequence[Mapping[str, Any]]) -> tuple[list[str], lis
     (the last from the record's Others curve, filled in by the caller). Numbers in percent / beta x 100. The
     branch columns are left out when the run did not score them (``engine.diagnostic_passes`` off)."""
     last = diagnostics[-1]
-    branches = has_branches(diagnostics)
-    headers = ["client", "beta own", "beta others"] + (["Others: global only", "Others: local only"] if branches else [])
+    branches, gated = has_branches(diagnostics), has_gate(diagnostics)
+    headers = ["client"] + (["beta own", "beta others"] if gated else [])
+    headers += ["Others: global only", "Others: local only"] if branches else []
     rows = []
     for cid, d in sorted(last["clients"].items(), key=lambda kv: int(kv[0])):
         branch = d.get("others_by_branch") or {}
-        cells = [d.get("beta_own"), d.get("beta_others")] + ([branch.get("global"), branch.get("local")] if branches else [])
+        cells = ([d.get("beta_own"), d.get("beta_others")] if gated else [])
+        cells += [branch.get("global"), branch.get("local")] if branches else []
         rows.append([cid, *("-" if v is None else f"{100 * v:.1f}" for v in cells)])
     return headers, rows
 
@@ -534,6 +536,12 @@ def gate_table(diagnostics: Sequence[Mapping[str, Any]]) -> tuple[list[str], lis
 def has_branches(diagnostics: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the last logged round scored Others per branch (``others_by_branch``)."""
     return any(d.get("others_by_branch") for d in diagnostics[-1]["clients"].values())
+
+
+def has_gate(diagnostics: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the method logs a mixing weight (``beta_own``: FedMosaic's gate, APFL's 1 - alpha, FedDPA's
+    lambda); the other dual-adapter methods log only Others per branch."""
+    return any(c.get("beta_own") is not None for d in diagnostics for c in d["clients"].values())
 
 
 def plot_gate(
@@ -544,8 +552,14 @@ def plot_gate(
     global branch only). Right, where the run scored them: each client's Others score at the last round per
     branch, and with the learned gate (``learned``: client -> Others A_last)."""
     rounds = [int(d["round"]) for d in diagnostics]
-    branches = has_branches(diagnostics)
-    fig, axes = plt.subplots(1, 2 if branches else 1, figsize=(10 if branches else 5, 4), squeeze=False)
+    branches, gated = has_branches(diagnostics), has_gate(diagnostics) or not has_branches(diagnostics)
+    fig, axes = plt.subplots(1, gated + branches, figsize=(5 * (gated + branches), 4), squeeze=False)
+    if branches:
+        _branch_bars(axes[0][-1], diagnostics, learned, rounds[-1], "learned gate" if gated else "scored model")
+    fig.suptitle(title or "FedMosaic gate")
+    if not gated:
+        fig.tight_layout()
+        return _save(fig, path)
     left = axes[0][0]
     for key, label in (("beta_own", "own prompts"), ("beta_others", "other clients' prompts")):
         means = []
@@ -558,19 +572,18 @@ def plot_gate(
     left.set_ylabel("mean gate beta (1 = global branch)")
     left.set_ylim(0, 1)
     left.legend(fontsize=8)
-    if branches:
-        _branch_bars(axes[0][1], diagnostics, learned, rounds[-1])
-    fig.suptitle(title or "FedMosaic gate")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def _branch_bars(ax: Any, diagnostics: Sequence[Mapping[str, Any]], learned: Mapping[str, float] | None, rnd: int) -> None:
-    """Each client's Others at the last round with each branch alone, and with the learned gate."""
+def _branch_bars(
+    ax: Any, diagnostics: Sequence[Mapping[str, Any]], learned: Mapping[str, float] | None, rnd: int, label: str
+) -> None:
+    """Each client's Others at the last round with each branch alone, and with the scored model (``label``)."""
     last = sorted(diagnostics[-1]["clients"].items(), key=lambda kv: int(kv[0]))
     bars = {f"{b} branch only": [(d.get("others_by_branch") or {}).get(b) or 0.0 for _, d in last] for b in ("global", "local")}
     if learned:
-        bars["learned gate"] = [learned.get(c, 0.0) for c, _ in last]
+        bars[label] = [learned.get(c, 0.0) for c, _ in last]
     width = 0.8 / len(bars)
     for k, (label, values) in enumerate(bars.items()):
         offset = (k - (len(bars) - 1) / 2) * width

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
+from drake import plots
 from drake.plots import (  # noqa: E402
     LABEL_GID,
     MAX_OVERLAID,
@@ -22,6 +23,7 @@ from drake.plots import (  # noqa: E402
     Point,
     cost_figure,
     gate_table,
+    has_gate,
     learning_curves_figure,
     mean_curves,
     plot_cost,
@@ -220,3 +222,18 @@ def test_gate_table_and_plot_show_the_branches_only_when_scored(passes: bool, tm
     plot_gate(diagnostics, tmp_path / "gate.png", learned={"0": 0.3})
     plt.close("all")
     assert (tmp_path / "gate.png").stat().st_size > 0
+
+
+def test_branches_without_a_gate_show_no_beta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FedDAT, Ditto, PerAda and FedSim log Others per branch but no mixing weight: no beta columns, one panel
+    of bars with the scored model beside each adapter alone."""
+    diagnostics = [{"round": 20, "clients": {str(c): {"others_by_branch": {"global": 0.4, "local": 0.3}} for c in range(2)}}]
+    assert has_gate(diagnostics) is False
+    headers, rows = gate_table(diagnostics)
+    assert headers == ["client", "Others: global only", "Others: local only"] and rows[1] == ["1", "40.0", "30.0"]
+    figures: list = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    plot_gate(diagnostics, tmp_path / "branches.png", learned={"0": 0.35, "1": 0.33}, title="feddat")
+    (fig,) = figures
+    assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].get_legend().get_texts()][-1] == "scored model"
+    plt.close("all")
