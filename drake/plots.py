@@ -548,11 +548,13 @@ def plot_gate(
     diagnostics: Sequence[Mapping[str, Any]], path: str | Path, *, learned: Mapping[str, float] | None = None,
     title: str = "",
 ) -> Path:
-    """Left: mean gate beta over clients on their own prompts vs other clients' prompts, per round (1 = the
-    global branch only). Right, where the run scored them: each client's Others score at the last round per
-    branch, and with the learned gate (``learned``: client -> Others A_last)."""
+    """Left, where the method logs a mixing weight: mean gate beta over clients on their own prompts vs other
+    clients' prompts, per round (1 = the global branch only). Right, where the run scored them: each client's
+    Others score at the last round per branch, and with the scored model (``learned``: client -> Others
+    A_last)."""
     rounds = [int(d["round"]) for d in diagnostics]
-    branches, gated = has_branches(diagnostics), has_gate(diagnostics) or not has_branches(diagnostics)
+    branches = has_branches(diagnostics)
+    gated = has_gate(diagnostics) or not branches  # a figure has at least one panel
     fig, axes = plt.subplots(1, gated + branches, figsize=(5 * (gated + branches), 4), squeeze=False)
     if branches:
         _branch_bars(axes[0][-1], diagnostics, learned, rounds[-1], "learned gate" if gated else "scored model")

@@ -59,7 +59,8 @@ def print_summary(path: str | Path) -> None:
 
 
 def gate_summary(record: dict, seed: dict, diagnostics: list) -> str:
-    """FedMosaic's gate table for one seed, with the learned gate's Others A_last beside each branch alone."""
+    """The gate table of one seed (FedMosaic, APFL, FedDPA; Others per branch alone for the other dual-adapter
+    methods), with the scored model's Others A_last beside each branch alone."""
     from drake.plots import gate_table, has_branches, has_gate
     from drake.results import seed_summaries
 
