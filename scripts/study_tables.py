@@ -5,7 +5,8 @@
 
 Per method: Self/Others A_last per client (mean over seeds), and for FedMosaic the gate (beta on own vs other
 clients' prompts at the last Others round, Others with each branch alone) and the relevance it put on clients
-of the same related-task group (the scenario file's comment: clients 0-2, 3-5, 6-9) vs the others.
+of the same related-task group (the scenario file's comment: clients 0-2, 3-5, 6-9) vs the others; the training
+loss at each task's end; and Self at the last round on each client's current task vs its earlier ones.
 """
 
 from __future__ import annotations
@@ -104,6 +105,28 @@ def task_end_losses(record: dict[str, Any]) -> str | None:
     return "training loss at the end of each task (mean over clients, then seeds): " + ", ".join(cells)
 
 
+def current_vs_earlier(record: dict[str, Any]) -> str | None:
+    """Self at the last round on each client's current task vs its earlier tasks (mean over clients' tasks,
+    then seeds): whether a method forgets; dynamic scenarios only (the clients' stages in the stored spec)."""
+    spec = record["run_info"]["scenario"].get("spec") or {}
+    stages = {str(c["id"]): [t for st in c.get("stages") or () for t in st["tasks"][:1]] for c in spec.get("clients") or ()}
+    if spec.get("mode") != "dynamic" or not stages:
+        return None
+    current, earlier = [], []
+    for s in record["results"]["per_seed"]:
+        last = next((e for e in reversed(s.get("rounds") or []) if e.get("eval")), None)
+        if last is None:
+            continue
+        cur = [last["eval"][c][tasks[-1]] for c, tasks in stages.items() if c in last["eval"]]
+        old = [last["eval"][c][t] for c, tasks in stages.items() if c in last["eval"] for t in tasks[:-1]]
+        current.append(_mean(cur))
+        earlier.append(_mean(old))
+    if not current:
+        return None
+    return (f"Self at the last round: current task {100 * _mean(current):.1f}, "
+            f"earlier own tasks {100 * _mean(earlier):.1f} (mean over seeds)")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", default="drake-dynamic", help="scenario name (default drake-dynamic)")
@@ -117,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rows:
             print("\nGate at the last Others round (beta x 100: 100 = global branch only), Others (%) per branch:")
             print(table(("client", "beta own", "beta others", "Others global only", "Others local only"), rows))
-        for line in (relevance(record), task_end_losses(record)):
+        for line in (relevance(record), task_end_losses(record), current_vs_earlier(record)):
             if line:
                 print("\n" + line)
     return 0
