@@ -55,9 +55,9 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     the same minibatch (mutual distillation on the same inputs, as the paper's per-batch loop and the
     FedMosaic code do). A_l's teacher is A_g's output from A_g's own training pass, taken before A_g's
     step (detached), as both the official FedDAT code and the FedMosaic code do. The server averages A_g
-    (weights n_k) within each architecture. Evaluation (drake/protocol.py): the DAT; under the official protocol each client is scored right after its own
-    local training, so A_g' is the global it received at the start of that round; under ``--protocol
-    server-global`` the fresh average is loaded into A_g'. Difference from the FedMosaic code: T = 3 as in
+    (weights n_k) within each architecture. Evaluation (drake/protocol.py): the DAT; under the official
+    protocol each client is scored right after its own local training, so A_g' is the global it received at
+    the start of that round; under ``--protocol server-global`` the fresh average is loaded into A_g'. Difference from the FedMosaic code: T = 3 as in
     the official FedDAT code (FedMosaic uses T = 2).
     """
 

@@ -556,26 +556,34 @@ def plot_gate(
     branches = has_branches(diagnostics)
     gated = has_gate(diagnostics) or not branches  # a figure has at least one panel
     fig, axes = plt.subplots(1, gated + branches, figsize=(5 * (gated + branches), 4), squeeze=False)
+    if gated:
+        _beta_lines(axes[0][0], diagnostics, rounds)
     if branches:
-        _branch_bars(axes[0][-1], diagnostics, learned, rounds[-1], "learned gate" if gated else "scored model")
+        _branch_bars(axes[0][-1], diagnostics, learned, rounds[-1], gate_names(diagnostics)[1])
     fig.suptitle(title or "FedMosaic gate")
-    if not gated:
-        fig.tight_layout()
-        return _save(fig, path)
-    left = axes[0][0]
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def gate_names(diagnostics: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(what the gate table and figure show, the scored model's name): a mixing weight beside the branches, or
+    only Others per branch (the dual-adapter methods without a weight)."""
+    return ("gate", "learned gate") if has_gate(diagnostics) else ("Others per branch", "scored model")
+
+
+def _beta_lines(ax: Any, diagnostics: Sequence[Mapping[str, Any]], rounds: Sequence[int]) -> None:
+    """Mean gate beta over clients on their own prompts vs other clients' prompts, per round."""
     for key, label in (("beta_own", "own prompts"), ("beta_others", "other clients' prompts")):
         means = []
         for d in diagnostics:
             vals = [c[key] for c in d["clients"].values() if c.get(key) is not None]
             means.append(_mean(vals) if vals else math.nan)
-        left.plot(rounds, means, marker="o", label=label)
-    left.set_xticks(rounds)
-    left.set_xlabel("round")
-    left.set_ylabel("mean gate beta (1 = global branch)")
-    left.set_ylim(0, 1)
-    left.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+        ax.plot(rounds, means, marker="o", label=label)
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean gate beta (1 = global branch)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
 
 
 def _branch_bars(

@@ -61,7 +61,7 @@ def print_summary(path: str | Path) -> None:
 def gate_summary(record: dict, seed: dict, diagnostics: list) -> str:
     """The gate table of one seed (FedMosaic, APFL, FedDPA; Others per branch alone for the other dual-adapter
     methods), with the scored model's Others A_last beside each branch alone."""
-    from drake.plots import gate_table, has_branches, has_gate
+    from drake.plots import gate_names, gate_table, has_branches, has_gate
     from drake.results import seed_summaries
 
     headers, rows = gate_table(diagnostics)
@@ -69,10 +69,9 @@ def gate_summary(record: dict, seed: dict, diagnostics: list) -> str:
     for row in rows:
         others = (per_client.get(row[0]) or {}).get("others")
         row.append(f"{100 * others['a_last']:.1f}" if others else "-")
-    gated = has_gate(diagnostics)
-    what = "Gate" if gated else "Others per branch"
-    title = f"{what} of seed {seed['seed']} at round {diagnostics[-1]['round']}"
-    title += " (beta: 100 = global branch only):" if gated else ":"
+    what, scored = gate_names(diagnostics)
+    title = f"{what[0].upper()}{what[1:]} of seed {seed['seed']} at round {diagnostics[-1]['round']}"
+    title += " (beta: 100 = global branch only):" if has_gate(diagnostics) else ":"
     hint = "" if has_branches(diagnostics) else (
         "\nOthers with each branch alone: --set engine.diagnostic_passes=true (two more Others passes)")
-    return title + "\n" + table([*headers, f"Others: {'learned gate' if gated else 'scored model'}"], rows) + hint
+    return title + "\n" + table([*headers, f"Others: {scored}"], rows) + hint

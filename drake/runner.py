@@ -272,7 +272,7 @@ def task_meta(data_dir: Path, task_specs: Sequence[Any]) -> dict[str, dict[str, 
 
 
 def write_plots(record: dict[str, Any], stem: Path) -> None:
-    from drake.plots import has_gate, plot_client_bars, plot_gate, plot_learning_curves, plot_relevance
+    from drake.plots import gate_names, plot_client_bars, plot_gate, plot_learning_curves, plot_relevance
 
     plot_learning_curves([record], stem.with_name(stem.name + "-curves.png"))
     plot_client_bars(record, stem.with_name(stem.name + "-clients.png"))
@@ -286,9 +286,8 @@ def write_plots(record: dict[str, Any], stem: Path) -> None:
 
         per_client = seed_summaries(record)[int(first["seed"])]["per_client"]
         learned = {c: v["others"]["a_last"] for c, v in per_client.items() if v.get("others")}
-        what = "gate" if has_gate(diagnostics) else "Others per branch"
         plot_gate(diagnostics, stem.with_name(stem.name + "-gate.png"), learned=learned,
-                  title=f"{record['run_info']['method']['name']}: {what} (seed {first['seed']})")  # fmt: skip
+                  title=f"{record['run_info']['method']['name']}: {gate_names(diagnostics)[0]} (seed {first['seed']})")  # fmt: skip
 
 
 def check_method_and_scenario(method: str, scenario: str) -> None:
