@@ -23,6 +23,7 @@ for its global and personal solvers, which disjoint halves of a 16-row batch rep
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -34,7 +35,7 @@ from drake.adapters.lora import apply_lora
 from drake.adapters.mix import peft_of
 from drake.adapters.multi import DEFAULT, Mix, add_lora_adapters, mixed, rename_adapter, set_mix
 from drake.fl.client import ClientRuntime, Row
-from drake.fl.method import C, Method, ServerState
+from drake.fl.method import C, Method, ServerState, others_under
 from drake.fl.types import Arrays, ClientUpdate, RoundContext
 
 Params = dict[str, nn.Parameter]
@@ -127,12 +128,7 @@ def model_mix(client: ClientRuntime, mix: Mix):
 def others_by_mix(client: ClientRuntime, others: Sequence[str], mixes: Mapping[str, Mix], limit: int | None) -> dict[str, float]:
     """The client's mean Others score under each named adapter mix (e.g. one adapter alone), on the rows Others
     is scored on (``limit`` per task): one more Others pass per mix, for diagnostics with ``passes``."""
-    out = {}
-    for name, mix in mixes.items():
-        with model_mix(client, mix):
-            scores = [client.evaluate(t, limit=limit)["score"] for t in others]
-        out[name] = sum(scores) / len(scores)
-    return out
+    return others_under(client, others, {name: partial(model_mix, client, mix) for name, mix in mixes.items()}, limit)
 
 
 # ---------------------------------------------------------------------------------------- dual updates

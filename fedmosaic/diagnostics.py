@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
 
-from drake.fl.method import TaskValues
+from drake.fl.method import TaskValues, others_under
 from fedmosaic.pqlora import PQLoraModel
 
 
@@ -70,9 +71,6 @@ def gate_report(
     on the rows Others is scored on (``limit`` per task); two more Others passes."""
     out: dict[str, Any] = {"beta_own": watch.mean(own), "beta_others": watch.mean(others)}
     if by_branch and others:
-        out["others_by_branch"] = {}
-        for branch, beta in (("global", 1.0), ("local", 0.0)):
-            with pq.force_beta(beta):
-                scores = [client.evaluate(t, limit=limit)["score"] for t in others]
-            out["others_by_branch"][branch] = sum(scores) / len(scores)
+        branches = {"global": partial(pq.force_beta, 1.0), "local": partial(pq.force_beta, 0.0)}
+        out["others_by_branch"] = others_under(client, others, branches, limit)
     return out

@@ -21,7 +21,7 @@ Hooks and where they run:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -70,6 +70,20 @@ class TaskValues:
         """Mean of every number recorded for ``tasks`` (None when none was scored)."""
         kept = [v for t in tasks for v in self.values.get(t, [])]
         return float(torch.cat(kept).mean()) if kept else None
+
+
+def others_under(
+    client: Any, others: Sequence[str], settings: Mapping[str, Callable[[], AbstractContextManager[Any]]],
+    limit: int | None,
+) -> dict[str, float]:
+    """The client's mean score on ``others`` (``limit`` test rows each) under each named model setting (a
+    context-manager factory, e.g. one adapter alone): Others per branch, one more Others pass per setting."""
+    out = {}
+    for name, setting in settings.items():
+        with setting():
+            scores = [client.evaluate(t, limit=limit)["score"] for t in others]
+        out[name] = sum(scores) / len(scores)
+    return out
 
 
 @dataclass(frozen=True)
