@@ -20,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator  # noqa: E402
 
 from drake.errors import DataError  # noqa: E402
 from drake.io import atomic_write_bytes  # noqa: E402
@@ -237,6 +237,8 @@ class CostPoint:
     official: bool = True
 
 
+#: the MiB panel turns logarithmic when the largest method sends this many times what the smallest does
+COMM_LOG_SPAN = 20.0
 COST_PANELS = (("compute_ratio", "training compute relative to Local (x)"),
                ("comm_mib", "MiB communicated per seed (up + down)"))  # fmt: skip
 
@@ -266,7 +268,17 @@ def cost_figure(points: Sequence[CostPoint], *, title: str = "") -> Any:
                     ax.plot([x], [v], marker=marker, ms=6, color=st["color"], ls="none", zorder=3,
                             mfc=st["color"] if p.official else "white")  # fmt: skip
         xs = [getattr(p, attr) for _, p in shown]
-        if xs:  # compute from Local's 1x (or below), communication from zero (Local sends nothing)
+        positive = [x for x in xs if x > 0]
+        if attr == "comm_mib" and positive and max(positive) > COMM_LOG_SPAN * min(positive):
+            # bytes span decades (a few MiB to GiB): log beyond the smallest, zero (Local) still on the axis
+            small, large = min(positive), max(positive)
+            ax.set_xscale("symlog", linthresh=small, linscale=0.5)
+            decades = range(math.ceil(math.log10(small)), math.floor(math.log10(large * 2.5)) + 1)
+            ax.xaxis.set_major_locator(FixedLocator([0.0, *(10.0**k for k in decades)]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.set_xlim(-0.3 * small, large * 2.5)
+            xlabel += ", log scale"
+        elif xs:  # compute from Local's 1x (or below), communication from zero (Local sends nothing)
             lo = min(1.0 if attr == "compute_ratio" else 0.0, min(xs))
             span = max(max(xs) - lo, 0.5 if attr == "compute_ratio" else 1e-9)
             ax.set_xlim(lo - 0.08 * span, max(xs) + 0.25 * span)

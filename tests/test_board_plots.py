@@ -196,6 +196,21 @@ def test_cost_plot_one_point_per_method_labelled_without_overlap() -> None:
     plt.close(fig)
 
 
+def test_cost_plot_bytes_on_a_log_axis_only_when_they_span_decades() -> None:
+    """FedAMoLE's GiB beside FedMKT's tens of MiB would crowd every other method into one column on a linear
+    axis; then the MiB panel is logarithmic beyond the smallest, with Local's zero still on it."""
+    spread = [*COST, CostPoint("fedamole", 60.0, 40.0, 1.03, 3540.0), CostPoint("fedmkt", 61.0, 41.0, 0.93, 48.6)]
+    for points, scale in ((COST, "linear"), (spread, "symlog")):
+        fig = cost_figure(points)
+        comm = fig.axes[1]
+        assert comm.get_xscale() == scale and ("log scale" in comm.get_xlabel()) == (scale == "symlog")
+        lo, hi = comm.get_xlim()
+        assert lo < 0.0 and hi > max(p.comm_mib for p in points if p.comm_mib is not None)
+        if scale == "symlog":
+            assert [t for t in comm.get_xticks() if lo <= t <= hi] == [0.0, 100.0, 1000.0]
+        plt.close(fig)
+
+
 def test_pngs_are_reproducible(tmp_path: Path) -> None:
     dyn = [record("drake-dynamic", "fedavg", 0.3)]
     for name, draw in (("scatter", lambda p: plot_self_vs_others(CLOSE, p)),
