@@ -34,6 +34,9 @@ NEXT = ("fedms", "fedamole", "mosaic", "feddf", "fedmkt", "takfl", "hetlora", "f
 #: FedMosaic's ablations as named configs (drake/configs/), with the pool each needs: last in each scenario, so
 #: that every method's row lands before them (on drake-dynamic they ran before NEXT, with the plan of the time)
 ABLATIONS = {"no-rela": None, "no-pq": None, "no-align": None, "scalar-gate": None, "homo": "homo"}
+#: the protocol shift itself (docs/results.md, "what the protocol changed"): FedAvg's training scored on the
+#: server's average instead of each client's post-local model; on drake-dynamic only, after its ablations
+SHIFTS = {"fedavg+server-global": ("fedavg", "drake-dynamic", ("engine.protocol=server-global",))}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
     registered = METHODS.names()
     names = [m for m in FIRST + NEXT if m in registered]
     names += [m for m in registered if m not in FIRST + NEXT] + [f"fedmosaic+{a}" for a in ABLATIONS]
+    names += [n for n, (method, _, _) in SHIFTS.items() if method in registered]
     if methods:
         unknown = sorted(set(methods) - set(names))
         if unknown:
@@ -78,6 +82,11 @@ def default_plan(methods: Sequence[str] | None = None, scenarios: Sequence[str] 
         default_pool = load_scenario(scenario).pool  # hetero for the study's scenarios, homo for hetrank
         table = RANK_TABLE.get(scenario) if not methods else None  # --methods overrides the rank table's list
         for name in names if table is None else [n for n in names if n in table]:
+            if name in SHIFTS:
+                method, where, sets = SHIFTS[name]
+                if scenario == where:
+                    plan.append(StudyRun(name, method, scenario, default_pool, sets=sets))
+                continue
             method, _, ablation = name.partition("+")
             pool = (ABLATIONS[ablation] if ablation else None) or default_pool
             plan.append(StudyRun(name, method, scenario, pool, f"fedmosaic-{ablation}" if ablation else None))
