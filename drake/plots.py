@@ -617,11 +617,12 @@ def _branch_bars(
 
 def plot_sensitivity(
     points: Sequence[Any], paper: Mapping[str, Mapping[float, float]], paper_default: Mapping[str, float],
-    path: str | Path,
+    path: str | Path, *, spread: float | None = None,
 ) -> Path:
     """FedMosaic's sensitivity sweep (``drake.sensitivity.Point``s): one panel per parameter, the change of
     Self and Others A_last from the default (points), next to the paper's Self A_last (``paper``: parameter
-    -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at 32)."""
+    -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at 32).
+    ``spread``: the default's seed std of Self A_last (points), drawn as a grey band around zero."""
     params = list(dict.fromkeys(p.param for p in points))
     if not params:
         raise DataError(f"{path}: no sensitivity points to plot")
@@ -639,6 +640,8 @@ def plot_sensitivity(
             ax.plot([v for v, _ in theirs], [s - base for _, s in theirs], label="Self (paper)", color="0.5",
                     linestyle="--", marker=".")  # fmt: skip
         ax.axhline(0.0, color="0.8", linewidth=0.8)
+        if spread:
+            ax.axhspan(-spread, spread, color="0.9", zorder=0, label="seed std (Self, default)")
         ax.axvline(ref.value, color="0.8", linewidth=0.8, linestyle=":")
         ax.set_xscale("log", base=2 if name in ("tau", "lora_r", "align_ortho") else 10)
         ax.set_title(name)

@@ -88,5 +88,7 @@ def test_the_report_block_comes_from_kept_results_and_the_study_entry(tmp_path: 
     assert "old" not in text and text.endswith("after\n") and "| tau | 2 |" in text and "| tau | **0.5** |" in text
     assert "](img/fedmosaic-sensitivity.png)" in text and (doc.parent / "img" / "fedmosaic-sensitivity.png").is_file()
     assert "2 points" in message
+    spread = record["results"]["summary"]["self"]["a_last"]["std"]  # the entry's own std over its seeds
+    assert f"over the study's 3 seeds: Self A_last {100 * spread:.1f}," in text
     with pytest.raises(DataError, match="no sweep results"):
         write_report(doc, [0], tmp_path / "empty", board)
