@@ -67,9 +67,12 @@ class FedSim(SharedAdapterMethod[FedSimConfig]):
         return {"global": {DEFAULT: 1.0}, "local": {PERSONAL: 1.0}} if self.config.combine == "layer" else {}
 
     def wrap(self, peft_model: nn.Module) -> nn.Module:
+        """``layer``: the peft model itself (one network, so the scorer may share each prompt across its
+        choices, as for any LoRA model); ``logits``: the two-pass logit sum."""
+        if self.config.combine == "layer":
+            return peft_model
         model = MixModel(peft_model)
-        if self.config.combine == "logits":
-            model.branches = [{DEFAULT: 1.0}, {PERSONAL: 1.0}]
+        model.branches = [{DEFAULT: 1.0}, {PERSONAL: 1.0}]
         return model
 
     def compute_cost(self) -> float:

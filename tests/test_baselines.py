@@ -445,7 +445,8 @@ def test_fedsim_defaults_to_the_papers_one_network_with_fedmosaics_variant_avail
     cls = METHODS.get("fedsim")
     layer = cls()
     assert (layer.config.combine, layer.config.local_steps, layer.compute_cost()) == ("layer", 20, 1.0)
-    assert layer.wrap(toy_peft()).branches is None  # one pass, both adapters active in every layer
+    peft_model = toy_peft()
+    assert layer.wrap(peft_model) is peft_model  # one pass, both adapters active in every layer
     fedmosaic = cls(build_config(cls.config_cls, {"combine": "logits", "local_steps": 15}, where="fedsim"))
     assert fedmosaic.compute_cost() == 2.0 and fedmosaic.compute_ratio_to_local() == pytest.approx(1.5)
     assert fedmosaic.wrap(toy_peft()).branches == [{"default": 1.0}, {"local": 1.0}]

@@ -17,6 +17,7 @@ from drake.adapters.lora import LoraSettings, apply_lora
 from drake.adapters.mix import MixModel
 from drake.adapters.multi import add_lora_adapters, set_mix
 from drake.data.build import ensure_built
+from drake.method_registry import METHODS
 from drake.models.batching import expand_choices
 from drake.models.loading import load_model
 from drake.models.scoring import choice_scores, image_encoder, score_pairs, shares_prompt
@@ -201,6 +202,8 @@ def test_wrapper_models_are_scored_pairwise(rows, pretrained) -> None:
     wrapper.branches = [{"default": 1.0}, {"local": 1.0}]
     assert not shares_prompt(wrapper)
     assert_same_picks(loaded, wrapper, rows, length_norm=False)
+    # FedSim's default (the paper's one network, both adapters in every layer) is the peft model: shared
+    assert shares_prompt(METHODS.get("fedsim")().wrap(peft_model))
 
 
 @pytest.mark.parametrize("length_norm", [True, False])
