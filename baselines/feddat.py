@@ -57,8 +57,8 @@ class FedDAT(SharedAdapterMethod[FedDATConfig]):
     step (detached), as both the official FedDAT code and the FedMosaic code do. The server averages A_g
     (weights n_k) within each architecture. Evaluation (drake/protocol.py): the DAT; under the official
     protocol each client is scored right after its own local training, so A_g' is the global it received at
-    the start of that round; under ``--protocol server-global`` the fresh average is loaded into A_g'. Difference from the FedMosaic code: T = 3 as in
-    the official FedDAT code (FedMosaic uses T = 2).
+    the start of that round; under ``--protocol server-global`` the fresh average is loaded into A_g'.
+    Difference from the FedMosaic code: T = 3 as in the official FedDAT code (FedMosaic uses T = 2).
     """
 
     name = "feddat"

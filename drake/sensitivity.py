@@ -132,13 +132,13 @@ def sensitivity_table(points: Sequence[Point]) -> str:
     return "\n".join(lines)
 
 
-def seed_spread(default: Mapping[str, Any]) -> dict[str, float]:
-    """The default's std over all its seeds (the study's 3), per score in ``METRICS``: the scale of a seed-to-seed
-    change, against which a one-seed point's difference from the default is read."""
+def seed_spread(default: Mapping[str, Any]) -> tuple[dict[str, float], int]:
+    """The default's std over all its seeds, per score in ``METRICS`` (the scale of a seed-to-seed change,
+    against which a one-seed point's difference from the default is read), and how many seeds that is."""
     from drake.results import recompute_summary
 
     summary = recompute_summary(default, unseen=False)
-    return {f"{part}.{stat}": summary[part][stat]["std"] for part, stat in METRICS}
+    return {f"{part}.{stat}": summary[part][stat]["std"] for part, stat in METRICS}, summary["n_seeds"]
 
 
 def load_sweep(folder: Path) -> list[dict[str, Any]]:
@@ -172,17 +172,15 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
     """Rewrite ``doc``'s generated sensitivity block (table + plot link) and the plot beside it."""
     from drake.io import atomic_write_text
     from drake.plots import plot_sensitivity
-    from drake.results import seed_summaries
     from leaderboard.readme import replace_block
 
     default = study_default(board)
     points = sensitivity_points(load_sweep(folder), default, seeds)
     if not points:
         raise DataError(f"sensitivity: no sweep results in {folder}; run `drake study --sensitivity` first")
-    spread = seed_spread(default)
+    spread, n = seed_spread(default)
     image = doc.parent / "img" / "fedmosaic-sensitivity.png"
     plot_sensitivity(points, PAPER, PAPER_DEFAULT, image, spread=100 * spread["self.a_last"])
-    n = len(seed_summaries(default))
     noise = (f"Seeds {', '.join(map(str, seeds))}; scores in %. The default's std over the study's {n} seeds: "
              f"Self A_last {100 * spread['self.a_last']:.1f}, Others A_last {100 * spread['others.a_last']:.1f} "
              "(the grey band of the plot: a change within it is the size of a seed change).")
