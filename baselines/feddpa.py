@@ -53,9 +53,10 @@ def instance_weights(h: torch.Tensor, refs: torch.Tensor, max_weight: float) -> 
 def prefix_lookup(
     table: dict[tuple[int, ...], float], input_ids: torch.Tensor, attention_mask: torch.Tensor, default: float = 0.5
 ) -> torch.Tensor:
-    """Each sequence's weight: the entry of the longest prompt in ``table`` that its real (unpadded) tokens
-    start with. Scored sequences are prompt + choice and generated ones prompt + new tokens, so every
-    choice of a question gets the same weight; ``default`` when no prompt matches."""
+    """Each sequence's weight: the entry of the longest prompt in ``table`` that its tokens under
+    ``attention_mask`` start with. The mask is the prompt's when a scorer marks it (``MixModel.prompt_tokens``:
+    one prompt scored with all its choices), else the padding mask of prompt + choice or prompt + new
+    tokens; either way every choice of a question gets the same weight; ``default`` when no prompt matches."""
     lengths = sorted({len(k) for k in table}, reverse=True)
     out = []
     for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):

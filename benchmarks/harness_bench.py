@@ -12,9 +12,9 @@
               of rounds with few steps, every client evaluated). Goal <= 1.3.
 (d) eval      multiple-choice answers per CPU second of the scorer before the shared-prompt change (every
               (row, choice) pair encoded and run on its own: ``score_pairs``) and now (``choice_scores``), task
-              by task as the engine scores, with a peft LoRA adapter (FedAvg & co.) and FedMosaic's
-              PQ-LoRA (its sample gate averages the prompt only, so it shares the prompt too); the picks
-              must not differ beyond float-rounding ties.
+              by task as the engine scores, with a peft LoRA adapter (FedAvg & co.), FedMosaic's PQ-LoRA
+              (its sample gate averages the prompt only, so it shares the prompt too) and FedDPA's per-row
+              mix (it reads each row's prompt); the picks must not differ beyond float-rounding ties.
 (e) engines   wall time of one run of (b)'s first workload with ``--engine processes`` (one worker per core)
               over ``--engine sequential`` (the same process count as (b): one torch thread); the two runs'
               records must be identical. Goal: faster on 2+ cores (the default engine on CPU machines).
@@ -56,6 +56,8 @@ TASKS = ("fashion200k_0", "vsr_0", "seedbench2_2", "vizwiz_0", "irfl_1", "bongar
 ONE_IMAGE = ("vsr_0", "vizwiz_0", "irfl_0", "coinstruct_0", "tqa_0", "dvqa_0", "seedbench2_0", "iconqa_0",
              "wcvqa_0", "wcvqa_1")  # fmt: skip
 MARK = "@@result "
+#: (d)'s models: a method's adapters, labelled by what the scorer has to respect
+EVAL_METHODS = {"fedavg": "peft LoRA", "fedmosaic": "PQ-LoRA", "feddpa": "FedDPA row mix"}
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -272,9 +274,10 @@ def work_eval(a: dict[str, Any]) -> dict[str, Any]:
     """(d): answers/s of the pair-by-pair scorer and of ``choice_scores`` on the same rows and models."""
     import torch
 
+    from baselines.feddpa import inference_mix, prefix_lookup
     from drake.data.build import ensure_built
     from drake.method_registry import METHODS
-    from drake.models.batching import expand_choices
+    from drake.models.batching import encode_prompts, expand_choices
     from drake.models.loading import load_model
     from drake.models.scoring import choice_scores, score_pairs, shares_prompt
     from drake.runner import load_rows
@@ -302,7 +305,7 @@ def work_eval(a: dict[str, Any]) -> dict[str, Any]:
         return [s for task_rows in per_task for s in choice_scores(loaded, task_rows, model=model)]
 
     results = {}
-    for method in ("fedavg", "fedmosaic"):
+    for method in EVAL_METHODS:
         loaded = load_model(a["model"], device="cpu", progress=False)
         torch.manual_seed(0)
         model, handle = METHODS.get(method)().attach(loaded.model, MODEL)
@@ -310,6 +313,10 @@ def work_eval(a: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():  # non-zero adapters (a fresh LoRA's B is zero)
             for p in handle.parameters("all"):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        if method == "feddpa":  # its instance-wise mix: one random global weight per prompt, as at inference
+            ids, _ = encode_prompts(rows, loaded.processor)
+            table = {tuple(x): float(w) for x, w in zip(ids, torch.rand(len(ids), generator=gen))}
+            model.row_mix = lambda input_ids, mask, table=table: inference_mix(prefix_lookup(table, input_ids, mask))
         model.eval()
         times: dict[str, list[tuple[float, float]]] = {"before": [], "now": []}  # (wall, cpu) per repeat
         scores: dict[str, list[list[float]]] = {}
@@ -458,7 +465,7 @@ def main() -> int:
 
     if "d" in args.only:
         r = spawn("eval", args.threads, **common, rows_per_task=8 if q else 25, repeats=2 if q else 3)
-        for method, label in (("fedavg", "peft LoRA"), ("fedmosaic", "PQ-LoRA")):
+        for method, label in EVAL_METHODS.items():
             m = r[method]
             before, now = m["rows"] / m["before"][1], m["rows"] / m["now"][1]
             path = "shared prompt" if m["shared"] else "pairwise"

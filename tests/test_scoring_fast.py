@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from baselines.feddpa import inference_mix, prefix_lookup
 from drake.adapters.lora import LoraSettings, apply_lora
 from drake.adapters.mix import MixModel
 from drake.adapters.multi import add_lora_adapters, set_mix
 from drake.data.build import ensure_built
 from drake.method_registry import METHODS
-from drake.models.batching import expand_choices
+from drake.models.batching import encode_prompts, expand_choices
 from drake.models.loading import load_model
 from drake.models.scoring import choice_scores, image_encoder, score_pairs, shares_prompt
 from drake.runner import load_rows
@@ -192,17 +193,36 @@ def test_pqlora_gate_over_the_prompt_shares_the_prompt(rows, pretrained, length_
     assert max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)) > 1e-3  # the gate's tokens matter
 
 
-def test_wrapper_models_are_scored_pairwise(rows, pretrained) -> None:
-    """A method's own wrapper (FedSim's two-pass logit sum) is not known to be causal: pairwise, and exact."""
+def test_mix_wrapper_shares_the_prompt(rows, pretrained) -> None:
+    """A method's mix wrapper scores one prompt for all its choices, exactly: FedSim's two-pass logit sum
+    (each pass causal) and FedDPA's per-row mix, which reads each row's prompt through ``prompt_tokens``."""
     loaded = load_model(pretrained, device="cpu")
     peft_model, _ = apply_lora(loaded.model, LoraSettings(r=4, alpha=8))
     add_lora_adapters(peft_model, ["local"])
     _randomize(peft_model, "lora_")
     wrapper = MixModel(peft_model)
+    assert shares_prompt(wrapper) and image_encoder(wrapper) is not None
     wrapper.branches = [{"default": 1.0}, {"local": 1.0}]
-    assert not shares_prompt(wrapper)
     assert_same_picks(loaded, wrapper, rows, length_norm=False)
-    # FedSim's default (the paper's one network, both adapters in every layer) is the peft model: shared
+    wrapper.branches = None
+    ids, _ = encode_prompts(rows, loaded.processor)
+    gen = torch.Generator().manual_seed(1)
+    table = {tuple(x): float(w) for x, w in zip(ids, torch.rand(len(ids), generator=gen))}  # one lambda a row
+    seen: list[int] = []
+
+    def row_mix(input_ids: torch.Tensor, mask: torch.Tensor):
+        lam = prefix_lookup(table, input_ids, mask, default=-1.0)
+        seen.extend(int(x) for x in (lam == -1.0).nonzero())
+        return inference_mix(lam)
+
+    wrapper.row_mix = row_mix
+    assert_same_picks(loaded, wrapper, rows, length_norm=True)
+    assert not seen, "a scored sequence found no prompt in the table"
+    pairs = reference(loaded, wrapper, rows, length_norm=True)
+    table.update({k: 1.0 - v for k, v in table.items()})
+    assert max(abs(x - y) for a, b in zip(pairs, reference(loaded, wrapper, rows, length_norm=True))
+               for x, y in zip(a, b)) > 1e-3  # fmt: skip  # the per-row weights matter
+    # FedSim's default (the paper's one network, both adapters in every layer) is the peft model itself
     assert shares_prompt(METHODS.get("fedsim")().wrap(peft_model))
 
 

@@ -4,8 +4,8 @@ over several passes (FedSim) or a mix chosen per row (FedDPA), with a greedy dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from drake.adapters.multi import Mix, mixed
 from drake.models.batching import IGNORE_INDEX
-from drake.models.scoring import position_ids
+from drake.models.scoring import position_ids, shares_prompt
 
 RowMix = Callable[[torch.Tensor, torch.Tensor], "Mix | None"]
 
@@ -34,11 +34,16 @@ class MixModel(nn.Module):
 
     - ``branches``: one forward pass per adapter mix, logits summed (FedSim as run by FedMosaic: a
       global-only pass plus a local-only pass); the loss is next-token CE on the summed logits.
-    - ``row_mix(input_ids, attention_mask)``: a per-row mix (weights shaped (batch, 1, 1)) applied to
-      the pass when there are no branches (FedDPA's instance-wise weights at inference); returning
-      ``None`` keeps the current mix.
+    - ``row_mix(input_ids, prompt_mask)``: a per-row mix (weights shaped (batch, 1, 1)) applied to the
+      pass when there are no branches (FedDPA's instance-wise weights at inference); returning ``None``
+      keeps the current mix. It must depend on each row's prompt alone: the mask marks the prompt's tokens
+      where a scorer says which they are (``prompt_tokens``), else it is the 2D attention mask.
 
     With neither set it is the peft model. ``generate`` is greedy (what the harness scores with).
+
+    A scorer may run one prompt for all its choices (``drake.models.scoring.shares_prompt``) whenever the
+    peft model may: every branch pass is causal, so is their sum, and a row mix read off the prompt is the
+    same for the prompt and each of its choices.
     """
 
     def __init__(self, peft_model: nn.Module) -> None:
@@ -46,10 +51,34 @@ class MixModel(nn.Module):
         self.peft = peft_model
         self.branches: list[dict[str, float]] | None = None
         self.row_mix: RowMix | None = None
+        self.prefix_causal = shares_prompt(peft_model)  # answers for the peft model inside (checked once)
+        self._prompt: torch.Tensor | None = None  # set by prompt_tokens
+
+    @property
+    def config(self) -> Any:
+        return self.peft.config
+
+    @property
+    def peft_config(self) -> Any:
+        return self.peft.peft_config
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.peft.get_input_embeddings()
+
+    @contextmanager
+    def prompt_tokens(self, mask: torch.Tensor) -> Iterator[None]:
+        """Forwards inside read ``mask`` (B, T; True = prompt token) as each row's prompt: how a scorer that
+        packs several answers after one prompt tells ``row_mix`` where the prompt is."""
+        self._prompt = mask
+        try:
+            yield
+        finally:
+            self._prompt = None
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs: Any) -> Any:
         if not self.branches:
-            mix = self.row_mix(input_ids, attention_mask) if self.row_mix is not None else None
+            prompt = self._prompt if self._prompt is not None else attention_mask
+            mix = self.row_mix(input_ids, prompt) if self.row_mix is not None else None
             with mixed(self.peft, mix) if mix else nullcontext():
                 return self.peft(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         logits = None

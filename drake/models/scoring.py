@@ -93,8 +93,8 @@ def shares_prompt(model: nn.Module) -> bool:
     from torch/transformers/peft, or declaring ``prefix_causal`` (True: it and the modules inside it keep
     the model causal; False anywhere: score pairs). A module that pools over the sequence may claim it only
     when it pools over the prompt alone and takes the prompt's mask through ``prompt_tokens`` (FedMosaic's
-    PQ-LoRA with ``gate_tokens="prompt"``); one that pools over the choice too (``gate_tokens="all"``) or
-    reads the raw 2D mask and ids (FedDPA's per-row mix) must not; such models are scored as pairs.
+    PQ-LoRA with ``gate_tokens="prompt"``, FedDPA's per-row mix); one that pools over the choice too
+    (``gate_tokens="all"``) must not; such models are scored as pairs.
     """
     from drake.models.folders import LLAVA_MODEL_TYPES
 
