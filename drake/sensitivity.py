@@ -155,13 +155,22 @@ END = "<!-- end of sensitivity -->"
 
 
 def study_default(board: Path | None = None) -> dict[str, Any]:
-    """The study's FedMosaic entry on drake-dynamic (hetero pool, official protocol): the default point."""
+    """The study's FedMosaic entry on drake-dynamic (hetero pool, official protocol, no named config, every
+    swept parameter at its default): the default point. The paper's ablations share its file prefix."""
     from drake.results import load_result
+    from leaderboard.build import method_label
     from leaderboard.submit import DEFAULT_BOARD
 
     folder = (board or DEFAULT_BOARD) / "results"
     found = sorted(folder.glob(f"fedmosaic--{SCENARIO}-hetero--*.json"))
-    records = [r for r in map(load_result, found) if r["run_info"].get("protocol", {}).get("name") == "official"]
+    base = defaults()
+
+    def is_default(info: Mapping[str, Any]) -> bool:
+        config = info["method"]["config"]
+        return (info.get("protocol", {}).get("name") == "official" and method_label(info) == "fedmosaic"
+                and all(config.get(name) == value for name, value in base.items()))  # fmt: skip
+
+    records = [r for r in map(load_result, found) if is_default(r["run_info"])]
     if len(records) != 1:
         raise DataError(f"sensitivity: expected one official FedMosaic entry on {SCENARIO} in {folder}, found "
                         f"{len(records)}; run `drake study --methods fedmosaic` first")  # fmt: skip
