@@ -616,13 +616,13 @@ def _branch_bars(
 
 
 def plot_sensitivity(
-    points: Sequence[Any], paper: Mapping[str, Mapping[float, float]], paper_default: Mapping[str, float],
-    path: str | Path, *, spread: float | None = None,
+    points: Sequence[Any], paper: Mapping[str, Mapping[str, Mapping[float, float]]],
+    paper_default: Mapping[str, float], path: str | Path, *, spread: float | None = None,
 ) -> Path:
     """FedMosaic's sensitivity sweep (``drake.sensitivity.Point``s): one panel per parameter, the change of
-    Self and Others A_last from the default (points), next to the paper's Self A_last (``paper``: parameter
-    -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at 32).
-    ``spread``: the default's seed std of Self A_last (points), drawn as a grey band around zero."""
+    Self and Others A_last from the default (points), next to the paper's (``paper``: "Self" | "Others" ->
+    parameter -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at
+    32). ``spread``: the default's seed std of Self A_last (points), drawn as a grey band around zero."""
     params = list(dict.fromkeys(p.param for p in points))
     if not params:
         raise DataError(f"{path}: no sensitivity points to plot")
@@ -633,12 +633,13 @@ def plot_sensitivity(
         xs = [p.value for p in ours]
         for key, label, st in (("self.a_last", "Self (ours)", style(0)), ("others.a_last", "Others (ours)", style(1))):
             ax.plot(xs, [PCT * (p.scores[key] - ref.scores[key]) for p in ours], label=label, **st)
-        points_of_paper = paper.get(name) or {}
-        theirs = sorted(points_of_paper.items())
-        base = points_of_paper.get(paper_default.get(name, math.nan))
-        if theirs and base is not None:
-            ax.plot([v for v, _ in theirs], [s - base for _, s in theirs], label="Self (paper)", color="0.5",
-                    linestyle="--", marker=".")  # fmt: skip
+        for part, color in (("Self", "0.5"), ("Others", style(1)["color"])):
+            of_paper = paper.get(part, {}).get(name) or {}
+            theirs = sorted(of_paper.items())
+            base = of_paper.get(paper_default.get(name, math.nan))
+            if theirs and base is not None:
+                ax.plot([v for v, _ in theirs], [s - base for _, s in theirs], label=f"{part} (paper)", color=color,
+                        linestyle="--", marker=".", alpha=0.7)  # fmt: skip
         ax.axhline(0.0, color="0.8", linewidth=0.8)
         if spread:
             ax.axhspan(-spread, spread, color="0.9", zorder=0, label="seed std (Self, default)")

@@ -39,6 +39,10 @@ PAPER: dict[str, dict[float, float]] = {
     "noise_std": {1e-5: 67.90, 1e-4: 67.86, 1e-3: 67.61, 1e-2: 67.25, 1e-1: 67.30},
     "align_ortho": {0.125: 67.63, 0.25: 67.53, 0.5: 67.85, 1: 67.76, 2: 67.83},
 }
+#: the paper's Others A_last (%) where it plots it: the tau sweep only
+PAPER_OTHERS: dict[str, dict[float, float]] = {
+    "tau": {1 / 16: 50.42, 1 / 8: 50.91, 1 / 4: 51.02, 1 / 2: 51.36, 1: 51.37, 2: 51.34, 4: 51.30},
+}
 #: the paper's default of each parameter (its rank is 128; the zoo allows at most 32, FedMosaic's default here)
 PAPER_DEFAULT = {"tau": 0.5, "ema_decay": 0.5, "lora_r": 128, "noise_std": 1e-4, "align_ortho": 0.5}
 METRICS = (("self", "a_last"), ("self", "a_auc"), ("others", "a_last"), ("others", "a_auc"))
@@ -72,13 +76,15 @@ def sensitivity_plan(params: Sequence[str] | None = None) -> list[StudyRun]:
 
 @dataclass(frozen=True)
 class Point:
-    """One value of one parameter: its scores (fractions, mean over the seeds) and the paper's Self A_last."""
+    """One value of one parameter: its scores (fractions, mean over the seeds) and the paper's A_last (%) at
+    the same value, Self and Others (None where the paper does not plot it)."""
 
     param: str
     value: float
     default: bool
     scores: dict[str, float]  # "self.a_last" -> mean over seeds
     paper_self: float | None
+    paper_others: float | None = None
 
 
 def _scores(record: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, float]:
@@ -110,24 +116,27 @@ def sensitivity_points(
             continue
         rows = [(base[name], True, at_default)] + [(_value_of(r, name), False, _scores(r, seeds)) for r in ran]
         for value, is_default, scores in sorted(rows, key=lambda row: row[0]):
-            points.append(Point(name, value, is_default, scores, PAPER[name].get(value)))
+            paper_others = PAPER_OTHERS.get(name, {}).get(value)
+            points.append(Point(name, value, is_default, scores, PAPER[name].get(value), paper_others))
     return points
 
 
 def sensitivity_table(points: Sequence[Point]) -> str:
-    """Markdown: per parameter and value, our four scores and the change of Self A_last from the default next
-    to the paper's change (its default is ``PAPER_DEFAULT``)."""
+    """Markdown: per parameter and value, our four scores and the change of Self and Others A_last from the
+    default, each next to the paper's change (its default is ``PAPER_DEFAULT``; "-" where it has none)."""
     head = ("parameter", "value", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
-            "Δ Self A_last", "paper: Δ Self A_last")  # fmt: skip
+            "Δ Self A_last", "paper", "Δ Others A_last", "paper")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     for p in points:
         ref = next(q for q in points if q.param == p.param and q.default)
-        ours = 100 * (p.scores["self.a_last"] - ref.scores["self.a_last"])
-        paper_ref = PAPER[p.param].get(PAPER_DEFAULT[p.param])
-        paper = "-" if p.paper_self is None or paper_ref is None else f"{p.paper_self - paper_ref:+.2f}"
+        changes = []
+        for key, theirs, table in (("self.a_last", p.paper_self, PAPER), ("others.a_last", p.paper_others, PAPER_OTHERS)):
+            paper_ref = table.get(p.param, {}).get(PAPER_DEFAULT[p.param])
+            ours = 100 * (p.scores[key] - ref.scores[key])
+            changes += ["0" if p.default else f"{ours:+.1f}",
+                        "-" if theirs is None or paper_ref is None else f"{theirs - paper_ref:+.2f}"]  # fmt: skip
         cells = [p.param, f"**{p.value:g}**" if p.default else f"{p.value:g}",
-                 *(f"{100 * p.scores[f'{a}.{b}']:.1f}" for a, b in METRICS),
-                 "0" if p.default else f"{ours:+.1f}", paper]  # fmt: skip
+                 *(f"{100 * p.scores[f'{a}.{b}']:.1f}" for a, b in METRICS), *changes]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -189,7 +198,8 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
         raise DataError(f"sensitivity: no sweep results in {folder}; run `drake study --sensitivity` first")
     spread, n = seed_spread(default)
     image = doc.parent / "img" / "fedmosaic-sensitivity.png"
-    plot_sensitivity(points, PAPER, PAPER_DEFAULT, image, spread=100 * spread["self.a_last"])
+    plot_sensitivity(points, {"Self": PAPER, "Others": PAPER_OTHERS}, PAPER_DEFAULT, image,
+                     spread=100 * spread["self.a_last"])  # fmt: skip
     noise = (f"Seeds {', '.join(map(str, seeds))}; scores in %. The default's std over the study's {n} seeds: "
              f"Self A_last {100 * spread['self.a_last']:.1f}, Others A_last {100 * spread['others.a_last']:.1f} "
              "(the grey band of the plot: a change within it is the size of a seed change).")

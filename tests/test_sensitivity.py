@@ -40,7 +40,7 @@ def test_the_plan_moves_one_parameter_at_a_time() -> None:
 
 def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: Path) -> None:
     from drake.plots import plot_sensitivity
-    from drake.sensitivity import PAPER, PAPER_DEFAULT
+    from drake.sensitivity import PAPER, PAPER_DEFAULT, PAPER_OTHERS
 
     default = _record({}, 0.0)
     sweep = [_record({"tau": 2.0}, 0.1), _record({"tau": 0.0625}, -0.2), _record({"ema_decay": 0.9}, 0.0)]
@@ -53,9 +53,11 @@ def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: 
     assert high.scores["others.a_last"] == pytest.approx(points[1].scores["others.a_last"])
     table = sensitivity_table(points)
     row = next(line for line in table.splitlines() if line.startswith("| tau | 2 |"))
-    assert row.endswith("| +10.0 | -0.58 |")  # ours +10 points; the paper's 67.28 - 67.86
+    assert row.endswith("| +10.0 | -0.58 | +0.0 | -0.02 |")  # Self: ours +10, the paper's 67.28 - 67.86; Others
+    ema = next(line for line in table.splitlines() if line.startswith("| ema_decay | 0.9 |"))
+    assert ema.endswith("| +0.0 | -0.47 | +0.0 | - |")  # the paper plots Others for tau only
     assert "| tau | **0.5** |" in table
-    image = plot_sensitivity(points, PAPER, PAPER_DEFAULT, tmp_path / "s.png")
+    image = plot_sensitivity(points, {"Self": PAPER, "Others": PAPER_OTHERS}, PAPER_DEFAULT, tmp_path / "s.png")
     assert image.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="no successful seed \\[1\\]"):
         sensitivity_points(sweep, default, seeds=[1])
