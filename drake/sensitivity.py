@@ -85,6 +85,7 @@ class Point:
     scores: dict[str, float]  # "self.a_last" -> mean over seeds
     paper_self: float | None
     paper_others: float | None = None
+    peers: float | None = None  # RELA's effective number of clients in a client's global (``rela_peers``)
 
 
 def _scores(record: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, float]:
@@ -98,6 +99,16 @@ def _scores(record: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, float]
             for part, stat in METRICS}  # fmt: skip
 
 
+def rela_peers(record: Mapping[str, Any], seeds: Sequence[int]) -> float | None:
+    """How many other clients a client's RELA global draws on: 1 / sum_j w_ij^2 of its relevance weights (the
+    effective number; 9 when all ten clients count alike), averaged over clients, logged rounds and ``seeds``;
+    None when the run logged no relevance (``rela=false``)."""
+    per_seed = [s for s in record["results"]["per_seed"] if s["seed"] in seeds and s.get("relevance")]
+    values = [1.0 / sum(w * w for w in row) for s in per_seed for m in s["relevance"] for row in m["matrix"]
+              if any(row)]  # fmt: skip
+    return sum(values) / len(values) if values else None
+
+
 def _value_of(record: Mapping[str, Any], name: str) -> float:
     return float(record["run_info"]["method"]["config"][name])
 
@@ -108,23 +119,23 @@ def sensitivity_points(
     """Every parameter's points (default first, then by value) from the sweep's result ``records`` and the
     study's FedMosaic entry ``default`` (scored on the same ``seeds``)."""
     base = defaults()
-    at_default = _scores(default, seeds)
     points: list[Point] = []
     for name in GRID:
         ran = [r for r in records if _value_of(r, name) != base[name]]
         if not ran:
             continue
-        rows = [(base[name], True, at_default)] + [(_value_of(r, name), False, _scores(r, seeds)) for r in ran]
-        for value, is_default, scores in sorted(rows, key=lambda row: row[0]):
-            paper_others = PAPER_OTHERS.get(name, {}).get(value)
-            points.append(Point(name, value, is_default, scores, PAPER[name].get(value), paper_others))
+        rows = [(base[name], True, default)] + [(_value_of(r, name), False, r) for r in ran]
+        for value, is_default, record in sorted(rows, key=lambda row: row[0]):
+            points.append(Point(name, value, is_default, _scores(record, seeds), PAPER[name].get(value),
+                                PAPER_OTHERS.get(name, {}).get(value), rela_peers(record, seeds)))  # fmt: skip
     return points
 
 
 def sensitivity_table(points: Sequence[Point]) -> str:
-    """Markdown: per parameter and value, our four scores and the change of Self and Others A_last from the
-    default, each next to the paper's change (its default is ``PAPER_DEFAULT``; "-" where it has none)."""
-    head = ("parameter", "value", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC",
+    """Markdown: per parameter and value, our four scores, RELA's effective peers (``rela_peers``) and the
+    change of Self and Others A_last from the default, each next to the paper's change (its default is
+    ``PAPER_DEFAULT``; "-" where it has none)."""
+    head = ("parameter", "value", "Self A_last", "Self A_AUC", "Others A_last", "Others A_AUC", "RELA peers",
             "Δ Self A_last", "paper", "Δ Others A_last", "paper")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     for p in points:
@@ -136,7 +147,8 @@ def sensitivity_table(points: Sequence[Point]) -> str:
             changes += ["0" if p.default else f"{ours:+.1f}",
                         "-" if theirs is None or paper_ref is None else f"{theirs - paper_ref:+.2f}"]  # fmt: skip
         cells = [p.param, f"**{p.value:g}**" if p.default else f"{p.value:g}",
-                 *(f"{100 * p.scores[f'{a}.{b}']:.1f}" for a, b in METRICS), *changes]  # fmt: skip
+                 *(f"{100 * p.scores[f'{a}.{b}']:.1f}" for a, b in METRICS),
+                 "-" if p.peers is None else f"{p.peers:.1f}", *changes]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -202,7 +214,9 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
                      spread=100 * spread["self.a_last"])  # fmt: skip
     noise = (f"Seeds {', '.join(map(str, seeds))}; scores in %. The default's std over the study's {n} seeds: "
              f"Self A_last {100 * spread['self.a_last']:.1f}, Others A_last {100 * spread['others.a_last']:.1f} "
-             "(the grey band of the plot: a change within it is the size of a seed change).")
+             "(the grey band of the plot: a change within it is the size of a seed change). RELA peers: how many "
+             "other clients a client's global draws on (1 / sum of its squared relevance weights; 9 when all count "
+             "alike), mean over clients and rounds.")
     block = "\n".join([BEGIN, "", noise, "",
                        sensitivity_table(points), "", f"![FedMosaic sensitivity]({image.relative_to(doc.parent)})",
                        "", END])  # fmt: skip

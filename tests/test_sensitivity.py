@@ -57,6 +57,11 @@ def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: 
     ema = next(line for line in table.splitlines() if line.startswith("| ema_decay | 0.9 |"))
     assert ema.endswith("| +0.0 | -0.47 | +0.0 | - |")  # the paper plots Others for tau only
     assert "| tau | **0.5** |" in table
+    assert points[0].peers is None and "| 25.0 | - | +10.0 |" in row  # no relevance logged: no peers, "-"
+    even = {"round": 2, "clients": [0, 1, 2], "matrix": [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]}
+    peaked = {"round": 2, "clients": [0, 1, 2], "matrix": [[0, 1, 0], [1, 0, 0], [0.8, 0.2, 0]]}
+    sweep[0]["results"]["per_seed"][0]["relevance"] = [even, peaked]
+    assert sensitivity_points(sweep, default, seeds=[0])[2].peers == pytest.approx((3 * 2 + 2 * 1 + 1 / 0.68) / 6)
     image = plot_sensitivity(points, {"Self": PAPER, "Others": PAPER_OTHERS}, PAPER_DEFAULT, tmp_path / "s.png")
     assert image.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="no successful seed \\[1\\]"):
