@@ -2,10 +2,12 @@
 """The evidence tables of docs/results.md, printed from the accepted result files (leaderboard/results).
 
     python scripts/study_tables.py --scenario drake-dynamic --methods fedavg fedmosaic
+    python scripts/study_tables.py --files leaderboard/sensitivity/*.json   # the FedMosaic sweep's points
 
 Per method: Self/Others A_last per client (mean over seeds), and for FedMosaic the gate (beta on own vs other
 clients' prompts at the last Others round, Others with each branch alone) and the relevance it put on clients
-of the same related-task group (the scenario file's comment: clients 0-2, 3-5, 6-9) vs the others; the training
+of the same related-task group (the scenario file's comment: clients 0-2, 3-5, 6-9) vs the others and how fast
+its weights move when the clients switch tasks; the training
 loss at each task's end; and Self at the last round on each client's current task vs its earlier ones.
 """
 
@@ -39,6 +41,16 @@ def records(board: Path, scenario: str, methods: Sequence[str]) -> dict[str, dic
         if info["scenario"]["name"] == scenario and name in methods and (info.get("protocol") or {}).get("name") == "official":
             out[f"{name} ({path.name})"] = record
     return out
+
+
+def label(path: Path) -> str:
+    """A result file's method label, with the FedMosaic settings it moved from their defaults (a sweep point)."""
+    from drake.sensitivity import defaults
+
+    info = load_result(path)["run_info"]
+    config = info["method"]["config"]
+    moved = [f"{k}={config[k]:g}" for k, v in defaults().items() if info["method"]["name"] == "fedmosaic" and config.get(k) != v]
+    return f"{method_label(info)}{'+' + ','.join(moved) if moved else ''} ({path.name})"
 
 
 def per_client(record: dict[str, Any]) -> list[list[str]]:
@@ -88,6 +100,22 @@ def relevance(record: dict[str, Any]) -> str | None:
     return f"relevance weight per client pair at the last round: same group {_mean(same):.3f}, other groups {_mean(other):.3f}"
 
 
+def relevance_tracking(record: dict[str, Any]) -> str | None:
+    """How far a client's relevance weights move from one round to the next (L1, mean over clients, then
+    seeds), at the first round of a new task vs the other rounds: how fast RELA follows a task switch."""
+    logged = [s["relevance"] for s in record["results"]["per_seed"] if s.get("relevance")]
+    switches = set(task_switches(record)) if logged else set()
+    at_switch, between = [], []
+    for rel in logged:
+        for a, b in zip(rel, rel[1:]):
+            change = _mean([math.fsum(abs(x - y) for x, y in zip(ra, rb)) for ra, rb in zip(a["matrix"], b["matrix"])])
+            (at_switch if b["round"] - 1 in switches else between).append(change)  # b: first round of a new task
+    if not at_switch:
+        return None
+    return (f"relevance weights' change from the round before (L1 per client): at task switches {_mean(at_switch):.3f}, "
+            f"other rounds {_mean(between):.3f}")  # fmt: skip
+
+
 def task_end_losses(record: dict[str, Any]) -> str | None:
     """Training loss (mean over clients, then seeds) at the last round of each task; every 5th round of a
     static scenario."""
@@ -132,15 +160,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scenario", default="drake-dynamic", help="scenario name (default drake-dynamic)")
     p.add_argument("--methods", nargs="+", default=["fedavg", "fedmosaic"], help="methods to show")
     p.add_argument("--board", default=str(REPO_ROOT / "leaderboard"), help="leaderboard directory")
+    p.add_argument("--files", nargs="+", type=Path, help="these result files instead of the board's (e.g. the sweep's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (e.g. 0, beside the sweep's one-seed points)")
     args = p.parse_args(argv)
-    for name, record in records(Path(args.board), args.scenario, args.methods).items():
+    chosen = {label(path): load_result(path) for path in args.files} if args.files else records(Path(args.board), args.scenario, args.methods)
+    for record in chosen.values():
+        if args.seeds:
+            record["results"]["per_seed"] = [s for s in record["results"]["per_seed"] if s["seed"] in args.seeds]
+    for name, record in chosen.items():
         print(f"\n## {name}: per client, A_last (%), mean over {len(seed_summaries(record))} seeds")
         print(table(("client", "Self", "Others"), per_client(record)))
         rows = gate(record)
         if rows:
             print("\nGate at the last Others round (beta x 100: 100 = global branch only), Others (%) per branch:")
             print(table(("client", "beta own", "beta others", "Others global only", "Others local only"), rows))
-        for line in (relevance(record), task_end_losses(record), current_vs_earlier(record)):
+        for line in (relevance(record), relevance_tracking(record), task_end_losses(record), current_vs_earlier(record)):
             if line:
                 print("\n" + line)
     return 0

@@ -30,3 +30,19 @@ def test_current_vs_earlier_task_reads_the_last_scored_round(tables) -> None:
     line = tables.current_vs_earlier(_record("dynamic"))
     assert line == "Self at the last round: current task 65.0, earlier own tasks 30.0 (mean over seeds)"
     assert tables.current_vs_earlier(_record("static")) is None
+
+
+def test_relevance_tracking_splits_the_first_round_of_a_new_task_from_the_others(tables) -> None:
+    """The L1 change of each client's relevance row from the round before: round 3 starts a new task (the
+    spec's stage starts at 2, i.e. after round 2), so its change counts as a switch."""
+    record = _record("dynamic")
+    for c in record["run_info"]["scenario"]["spec"]["clients"]:
+        c["stages"][1]["start_round"], c["stages"][0]["start_round"] = 2, 0
+    record["run_info"]["scenario"]["spec"]["rounds"] = 4
+    rows = ([[0, 1], [1, 0]], [[0, 1], [1, 0]], [[0, 1], [1, 0]], [[0, 1], [1, 0]])
+    rel = [{"round": r, "matrix": [list(x) for x in m]} for r, m in enumerate(rows, start=1)]
+    rel[2]["matrix"] = [[0.5, 0.5], [1, 0]]  # round 3 moves client 0's row by 1.0 (L1), client 1's not at all
+    record["results"]["per_seed"] = [{"relevance": rel}]
+    line = tables.relevance_tracking(record)
+    assert line.endswith("at task switches 0.500, other rounds 0.250")  # rounds 2 and 4: 0 and (1.0 + 0) / 2
+    assert tables.relevance_tracking(_record("dynamic")) is None
