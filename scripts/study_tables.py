@@ -43,11 +43,11 @@ def records(board: Path, scenario: str, methods: Sequence[str]) -> dict[str, dic
     return out
 
 
-def label(path: Path) -> str:
+def label(record: dict[str, Any], path: Path) -> str:
     """A result file's method label, with the FedMosaic settings it moved from their defaults (a sweep point)."""
     from drake.sensitivity import defaults
 
-    info = load_result(path)["run_info"]
+    info = record["run_info"]
     config = info["method"]["config"]
     moved = [f"{k}={config[k]:g}" for k, v in defaults().items() if info["method"]["name"] == "fedmosaic" and config.get(k) != v]
     return f"{method_label(info)}{'+' + ','.join(moved) if moved else ''} ({path.name})"
@@ -101,7 +101,7 @@ def relevance(record: dict[str, Any]) -> str | None:
 
 
 def relevance_tracking(record: dict[str, Any]) -> str | None:
-    """How far a client's relevance weights move from one round to the next (L1, mean over clients, then
+    """How far a client's relevance weights move from one round to the next (L1, mean over clients, rounds and
     seeds), at the first round of a new task vs the other rounds: how fast RELA follows a task switch."""
     logged = [s["relevance"] for s in record["results"]["per_seed"] if s.get("relevance")]
     switches = set(task_switches(record)) if logged else set()
@@ -163,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--files", nargs="+", type=Path, help="these result files instead of the board's (e.g. the sweep's)")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (e.g. 0, beside the sweep's one-seed points)")
     args = p.parse_args(argv)
-    chosen = {label(path): load_result(path) for path in args.files} if args.files else records(Path(args.board), args.scenario, args.methods)
+    if args.files:
+        chosen = {label(record, path): record for path, record in ((p, load_result(p)) for p in args.files)}
+    else:
+        chosen = records(Path(args.board), args.scenario, args.methods)
     for record in chosen.values():
         if args.seeds:
             record["results"]["per_seed"] = [s for s in record["results"]["per_seed"] if s["seed"] in args.seeds]
