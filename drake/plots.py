@@ -620,8 +620,8 @@ def plot_sensitivity(
     paper_default: Mapping[str, float], path: str | Path, *, spread: float | None = None,
 ) -> Path:
     """FedMosaic's sensitivity sweep (``drake.sensitivity.Point``s): one panel per parameter, the change of
-    Self and Others A_last from the default (points), next to the paper's (``paper``: "Self" | "Others" ->
-    parameter -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at
+    Self and Others A_last from the default (points), next to the paper's (``paper``: "self.a_last" |
+    "others.a_last" -> parameter -> value -> %) as a change from its own default (``paper_default``; its rank sweep starts at
     32). ``spread``: the default's seed std of Self A_last (points), drawn as a grey band around zero."""
     params = list(dict.fromkeys(p.param for p in points))
     if not params:
@@ -633,8 +633,8 @@ def plot_sensitivity(
         xs = [p.value for p in ours]
         for key, label, st in (("self.a_last", "Self (ours)", style(0)), ("others.a_last", "Others (ours)", style(1))):
             ax.plot(xs, [PCT * (p.scores[key] - ref.scores[key]) for p in ours], label=label, **st)
-        for part, color in (("Self", "0.5"), ("Others", style(1)["color"])):
-            of_paper = paper.get(part, {}).get(name) or {}
+        for key, part, color in (("self.a_last", "Self", "0.5"), ("others.a_last", "Others", style(1)["color"])):
+            of_paper = paper.get(key, {}).get(name) or {}
             theirs = sorted(of_paper.items())
             base = of_paper.get(paper_default.get(name, math.nan))
             if theirs and base is not None:

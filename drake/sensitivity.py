@@ -43,6 +43,8 @@ PAPER: dict[str, dict[float, float]] = {
 PAPER_OTHERS: dict[str, dict[float, float]] = {
     "tau": {1 / 16: 50.42, 1 / 8: 50.91, 1 / 4: 51.02, 1 / 2: 51.36, 1: 51.37, 2: 51.34, 4: 51.30},
 }
+#: the paper's curves by the score they show (what the table and the plot set beside ours)
+PAPER_BY_SCORE = {"self.a_last": PAPER, "others.a_last": PAPER_OTHERS}
 #: the paper's default of each parameter (its rank is 128; the zoo allows at most 32, FedMosaic's default here)
 PAPER_DEFAULT = {"tau": 0.5, "ema_decay": 0.5, "lora_r": 128, "noise_std": 1e-4, "align_ortho": 0.5}
 METRICS = (("self", "a_last"), ("self", "a_auc"), ("others", "a_last"), ("others", "a_auc"))
@@ -76,15 +78,12 @@ def sensitivity_plan(params: Sequence[str] | None = None) -> list[StudyRun]:
 
 @dataclass(frozen=True)
 class Point:
-    """One value of one parameter: its scores (fractions, mean over the seeds) and the paper's A_last (%) at
-    the same value, Self and Others (None where the paper does not plot it)."""
+    """One value of one parameter: its scores (fractions, mean over the seeds) and RELA's effective peers."""
 
     param: str
     value: float
     default: bool
     scores: dict[str, float]  # "self.a_last" -> mean over seeds
-    paper_self: float | None
-    paper_others: float | None = None
     peers: float | None = None  # RELA's effective number of clients in a client's global (``rela_peers``)
 
 
@@ -126,8 +125,7 @@ def sensitivity_points(
             continue
         rows = [(base[name], True, default)] + [(_value_of(r, name), False, r) for r in ran]
         for value, is_default, record in sorted(rows, key=lambda row: row[0]):
-            points.append(Point(name, value, is_default, _scores(record, seeds), PAPER[name].get(value),
-                                PAPER_OTHERS.get(name, {}).get(value), rela_peers(record, seeds)))  # fmt: skip
+            points.append(Point(name, value, is_default, _scores(record, seeds), rela_peers(record, seeds)))
     return points
 
 
@@ -141,8 +139,8 @@ def sensitivity_table(points: Sequence[Point]) -> str:
     for p in points:
         ref = next(q for q in points if q.param == p.param and q.default)
         changes = []
-        for key, theirs, table in (("self.a_last", p.paper_self, PAPER), ("others.a_last", p.paper_others, PAPER_OTHERS)):
-            paper_ref = table.get(p.param, {}).get(PAPER_DEFAULT[p.param])
+        for key, table in PAPER_BY_SCORE.items():
+            theirs, paper_ref = (table.get(p.param, {}).get(v) for v in (p.value, PAPER_DEFAULT[p.param]))
             ours = 100 * (p.scores[key] - ref.scores[key])
             changes += ["0" if p.default else f"{ours:+.1f}",
                         "-" if theirs is None or paper_ref is None else f"{theirs - paper_ref:+.2f}"]  # fmt: skip
@@ -210,8 +208,7 @@ def write_report(doc: Path, seeds: Sequence[int] = SEEDS, folder: Path = KEPT, b
         raise DataError(f"sensitivity: no sweep results in {folder}; run `drake study --sensitivity` first")
     spread, n = seed_spread(default)
     image = doc.parent / "img" / "fedmosaic-sensitivity.png"
-    plot_sensitivity(points, {"Self": PAPER, "Others": PAPER_OTHERS}, PAPER_DEFAULT, image,
-                     spread=100 * spread["self.a_last"])  # fmt: skip
+    plot_sensitivity(points, PAPER_BY_SCORE, PAPER_DEFAULT, image, spread=100 * spread["self.a_last"])
     noise = (f"Seeds {', '.join(map(str, seeds))}; scores in %. The default's std over the study's {n} seeds: "
              f"Self A_last {100 * spread['self.a_last']:.1f}, Others A_last {100 * spread['others.a_last']:.1f} "
              "(the grey band of the plot: a change within it is the size of a seed change). RELA peers: how many "

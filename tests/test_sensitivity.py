@@ -40,7 +40,7 @@ def test_the_plan_moves_one_parameter_at_a_time() -> None:
 
 def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: Path) -> None:
     from drake.plots import plot_sensitivity
-    from drake.sensitivity import PAPER, PAPER_DEFAULT, PAPER_OTHERS
+    from drake.sensitivity import PAPER_BY_SCORE, PAPER_DEFAULT
 
     default = _record({}, 0.0)
     sweep = [_record({"tau": 2.0}, 0.1), _record({"tau": 0.0625}, -0.2), _record({"ema_decay": 0.9}, 0.0)]
@@ -62,7 +62,7 @@ def test_points_compare_each_value_with_the_default_on_the_same_seeds(tmp_path: 
     peaked = {"round": 2, "clients": [0, 1, 2], "matrix": [[0, 1, 0], [1, 0, 0], [0.8, 0.2, 0]]}
     sweep[0]["results"]["per_seed"][0]["relevance"] = [even, peaked]
     assert sensitivity_points(sweep, default, seeds=[0])[2].peers == pytest.approx((3 * 2 + 2 * 1 + 1 / 0.68) / 6)
-    image = plot_sensitivity(points, {"Self": PAPER, "Others": PAPER_OTHERS}, PAPER_DEFAULT, tmp_path / "s.png")
+    image = plot_sensitivity(points, PAPER_BY_SCORE, PAPER_DEFAULT, tmp_path / "s.png")
     assert image.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError, match="no successful seed \\[1\\]"):
         sensitivity_points(sweep, default, seeds=[1])
