@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from drake.errors import DrakeError
+from drake.errors import DrakeError, where_raised
 
 # One line per subcommand: the module drake.commands.<name>.
 COMMANDS: tuple[str, ...] = (
@@ -126,7 +126,8 @@ def guarded(fn: Callable[[], int | None], *, phase: str = "", debug: bool | None
         return _fail("interrupted", 130)
     except Exception as exc:  # a bug (ours or a library's) or a broken environment: say so in one line
         _traceback(debug)
-        where = f" {phase}" if phase else ""
+        where = " ".join(filter(None, (phase, where_raised(exc))))
+        where = f" {where}" if where else ""
         detail = " ".join(str(exc).split())
         detail = f": {detail[:300]}{'...' if len(detail) > 300 else ''}" if detail else ""
         more = "traceback above" if debug else "rerun with --debug or DRAKE_DEBUG=1 for the traceback"

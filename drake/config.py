@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import yaml
 
 from drake.errors import SpecError, did_you_mean
+from drake.spec import read_yaml
 
 T = TypeVar("T")
 
@@ -102,10 +103,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         p = CONFIGS_DIR / f"{p}.yaml"
     if not p.is_file():
         raise SpecError(f"--config {p}: file not found (named configs: {', '.join(named_configs())})")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--config {p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(p) or {}
     if not isinstance(doc, Mapping):
         raise SpecError(f"--config {p}: expected a mapping of key: value")
     return dict(doc)
@@ -120,7 +118,10 @@ def build_config(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
         if key not in names:
             raise SpecError(f"{where}: unknown key {key!r}{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], f"{where}: {key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a required field not given, or the class's own check (__post_init__)
+        raise SpecError(f"{where}: {exc}") from exc
 
 
 def to_dict(config: Any) -> dict[str, Any]:

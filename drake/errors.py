@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import sysconfig
+import traceback
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class DrakeError(Exception):
@@ -31,3 +35,19 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def where_raised(exc: BaseException) -> str:
+    """``at path:line in function`` of the innermost frame of ``exc`` outside the standard library and installed
+    packages (the user's or this project's code), for one-line error messages; path relative to the working
+    directory when inside it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    ours = [f for f in frames if not f.filename.startswith((stdlib, "<")) and "-packages" not in f.filename]
+    frame = (ours or frames or [None])[-1]
+    if frame is None:
+        return ""
+    path = Path(frame.filename)
+    with contextlib.suppress(ValueError):
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    return f"at {path}:{frame.lineno} in {frame.name}"

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drake.errors import DrakeError
 from drake.registry import Registry
 
-METHODS: Registry = Registry("method")
+
+def check_method(name: str, cls: Any) -> None:
+    """The class's ``name`` is what result files, their file names and the board call the method: it must be
+    the name it is registered under (a subclass that forgets it would run and submit as its parent)."""
+    if getattr(cls, "name", None) != name:
+        raise DrakeError(
+            f"method {name!r} is registered as {cls.__module__}.{cls.__qualname__}, whose name is "
+            f"{getattr(cls, 'name', None)!r}: set `name = {name!r}` in the class"
+        )
+
+
+METHODS: Registry = Registry("method", check=check_method)
 
 METHODS.register("local", "baselines.local:Local", summary="local LoRA fine-tuning only, no communication (lower bound)")
 METHODS.register(

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from drake.errors import DrakeError, UnknownNameError, did_you_mean
+from drake.errors import DrakeError, UnknownNameError, did_you_mean, where_raised
 
 T = TypeVar("T")
 
@@ -46,6 +46,8 @@ class Registry(Generic[T]):
             raise DrakeError(f"{self.kind} {name!r} is registered twice; pick a new name")
         if isinstance(target, str) and ":" not in target:
             raise DrakeError(f"lazy {self.kind} target {target!r} must look like 'package.module:attr'")
+        if not isinstance(target, str) and self._check is not None:
+            self._check(name, target)  # a lazy target is checked when first imported
         self._entries[name] = _Entry(target, summary)
         return target
 
@@ -61,8 +63,11 @@ class Registry(Generic[T]):
             module_name, attr = entry.target.split(":", 1)
             try:
                 obj = getattr(importlib.import_module(module_name), attr)
-            except (ImportError, AttributeError) as exc:
-                raise DrakeError(f"{self.kind} {name!r}: cannot import {entry.target!r} ({exc})") from exc
+            except DrakeError:
+                raise
+            except Exception as exc:  # a missing module, or an error in its code (say where: the user's file)
+                what = "" if isinstance(exc, (ImportError, AttributeError)) else f"{type(exc).__name__} {where_raised(exc)}: "
+                raise DrakeError(f"{self.kind} {name!r}: cannot import {entry.target!r} ({what}{exc})") from exc
             if self._check is not None:
                 self._check(name, obj)
             entry.target = obj

@@ -75,6 +75,21 @@ def _git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
+#: what can change the numbers of a run: code, configs, the vocabulary (the zoo's weights are pinned by hash)
+CODE_PATHS = ("*.py", "*.yaml", "*.yml", "*.txt", "*.toml")
+
+
+def _git_dirty() -> bool | None:
+    """Whether the checkout's code differs from ``git_commit`` (edited or new files of ``CODE_PATHS``, git's
+    ignore rules applied), None outside git: a run from uncommitted code cannot be reproduced from its commit."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *(f":(top){p}" for p in CODE_PATHS)],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 @lru_cache(maxsize=1)
 def _cpu_name() -> str:
     try:
@@ -87,7 +102,8 @@ def _cpu_name() -> str:
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions, git commit and hardware: ``{"drake_version", "git_commit", "packages", "hardware", "platform"}``.
+    """Versions, git commit and hardware: ``{"drake_version", "git_commit", "git_dirty", "packages", "hardware",
+    "platform"}``.
 
     Versions come from package metadata, so nothing heavy is imported; torch is asked about threads and the
     GPU only when the run already imported it.
@@ -103,6 +119,7 @@ def environment_info() -> dict[str, Any]:
     return {
         "drake_version": packages["drake-bench"] or "0+unknown",
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
         "packages": packages,
         "hardware": {"cpu": _cpu_name(), "gpu": gpu, "threads": threads},
         "platform": platform.platform(),
@@ -147,6 +164,7 @@ def make_record(
             "created_at": created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "drake_version": env["drake_version"],
             "git_commit": env["git_commit"],
+            **({"git_dirty": env["git_dirty"]} if env.get("git_dirty") is not None else {}),
             "engine": engine,
             "command": command,
             "method": {"name": method, "config": dict(method_config)},
@@ -373,6 +391,8 @@ def content_problems(record: Mapping[str, Any]) -> list[Problem]:
             else:
                 what = f"{_path(path)} = {old!r} but the per-seed data give {new!r}"
             out.append(Problem("tampered", what))
+    if not out:  # the rounds hold: does ``final`` still copy them?
+        out += [Problem("tampered", what) for what in final_differences(per_seed)]
     scen = info["scenario"]
     if fingerprint(scen["spec"]) != scen["fingerprint"]:
         out.append(Problem("tampered", "run_info.scenario.fingerprint: does not match the stored scenario spec "
@@ -399,6 +419,22 @@ def content_problems(record: Mapping[str, Any]) -> list[Problem]:
                 out.append(Problem("inconsistent", f"results.per_seed[{i}].relevance[{j}].matrix: must be {n} x {n} "
                                    "(one row per client)"))  # fmt: skip
     return out
+
+
+def final_differences(per_seed: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Where a seed's ``final`` Self/Others scores differ from its last evaluated round, which they copy (the
+    summary is recomputed from the rounds, so an edit of ``final`` alone would otherwise go unseen)."""
+    for i, s in enumerate(per_seed):
+        if s["status"] != "success":
+            continue
+        last = next((r["eval"] for r in reversed(s.get("rounds") or []) if r.get("eval")), {})
+        for client, entry in (s.get("final") or {}).items():
+            for kind in ("own", "others"):
+                for task, cell in (entry.get(kind) or {}).items():
+                    expected = (last.get(client) or {}).get(task)
+                    if expected is None or not math.isclose(cell["score"], expected, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE):
+                        yield (f"results.per_seed[{i}].final.{client}.{kind}.{task}.score = {cell['score']:.10g} but the "
+                               f"last evaluated round gives {'nothing' if expected is None else f'{expected:.10g}'}")  # fmt: skip
 
 
 def check_result(record: Mapping[str, Any]) -> list[Problem]:

@@ -98,7 +98,8 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
     method_cls = METHODS.get(args.method)
     engine = resolve_engine(args.engine, len(scenario.clients), args.device)
     values, engine_values = _split_overrides(args)
-    config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config")
+    source = f"; --config {args.config}" if args.config else ""
+    config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config ({method_cls.config_cls.__name__}{source})")
     engine_values.setdefault("progress", not args.no_progress)
     if args.protocol:
         engine_values["protocol"] = args.protocol

@@ -177,7 +177,8 @@ class TaskTable(Mapping[str, TaskSpec]):
         return chosen if (names or groups) else list(self._tasks.values())
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A YAML file's document; a missing file or bad YAML is a SpecError naming the file (and line)."""
     if not path.is_file():
         raise SpecError(f"{path}: file not found")
     try:
@@ -192,7 +193,7 @@ def _read_yaml(path: Path) -> Any:
 def load_tasks(path: str | Path | None = None) -> TaskTable:
     """Load and validate tasks.yaml (names unique; families/metrics are checked by `validate_tasks`)."""
     path = Path(path) if path else TASKS_PATH
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     if not isinstance(doc, Mapping) or "tasks" not in doc:
         raise SpecError(f"{path}: expected a mapping with a 'tasks' list")
     unknown = set(doc) - {"schema_version", "tasks"}
@@ -431,7 +432,7 @@ def list_scenarios() -> list[str]:
 def load_scenario(name_or_path: str | Path, *, pool: str | None = None, tasks: TaskTable | None = None) -> ScenarioSpec:
     """Load a scenario by name or path; with ``tasks``, check that every task it names exists."""
     path = scenario_path(name_or_path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, Mapping):
         raise SpecError(f"{path}: expected a mapping")
     spec = _expand(dict(raw), str(path))

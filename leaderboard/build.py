@@ -71,7 +71,37 @@ class Entry:
     command: str
     drake_version: str
     git_commit: str | None
+    git_dirty: bool | None = None  # run_info.git_dirty: the code differed from git_commit (None: not recorded)
     rank: int = 0
+
+    @property
+    def rerun(self) -> str:
+        """The stored command as a user reruns it: into ``runs/`` (the stored ``--out`` was the submitter's
+        folder) and without ``--resume`` (which would continue a leftover run of the same recipe there)."""
+        try:
+            words = shlex.split(self.command)
+        except ValueError:  # not a shell line (unbalanced quotes): show it as stored
+            return self.command
+        if not any(w in ("--out", "--resume") or w.startswith("--out=") for w in words):
+            return self.command
+        out, skip = [], False
+        for w in words:
+            if skip:
+                skip = False
+            elif w == "--out":
+                out += ["--out", "runs/"]
+                skip = True
+            elif w.startswith("--out="):
+                out.append("--out=runs/")
+            elif w != "--resume":
+                out.append(w)
+        return shlex.join(out)
+
+    @property
+    def code(self) -> str:
+        """The code an entry ran, as the Reproduce lines say it."""
+        commit = f"commit {self.git_commit[:10]}" if self.git_commit else "no recorded commit"
+        return commit + (" + uncommitted changes" if self.git_dirty else "")
 
     @property
     def comm_total(self) -> float | None:
@@ -85,7 +115,7 @@ class Entry:
             "compute_ratio_to_local": self.compute_ratio, "seeds": list(self.seeds),
             "successful_seeds": self.successful_seeds, "official": self.official, "config_hash": self.config_hash,
             "file": self.file, "created_at": self.created_at, "command": self.command,
-            "drake_version": self.drake_version, "git_commit": self.git_commit,
+            "drake_version": self.drake_version, "git_commit": self.git_commit, "git_dirty": self.git_dirty,
         }  # fmt: skip
 
 
@@ -189,6 +219,7 @@ def make_entry(name: str, record: Mapping[str, Any], min_seeds: int = MIN_SEEDS)
         command=info["command"],
         drake_version=info["drake_version"],
         git_commit=info["git_commit"],
+        git_dirty=info.get("git_dirty"),
     )
 
 
@@ -376,6 +407,9 @@ def _meta(
             "entries": sum(len(g.entries) for g in groups)}  # fmt: skip
 
 
+#: above each table's commands; the exact stored command is in leaderboard.csv / .json and the result file
+REPRODUCE = ("Reproduce an entry: check out its commit, run its command (the stored one, into runs/ and without "
+             "--resume), then `drake submit --check` the new file")
 COLUMNS = (
     "rank",
     "method",
@@ -429,9 +463,9 @@ def render_markdown(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
         lines.append("")
         for src, alt, caption in figures(g):
             lines += [f"![{_md(alt)}]({src})", "", f"*{_md(caption)}*", ""]
-        lines += ["Reproduce (the exact command stored in each result):", ""]
+        lines += [REPRODUCE + ":", ""]
         lines += [
-            f"- #{e.rank} **{_md(e.method)}** `{e.config_hash[:8]}` ({_md(e.file)}): {_md_code(e.command)}"
+            f"- #{e.rank} **{_md(e.method)}** `{e.config_hash[:8]}` ({_md(e.file)}, {_md(e.code)}): {_md_code(e.rerun)}"
             for e in g.entries
         ]
         lines.append("")
@@ -441,7 +475,7 @@ def render_markdown(groups: Sequence[Group], meta: Mapping[str, Any]) -> str:
 CSV_FIELDS = ("scenario", "pool", "scenario_fingerprint", "protocol", "canonical_zoo", "rank", "method", "architectures",
               *(f"{k}_{s}" for k in (*STAT_TITLES, *UNSEEN_TITLES) for s in ("mean", "std", "worst_client")),
               "comm_up_bytes", "comm_down_bytes", "compute_ratio_to_local", "seeds", "successful_seeds", "official",
-              "config_hash", "file", "created_at", "drake_version", "git_commit", "command")  # fmt: skip
+              "config_hash", "file", "created_at", "drake_version", "git_commit", "git_dirty", "command")  # fmt: skip
 
 
 def _csv_value(v: Any) -> str:
@@ -464,7 +498,8 @@ def render_csv(groups: Sequence[Group]) -> str:
                    "comm_down_bytes": e.comm_down, "compute_ratio_to_local": e.compute_ratio,
                    "seeds": " ".join(map(str, e.seeds)), "successful_seeds": e.successful_seeds, "official": e.official,
                    "config_hash": e.config_hash, "file": e.file, "created_at": e.created_at,
-                   "drake_version": e.drake_version, "git_commit": e.git_commit, "command": e.command}  # fmt: skip
+                   "drake_version": e.drake_version, "git_commit": e.git_commit, "git_dirty": e.git_dirty,
+                   "command": e.command}  # fmt: skip
             for k in (*STAT_TITLES, *UNSEEN_TITLES):
                 for s in ("mean", "std", "worst_client"):
                     row[f"{k}_{s}"] = e.stats[k][s]
@@ -585,12 +620,12 @@ def _html_group(g: Group) -> str:
         for src, alt, cap in figures(g)
     )
     cmds = "\n".join(f"<li>#{e.rank} <b>{esc(e.method)}</b> <code>{esc(e.config_hash[:8])}</code> "
-                     f"({esc(e.file)}): <code>{esc(e.command)}</code></li>" for e in g.entries)  # fmt: skip
+                     f"({esc(e.file)}, {esc(e.code)}): <code>{esc(e.rerun)}</code></li>" for e in g.entries)  # fmt: skip
     return (f'<section id="{esc(g.slug)}">\n<h2>{esc(g.title)}</h2>\n'
             f'<div class="scroll"><table class="lb" id="table-{esc(g.slug)}">\n<thead><tr>{heads}</tr></thead>\n'
             f'<tbody>\n{rows}\n</tbody>\n</table></div>\n'
             f'<div class="figs">\n{fig_html}\n</div>\n'
-            f"<details><summary>Reproduce an entry (the exact command stored in each result)</summary>\n<ul>\n{cmds}\n</ul></details>\n"
+            f"<details><summary>{esc(REPRODUCE)}</summary>\n<ul>\n{cmds}\n</ul></details>\n"
             "</section>")  # fmt: skip
 
 

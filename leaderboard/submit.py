@@ -34,6 +34,7 @@ from drake.results import (
     content_problems,
     result_filename,
     structure_problems,
+    summary_differences,
 )
 from drake.spec import REPO_ROOT, TaskTable, fingerprint, load_tasks
 
@@ -427,6 +428,17 @@ def store_name(record: Mapping[str, Any], taken: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """A result that passed every check: the store name it has (``on_board``) or would get, and the build its
+    data hashes were checked against (if any)."""
+
+    name: str  # the accepted file of the same recipe, else the name it would be stored under
+    on_board: bool  # the file is that accepted file
+    manifest_dir: Path | None
+    differences: list[str] | None = None  # against the accepted file of its recipe (None: there is none)
+
+
+@dataclass(frozen=True)
 class Accepted:
     """Where an accepted result was stored, and the build its data hashes were checked against (if any)."""
 
@@ -446,6 +458,76 @@ def resolve_manifest_dir(record: Mapping[str, Any], data_dir: str | Path | None)
     return default if default is not None and (default / "manifest.json").is_file() else None
 
 
+def _readable(path: str | Path) -> dict[str, Any]:
+    """The record at ``path``, or SubmissionRejected (unreadable, or an unsafe name, checked before the store
+    is created or locked)."""
+    record, why = read_record(path)
+    if why is not None or record is None:
+        raise SubmissionRejected(path, [why or Rejection("unreadable", str(path))])
+    unsafe = unsafe_names(record)
+    if unsafe:
+        raise SubmissionRejected(path, unsafe)
+    return record
+
+
+def verify(
+    path: str | Path,
+    board: str | Path = DEFAULT_BOARD,
+    *,
+    tasks: TaskTable | None = None,
+    data_dir: str | Path | None = None,
+    min_seeds: int = MIN_SEEDS,
+    unofficial: bool = False,
+) -> Verified:
+    """Every check ``submit`` runs, writing nothing (``drake submit --check``): a file already on the board
+    is reported as the accepted file it equals instead of as a duplicate. Raises SubmissionRejected."""
+    record = _readable(path)
+    manifest_dir = resolve_manifest_dir(record, data_dir)
+    accepted = load_accepted(board)
+    same = next((name for name, other in sorted(accepted.items()) if other == record), None)
+    seeds = set(record["run_info"]["seeds"]) if isinstance(record.get("run_info"), Mapping) else set()
+    twin = same or next((name for name, other in sorted(accepted.items())
+                         if recipe(other) == recipe(record) and seeds & set(other["run_info"]["seeds"])), None)  # fmt: skip
+    others = {k: v for k, v in accepted.items() if k != twin}
+    problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
+                            min_seeds=1 if unofficial else min_seeds, accepted=others,
+                            canonical=not unofficial)  # fmt: skip
+    if problems:
+        raise SubmissionRejected(path, problems)
+    if twin is None:
+        return Verified(store_name(record, list(accepted)), False, manifest_dir)
+    return Verified(twin, same is not None, manifest_dir, run_differences(record, accepted[twin]))
+
+
+def _outcome(seed_result: Mapping[str, Any]) -> Any:
+    """What a seed computed (scores, losses, relevance, bytes), without its timings and diagnostics; lists as
+    ``{index: item}`` so that a difference is named down to its leaf."""
+    def indexed(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: indexed(x) for k, x in v.items()}
+        return {i: indexed(x) for i, x in enumerate(v)} if isinstance(v, list) else v
+
+    comm = seed_result.get("comm_bytes") or {}
+    kept = {k: seed_result.get(k) for k in ("status", "final", "rounds", "relevance")}
+    return indexed({**kept, "comm_bytes": {k: comm.get(k) for k in ("total_up", "total_down")}})
+
+
+def run_differences(record: Mapping[str, Any], accepted: Mapping[str, Any]) -> list[str]:
+    """Where ``record`` computed other numbers than the accepted file of its recipe, seed by seed (the seeds
+    both hold): empty when it reproduces it (timings, paths and dates aside)."""
+    theirs = {s["seed"]: s for s in accepted["results"]["per_seed"]}
+    out = []
+    for s in record["results"]["per_seed"]:
+        if s["seed"] in theirs:
+            out += [f"seed {s['seed']}: {_path_text(path)} {new!r} vs {old!r}"
+                    for path, new, old in summary_differences(_outcome(s), _outcome(theirs[s["seed"]]))]
+    return out
+
+
+def _path_text(parts: Sequence[Any]) -> str:
+    return ".".join(map(str, parts))
+
+
 def submit(
     path: str | Path,
     board: str | Path = DEFAULT_BOARD,
@@ -462,12 +544,7 @@ def submit(
     least one) and zoo members that are not the canonical zoo's weights; the leaderboard marks such entries
     unofficial (other weights: in tables of their own). Raises SubmissionRejected.
     """
-    record, why = read_record(path)
-    if why is not None or record is None:
-        raise SubmissionRejected(path, [why or Rejection("unreadable", str(path))])
-    unsafe = unsafe_names(record)
-    if unsafe:  # before the store is even created or locked
-        raise SubmissionRejected(path, unsafe)
+    record = _readable(path)
     manifest_dir = resolve_manifest_dir(record, data_dir)
     store = results_dir(board)
     with store_lock(store):

@@ -157,6 +157,20 @@ def test_validate_reports_every_problem(files, capsys):
     assert err[-1].startswith("3 problem(s)")
 
 
+def test_validate_imports_every_registered_method(files, capsys, monkeypatch):
+    """A registered method whose module is missing is listed by `drake list methods` (the registry is lazy)
+    but caught by `drake validate`."""
+    from drake.method_registry import METHODS
+
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # the registration below is undone
+    METHODS.register("drake-test-missing", "baselines.drake_test_missing:Missing")
+    argv = ["validate", "--tasks", str(files / "tasks.yaml"), "--scenario", str(files / "sc.yaml"), "--no-samples"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: method 'drake-test-missing': cannot import 'baselines.drake_test_missing:Missing'")
+    assert err[-1].startswith("1 problem(s) in 2 tasks") and err[-1].endswith(f"{len(METHODS)} methods")
+
+
 def test_build_command_prints_table(files, capsys):
     out_dir = files / "out"
     args = [
@@ -191,6 +205,11 @@ def _boom(*args, **kwargs):
     raise RuntimeError("boom:\nthe second line of a long message")
 
 
+#: where the one-line message says the fault was raised: the innermost frame outside the standard library
+#: and installed packages (pytest runs from the checkout, so the path is relative)
+BOOM_AT = f"at tests/test_cli.py:{_boom.__code__.co_firstlineno + 1} in _boom"
+
+
 def _run_entry(entry: str, extra: list[str]) -> int:
     """eval.py or `drake run`, both on fedsim/smoke (names checked, then ``run_from_args`` is called)."""
     import eval as eval_script
@@ -208,8 +227,8 @@ def test_an_unexpected_error_is_one_line_naming_it_and_the_phase(entry, monkeypa
     assert rc == 1, (out, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.strip() == (
-        "error: unexpected RuntimeError while running fedsim on smoke: boom: the second line of a long message "
-        "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
+        f"error: unexpected RuntimeError while running fedsim on smoke {BOOM_AT}: boom: the second line of a long "
+        "message (rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
     )
 
 
@@ -245,7 +264,7 @@ def test_debug_before_the_subcommand_and_debug_zero(monkeypatch, capsys):
     assert main(["list", "tasks"]) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        "error: unexpected RuntimeError in `drake list`: boom: the second line of a long message "
+        f"error: unexpected RuntimeError in `drake list` {BOOM_AT}: boom: the second line of a long message "
         "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
     ]
     for argv in (["--debug", "list", "tasks"], ["list", "tasks", "--debug"]):
@@ -288,8 +307,8 @@ def test_an_unexpected_error_in_a_real_process_is_one_line(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: unexpected ValueError while running fedavg on smoke: injected "
-        "(rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
+        f"error: unexpected ValueError while running fedavg on smoke at {tmp_path / 'sitecustomize.py'}:3 in _boom: "
+        "injected (rerun with --debug or DRAKE_DEBUG=1 for the traceback)"
     ]
     proc = subprocess.run(
         [*cmd, "--debug"], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120

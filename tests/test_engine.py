@@ -200,3 +200,45 @@ def test_eval_py_bad_input_is_one_line_exit_2(argv: list[str], needle: str, caps
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_config_class_check_or_missing_field_is_a_spec_error() -> None:
+    """A method's own check (``__post_init__`` raising ValueError) and a field without a default are user
+    errors (one line, exit code 2), not internal faults."""
+    from dataclasses import dataclass
+
+    from drake.config import build_config
+    from drake.errors import SpecError
+
+    @dataclass(frozen=True)
+    class Checked:
+        decay: float
+        lr: float = 1e-3
+
+        def __post_init__(self) -> None:
+            if not 0 < self.decay <= 1:
+                raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+
+    with pytest.raises(SpecError, match=r"^method 'x' config: decay must be in \(0, 1\], got 2.0$"):
+        build_config(Checked, {"decay": "2"}, where="method 'x' config")
+    with pytest.raises(SpecError, match="^method 'x' config: .*missing 1 required positional argument: 'decay'"):
+        build_config(Checked, {"lr": "0.1"}, where="method 'x' config")
+    assert build_config(Checked, {"decay": "0.5"}, where="x") == Checked(0.5)
+
+
+@pytest.mark.parametrize(
+    ("method", "config", "needle"),
+    [
+        ("fedprox", "mu: fast\n", "method 'fedprox' config (FedProxConfig; --config {path}): mu: expected a number"),
+        ("fedavg", "lr: [1\nlocal_steps: 2\n", "{path}:2: invalid YAML (expected ',' or ']'"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_it(method: str, config: str, needle: str, capsys, tmp_path: Path) -> None:
+    import eval as eval_script
+
+    path = tmp_path / "my.yaml"
+    path.write_text(config)
+    code = eval_script.main(["--method", method, "--config", str(path), "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert needle.format(path=path) in err, err

@@ -35,6 +35,7 @@ from leaderboard.submit import (
     check_record,
     results_dir,
     submit,
+    verify,
 )
 
 ENV = {"drake_version": "0.1.0", "git_commit": "0" * 40, "packages": {"torch": "2.13.0"},
@@ -234,6 +235,8 @@ REJECTIONS = [
     ("schema", _set(("run_info", "command"), None), "run_info.command: None is not of type 'string'"),
     ("tampered", _bump_summary, "results.summary.self.a_last.mean = "),
     ("tampered", _edit_score_keep_summary, "but the per-seed data give"),
+    ("tampered", _set(("results", "per_seed", 1, "final", "0", "own", "vsr_0", "score"), 1.0),
+     "results.per_seed[1].final.0.own.vsr_0.score = 1 but the last evaluated round gives 0."),
     ("tampered", _set(("run_info", "method", "config", "lr"), 0.1), "run_info.config_hash"),
     ("tampered", _set(("run_info", "scenario", "spec", "rounds"), 3), "scenario.fingerprint: does not match"),
     ("inconsistent", _set(("run_info", "seeds"), [0, 1, 3]), "do not match run_info.seeds"),
@@ -328,6 +331,57 @@ def test_duplicates_and_second_seed_sets(built: Path, tmp_path: Path) -> None:
     assert other["run_info"]["config_hash"] == make(built)["run_info"]["config_hash"]
     assert submit(write(tmp_path / "d.json", other), board).path.name.startswith("local--smoke-hetero--")
     assert first.read_text() == json.dumps(make(built), indent=2, sort_keys=True) + "\n"  # never edited
+
+
+def test_check_verifies_and_compares_with_the_recipe_on_the_board(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`drake submit --check` stores nothing; a rerun of an accepted recipe is compared with it seed by seed."""
+    board = tmp_path / "board"
+    accepted = submit(write(tmp_path / "a.json", make(built)), board, data_dir=built).path
+    store = sorted(results_dir(board).iterdir())
+    on_board = verify(accepted, board, data_dir=built)
+    assert (on_board.name, on_board.on_board, on_board.differences) == (accepted.name, True, [])
+    rerun = make(built, created_at="2026-12-07T00:00:00+00:00")  # same recipe, another day and folder
+    rerun["run_info"]["command"] += " --out elsewhere/"
+    rerun["results"]["per_seed"][0]["wall_seconds"] = 99.0
+    same = verify(write(tmp_path / "rerun.json", rerun), board, data_dir=built)
+    assert (same.name, same.on_board, same.differences) == (accepted.name, False, [])
+    rerun["results"]["per_seed"][2]["rounds"][0]["train"]["1"]["loss"] = 0.25
+    differs = verify(write(tmp_path / "differs.json", rerun), board, data_dir=built)
+    assert differs.differences == ["seed 2: rounds.0.train.1.loss 0.25 vs 1.0"]
+    new = verify(write(tmp_path / "new.json", make(built, lr=0.01)), board, data_dir=built)
+    assert (new.on_board, new.differences) == (False, None) and new.name == result_filename(make(built, lr=0.01))
+    with pytest.raises(SubmissionRejected, match=r"\[tampered\]"):
+        bad = make(built, lr=0.01)
+        _bump_summary(bad)
+        verify(write(tmp_path / "bad.json", bad), board, data_dir=built)
+    assert sorted(results_dir(board).iterdir()) == store, "--check must not store anything"
+    cli = ["submit", "--check", "--board", str(board), "--data-dir", str(built)]
+    assert drake_main([*cli, str(tmp_path / "rerun.json"), str(tmp_path / "differs.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"valid: {tmp_path / 'rerun.json'} reproduces {accepted.name}: every score")
+    assert out[1] == (f"valid, but {tmp_path / 'differs.json'} does NOT reproduce {accepted.name} (1 number differs: "
+                      "seed 2: rounds.0.train.1.loss 0.25 vs 1.0)")
+    assert sorted(results_dir(board).iterdir()) == store
+
+
+def test_reproduce_lines_name_the_commit_and_a_command_to_rerun(built: Path, tmp_path: Path) -> None:
+    """The page shows each entry's commit (and whether its code had uncommitted changes) and its command
+    into runs/ without --resume; the CSV keeps the exact stored command."""
+    board = tmp_path / "board"
+    record = make(built)
+    record["run_info"]["command"] = "python eval.py --method fedavg --scenario smoke --out '/tmp/wt/runs/my study' --resume"
+    record["run_info"]["git_dirty"] = True
+    submit(write(tmp_path / "a.json", record), board, data_dir=built)
+    build(board, tmp_path / "site")
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- #1 **fedavg**"))
+    assert line.endswith(f"commit {'0' * 10} + uncommitted changes): `python eval.py --method fedavg --scenario smoke --out runs/`")
+    item = (tmp_path / "site" / "index.html").read_text().split("Reproduce an entry")[1].split("</summary>")[1]
+    assert "--out runs/</code></li>" in item and "--resume" not in item and "uncommitted changes" in item
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
+    assert (rows[0]["command"], rows[0]["git_dirty"]) == (record["run_info"]["command"], "true")
 
 
 def test_all_problems_are_listed_structural_ones_stop_the_check(built: Path) -> None:

@@ -136,6 +136,9 @@ def test_rejects_tampered_summary(record: dict[str, Any]) -> None:
     # a per-seed score edited without updating the summary is caught too
     problems = _problems(record, lambda r: r["results"]["per_seed"][0]["rounds"][1]["eval"]["0"].update(vsr_0=1.0))
     assert problems and all(p.startswith("results.summary.self.") for p in problems)
+    # a final score edited alone (the summary comes from the rounds) no longer copies the last round
+    problems = _problems(record, lambda r: r["results"]["per_seed"][0]["final"]["0"]["own"]["vsr_0"].update(score=1.0))
+    assert len(problems) == 1 and problems[0].startswith("results.per_seed[0].final.0.own.vsr_0.score = 1 but the last")
     # a missing evaluation round makes the summary impossible to recompute
     problems = _problems(record, lambda r: r["results"]["per_seed"][1]["rounds"].pop())
     assert problems == ["results.per_seed: cannot recompute the summary (seed 1: summarize_run: eval rounds [2] "
@@ -254,3 +257,34 @@ def test_plots_write_deterministic_pngs(record: dict[str, Any], tmp_path: Path) 
         plot_relevance([[1.0, 0.2]], tmp_path / "bad.png")
     with pytest.raises(DataError, match="no records"):
         plot_learning_curves([], tmp_path / "none.png")
+
+
+def test_git_dirty_flags_uncommitted_code_but_not_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run from edited or new code cannot be reproduced from its commit: the record says so (run_info.git_dirty);
+    result files, docs and ignored folders do not count."""
+    import subprocess
+
+    import drake.results as R
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    (tmp_path / "method.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)
+    assert R.environment_info()["git_dirty"] is False
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "new.py").write_text("ignored\n")
+    (tmp_path / "result.json").write_text("{}\n")
+    (tmp_path / "notes.md").write_text("notes\n")
+    assert R.environment_info()["git_dirty"] is False
+    (tmp_path / "mine.py").write_text("y = 2\n")  # a new method file, not committed
+    assert R.environment_info()["git_dirty"] is True
+    (tmp_path / "mine.py").unlink()
+    (tmp_path / "method.py").write_text("x = 2\n")
+    assert R.environment_info()["git_dirty"] is True
+    monkeypatch.setattr(R, "REPO_ROOT", tmp_path / "runs")  # inside the repo but ignored: still the repo's state
+    assert R.environment_info()["git_dirty"] is True

@@ -135,6 +135,41 @@ def test_registry_lazy_target_is_imported_on_first_get():
         reg.get("lazy")  # listing never imported it; the failure shows only on use
 
 
+def test_registry_import_error_in_the_module_says_where(tmp_path, monkeypatch):
+    """A method file that fails while it is imported (here: a dataclass field without a default after one
+    with a default) is one DrakeError naming the exception and the file and line, not an 'unexpected' fault."""
+    (tmp_path / "drake_test_broken_method.py").write_text(
+        "from dataclasses import dataclass\n\n\n@dataclass\nclass Config:\n    lr: float = 1.0\n    decay: float\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    reg: Registry = Registry("method")
+    reg.register("broken", "drake_test_broken_method:Config")
+    with pytest.raises(DrakeError) as info:
+        reg.get("broken")
+    message = str(info.value)
+    assert message.startswith("method 'broken': cannot import 'drake_test_broken_method:Config' (TypeError at "
+                              "drake_test_broken_method.py:4 in <module>: non-default argument 'decay'"), message
+
+
+def test_a_method_class_must_carry_its_registered_name():
+    """A subclass that forgets ``name`` would write result files, and reach the board, as its parent."""
+    from baselines.fedavg import FedAvg
+    from drake.method_registry import METHODS, check_method
+
+    class Forgetful(FedAvg):
+        pass
+
+    with pytest.raises(DrakeError, match="whose name is 'fedavg': set `name = 'drake-test-forgetful'`"):
+        METHODS.register("drake-test-forgetful", Forgetful)
+    assert "drake-test-forgetful" not in METHODS
+    Forgetful.name = "drake-test-forgetful"
+    lazy: Registry = Registry("method", check=check_method)  # a lazy line is checked when first imported
+    lazy.register("fedprox", "baselines.fedavg:FedAvg")
+    with pytest.raises(DrakeError, match=r"method 'fedprox' is registered as baselines\.fedavg\.FedAvg, whose name is 'fedavg'"):
+        lazy.get("fedprox")
+
+
 def test_registry_duplicates_bad_names_and_did_you_mean():
     reg: Registry = Registry("widget")
 

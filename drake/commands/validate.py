@@ -2,7 +2,8 @@
 
 Checks what the loaders alone cannot: every task's family is registered and importable and yields one
 valid row with its params, every metric is known, answer kinds match metrics, scenarios name only known
-tasks (and never train on their unseen tasks), and every pool model is a zoo member or a path/hub id.
+tasks (and never train on their unseen tasks), every pool model is a zoo member or a path/hub id, and every
+registered method imports, carries its registered name and builds its default config.
 Each problem is one ``error:`` line on stderr; the exit code is 2 when there is any.
 """
 
@@ -94,6 +95,23 @@ def _check_scenarios(names: list[str], tasks: Any) -> tuple[list[str], list[tupl
     return problems, rows
 
 
+def _check_methods() -> list[str]:
+    """Every registered method imports, carries its registered name and builds its default config (the lazy
+    registry imports a method only when it runs, so `drake list methods` alone would not notice)."""
+    from drake.config import build_config
+    from drake.errors import DrakeError
+    from drake.method_registry import METHODS
+
+    problems = []
+    for name in METHODS.names():
+        try:
+            cls = METHODS.get(name)
+            build_config(cls.config_cls, {}, where=f"method {name!r} config ({cls.config_cls.__name__})")
+        except DrakeError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     from drake.spec import list_scenarios, load_tasks
 
@@ -102,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
     names = args.scenario if args.scenario is not None else list_scenarios()
     scenario_problems, pool_rows = _check_scenarios(names, tasks)
     problems += scenario_problems
+    problems += _check_methods()
     if pool_rows:
         print(table(("scenario", "pool (*default)", "models"), pool_rows))
     families = {t.sources["synth"].family for t in tasks.values()}
     for p in problems:
         print(f"error: {' '.join(p.split())}", file=sys.stderr)
-    summary = f"{len(tasks)} tasks, {len(families)} families, {len(names)} scenarios"
+    from drake.method_registry import METHODS
+
+    summary = f"{len(tasks)} tasks, {len(families)} families, {len(names)} scenarios, {len(METHODS)} methods"
     if problems:
         print(f"{len(problems)} problem(s) in {summary}", file=sys.stderr)
         return 2
