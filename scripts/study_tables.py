@@ -3,6 +3,7 @@
 
     python scripts/study_tables.py --scenario drake-dynamic --methods fedavg fedmosaic
     python scripts/study_tables.py --files leaderboard/sensitivity/*.json   # the FedMosaic sweep's points
+    python scripts/study_tables.py --across drake-dynamic drake-static      # every method on both scenarios
 
 Per method: Self/Others A_last per client (mean over seeds), and for FedMosaic the gate (beta on own vs other
 clients' prompts at the last Others round, Others with each branch alone) and the relevance it put on clients
@@ -155,6 +156,30 @@ def current_vs_earlier(record: dict[str, Any]) -> str | None:
             f"earlier own tasks {100 * _mean(earlier):.1f} (mean over seeds)")  # fmt: skip
 
 
+def across(board: Path, scenarios: Sequence[str]) -> list[list[str]]:
+    """Self and Others A_last (mean ± std over seeds, %) of every method on each of ``scenarios`` (official
+    protocol), with the change from the first scenario to the others: methods on all of them only."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted((board / "results").glob("*.json")):
+        record = load_result(path)
+        info = record["run_info"]
+        if info["scenario"]["name"] in scenarios and (info.get("protocol") or {}).get("name") == "official":
+            found.setdefault(method_label(info), {})[info["scenario"]["name"]] = record["results"]["summary"]
+    rows = []
+    for name, by in sorted(found.items(), key=lambda kv: -kv[1].get(scenarios[0], {}).get("self", {}).get("a_last", {}).get("mean", 0)):
+        if set(by) != set(scenarios):
+            continue
+        cells = [name]
+        for target in ("self", "others"):
+            base = by[scenarios[0]][target]["a_last"]
+            cells.append(f"{100 * base['mean']:.1f} ± {100 * base['std']:.1f}")
+            for other in scenarios[1:]:
+                stat = by[other][target]["a_last"]
+                cells += [f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}", f"{100 * (stat['mean'] - base['mean']):+.1f}"]
+        rows.append(cells)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", default="drake-dynamic", help="scenario name (default drake-dynamic)")
@@ -162,7 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--board", default=str(REPO_ROOT / "leaderboard"), help="leaderboard directory")
     p.add_argument("--files", nargs="+", type=Path, help="these result files instead of the board's (e.g. the sweep's)")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (e.g. 0, beside the sweep's one-seed points)")
+    p.add_argument("--across", nargs="+", metavar="SCENARIO",
+                   help="instead: Self/Others A_last of every method on these scenarios side by side "
+                        "(e.g. drake-dynamic drake-static)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.across:
+        first, rest = args.across[0], args.across[1:]
+        heads = ["method"]
+        for target in ("Self", "Others"):
+            heads += [f"{target} {first}", *(h for s in rest for h in (f"{target} {s}", "change"))]
+        print(table(heads, across(Path(args.board), args.across)))
+        return 0
     if args.files:
         chosen = {label(record, path): record for path, record in ((p, load_result(p)) for p in args.files)}
     else:

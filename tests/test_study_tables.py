@@ -46,3 +46,18 @@ def test_relevance_tracking_splits_the_first_round_of_a_new_task_from_the_others
     line = tables.relevance_tracking(record)
     assert line.endswith("at task switches 0.500, other rounds 0.250")  # rounds 2 and 4: 0 and (1.0 + 0) / 2
     assert tables.relevance_tracking(_record("dynamic")) is None
+
+
+def test_across_puts_each_method_on_both_scenarios_side_by_side(tables, tmp_path: Path) -> None:
+    """Only methods with an official entry on every scenario named get a row; the change is from the first."""
+    import shutil
+
+    board = Path(__file__).resolve().parents[1] / "leaderboard" / "results"
+    (tmp_path / "results").mkdir()
+    for pattern in ("fedavg--drake-dynamic-hetero--986e79e6.json", "fedavg--hetrank-homo--*.json",
+                    "local--hetrank-homo--*.json", "fedavg--drake-dynamic-hetero--720dfcf0.json"):  # fmt: skip
+        for path in board.glob(pattern):
+            shutil.copy(path, tmp_path / "results")
+    rows = tables.across(tmp_path, ["drake-dynamic", "hetrank"])
+    assert [r[0] for r in rows] == ["fedavg"]  # local has no drake-dynamic file here; server-global is not official
+    assert rows[0][1:4] == ["46.8 ± 0.6", "42.2 ± 1.1", "-4.7"] and rows[0][5:] == ["35.3 ± 1.0", "-2.8"]
