@@ -244,12 +244,12 @@ def default_manifest_dir(record: Mapping[str, Any]) -> Path | None:
     """The default build directory for the record's data settings, when numeric settings allow one."""
     from drake.data.build import default_data_dir
 
-    data = record["run_info"]["data"]
-    try:
+    try:  # a malformed record has none: the schema check says why
+        data = record["run_info"]["data"]
         return default_data_dir(
             float(data["scale"]), int(data["image_size"]), int(data["seed"]), str(data["source"])
         )
-    except (TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -485,9 +485,12 @@ def verify(
     manifest_dir = resolve_manifest_dir(record, data_dir)
     accepted = load_accepted(board)
     same = next((name for name, other in sorted(accepted.items()) if other == record), None)
-    seeds = set(record["run_info"]["seeds"]) if isinstance(record.get("run_info"), Mapping) else set()
-    twin = same or next((name for name, other in sorted(accepted.items())
-                         if recipe(other) == recipe(record) and seeds & set(other["run_info"]["seeds"])), None)  # fmt: skip
+    try:  # the accepted file of the same recipe and a shared seed (a malformed record has none: check_record says why)
+        seeds = set(record["run_info"]["seeds"])
+        twin = same or next((name for name, other in sorted(accepted.items())
+                             if recipe(other) == recipe(record) and seeds & set(other["run_info"]["seeds"])), None)  # fmt: skip
+    except (KeyError, TypeError):
+        twin = None
     others = {k: v for k, v in accepted.items() if k != twin}
     problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
                             min_seeds=1 if unofficial else min_seeds, accepted=others,

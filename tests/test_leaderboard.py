@@ -270,6 +270,11 @@ def test_unreadable_files(built: Path, tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     assert rejected(tmp_path / "list.json", tmp_path / "board").rejections[0].kind == "unreadable"
     assert "file not found" in str(rejected(tmp_path / "missing.json", tmp_path / "board"))
+    # a JSON object far from a record is a schema rejection (one line), for submit and --check alike
+    (tmp_path / "bare.json").write_text('{"schema_version": "1.0", "run_info": {"seeds": 3}}')
+    assert rejected(tmp_path / "bare.json", tmp_path / "board").rejections[0].kind == "schema"
+    with pytest.raises(SubmissionRejected, match=r"\[schema\]"):
+        verify(tmp_path / "bare.json", tmp_path / "board")
 
 
 def test_one_digest_per_task_is_the_fingerprint_of_its_files(built: Path, tmp_path: Path) -> None:
