@@ -15,13 +15,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from drake.cli import add_debug_argument, guarded, run_phase, wants_debug
+    from drake.cli import OneLineErrorParser, add_debug_argument, guarded, run_phase, wants_debug
     from drake.run_options import add_run_arguments
 
-    parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     add_debug_argument(parser)  # an unexpected error: the full traceback, not one line
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else 2
 
     def _run() -> int:
         from drake.report import print_summary

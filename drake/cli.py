@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from drake.errors import DrakeError, where_raised
+from drake.errors import DrakeError, did_you_mean, where_raised
 
 # One line per subcommand: the module drake.commands.<name>.
 COMMANDS: tuple[str, ...] = (
@@ -36,10 +36,18 @@ COMMANDS: tuple[str, ...] = (
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one ``error:`` line pointing at --help (exit code 2)."""
+    """argparse, but a usage error is one ``error:`` line pointing at --help (exit code 2), with the closest
+    option for a mistyped one."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {message}{option_hint(message, self)} (see `{self.prog} --help`)\n")
+
+
+def option_hint(message: str, parser: argparse.ArgumentParser) -> str:
+    """`` (did you mean '--scenario'?)`` for an "unrecognized arguments: --scenaro ..." message."""
+    words = message.removeprefix("unrecognized arguments:").split() if message.startswith("unrecognized") else []
+    options = [w.split("=", 1)[0] for w in words if w.startswith("--")]
+    return did_you_mean(options[0], parser._option_string_actions) if options else ""
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,7 +59,7 @@ def make_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"drake.commands.{name}")
         sub_parser = module.add_parser(sub) or sub.choices[name]
-        sub_parser.set_defaults(_run=module.run)
+        sub_parser.set_defaults(_run=module.run, _parser=sub_parser)
         add_debug_argument(sub_parser)
     return parser
 
@@ -93,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``drake`` and ``python -m drake``; returns the exit code."""
     parser = make_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the subcommand's unknown options: its own --help and closest option, not the top level's
+            sub = getattr(args, "_parser", parser)
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
         return exc.code if isinstance(exc.code, int) else 2
     run = getattr(args, "_run", None)

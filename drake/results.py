@@ -361,7 +361,8 @@ def structure_problems(record: Mapping[str, Any]) -> list[Problem]:
     record with any of these cannot be read further."""
     version = record.get("schema_version")
     if version != SCHEMA_VERSION:
-        return [Problem("schema_version", f"schema_version {version!r} is not supported (expected "
+        got = f"{version!r}" if isinstance(version, str) or version is None else f"the {type(version).__name__} {version!r}"
+        return [Problem("schema_version", f"schema_version {got} is not supported (expected the string "
                         f"{SCHEMA_VERSION!r}); re-run the entry with the current eval.py")]  # fmt: skip
     bad = [Problem("non_finite", p) for p in _non_finite(record)]
     if bad:

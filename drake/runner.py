@@ -88,18 +88,40 @@ def resolve_engine(name: str, clients: int, device: str) -> str:
     return "processes" if not gpu and default_workers(clients) >= 2 else "sequential"
 
 
+def check_run_args(args: argparse.Namespace) -> None:
+    """The command-line values a run can refuse before it loads anything (one SpecError each)."""
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        raise SpecError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds of 0 or more (e.g. --seeds 0 1 2)")
+    if args.threads is not None and args.threads < 0:
+        raise SpecError(f"--threads {args.threads}: expected 1 or more (or leave it out for the default)")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise SpecError(f"--scale {args.scale}: expected a finite number > 0 (1.0: 300 train / 100 test rows per task)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: is a file; give a directory (created if missing)")
+    device = str(args.device)
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise SpecError(f"--device {device!r}: expected auto, cpu or cuda (cuda:N)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}, but no GPU is visible"
+        raise SpecError(f"--device {device}: torch {torch.__version__} is {build}; use --device cpu (or auto)")
+
+
 def plan_from_args(args: argparse.Namespace) -> RunPlan:
     """Resolve specs, configs and data (building DRAKE-synth if needed); fail early on bad input."""
     from drake import results as R
     from drake.data.build import ensure_built
 
+    check_run_args(args)
     tasks = load_tasks()
     scenario = load_scenario(args.scenario, pool=args.pool, tasks=tasks)
     method_cls = METHODS.get(args.method)
     engine = resolve_engine(args.engine, len(scenario.clients), args.device)
     values, engine_values = _split_overrides(args)
     source = f"; --config {args.config}" if args.config else ""
-    config = build_config(method_cls.config_cls, values, where=f"method {args.method!r} config ({method_cls.config_cls.__name__}{source})")
+    where = f"method {args.method!r} config ({method_cls.config_cls.__name__}{source})"
+    config = build_config(method_cls.config_cls, values, where=where)
+    config.check(where)
     engine_values.setdefault("progress", not args.no_progress)
     if args.protocol:
         engine_values["protocol"] = args.protocol
@@ -148,6 +170,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
     from drake import results as R
 
+    check_run_args(args)  # before set_threads, which takes the thread count as given
     set_threads(args.threads)
     plan = plan_from_args(args)
     command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])

@@ -172,6 +172,10 @@ class TaskTable(Mapping[str, TaskSpec]):
     def select(self, names: Sequence[str] = (), groups: Sequence[str] = ()) -> list[TaskSpec]:
         """Tasks by name (validated) and/or group; no filter returns every task."""
         chosen = [self[n] for n in names]
+        known = {g for t in self._tasks.values() for g in t.groups}
+        for g in groups:
+            if g not in known:
+                raise UnknownNameError(f"unknown task group {g!r}{did_you_mean(g, known)}; groups: {', '.join(sorted(known))}")
         if groups:
             chosen += [t for t in self._tasks.values() if set(groups) & set(t.groups) and t not in chosen]
         return chosen if (names or groups) else list(self._tasks.values())
@@ -179,6 +183,8 @@ class TaskTable(Mapping[str, TaskSpec]):
 
 def read_yaml(path: Path) -> Any:
     """A YAML file's document; a missing file or bad YAML is a SpecError naming the file (and line)."""
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory; give a YAML file")
     if not path.is_file():
         raise SpecError(f"{path}: file not found")
     try:
@@ -202,7 +208,7 @@ def load_tasks(path: str | Path | None = None) -> TaskTable:
         raise SpecError(f"{path}: unknown top-level key {key!r}{did_you_mean(key, ['schema_version', 'tasks'])}")
     tasks: list[TaskSpec] = []
     seen: set[str] = set()
-    for i, entry in enumerate(doc["tasks"] or []):
+    for i, entry in enumerate(_expect(doc["tasks"] or [], list, str(path), "tasks")):
         spec = TaskSpec.from_dict(entry, f"{path}: tasks[{i}]")
         if spec.name in seen:
             raise SpecError(f"{path}: tasks[{i}]: duplicate task name {spec.name!r}")
@@ -315,6 +321,12 @@ def _default_eval_rounds(rounds: int, rounds_per_task: int, mode: str) -> tuple[
     return tuple(sorted(points))
 
 
+def _task_count(client: Any, where: str) -> int:
+    """A client's number of tasks, 0 when its 'tasks' is malformed (reported, per client, after the pools)."""
+    tasks = _expect(client, Mapping, where, "clients").get("tasks")
+    return len(tasks) if isinstance(tasks, list) else 0
+
+
 def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     where = path or "scenario"
     d = _check_keys(raw, cls=_ScenarioYaml, where=where, required=("name", "mode", "rounds", "clients", "pools"))
@@ -325,9 +337,12 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
     if rounds < 1:
         raise SpecError(f"{where}: 'rounds' must be >= 1")
     clients_raw = _expect(d["clients"], list, where, "clients")
-    n_tasks = {len(_expect(c, Mapping, where, "clients").get("tasks", [])) for c in clients_raw}
+    n_tasks = {_task_count(c, where) for c in clients_raw}
     rpt = d.get("rounds_per_task") or (rounds // max(n_tasks) if n_tasks and max(n_tasks) else rounds)
     _expect(rpt, int, where, "rounds_per_task")
+    if mode == "dynamic" and rpt < 1:
+        raise SpecError(f"{where}: 'rounds_per_task' must be >= 1 (rounds {rounds} for {max(n_tasks)} tasks a client "
+                        "leaves a task no round: raise 'rounds' or set 'rounds_per_task')")  # fmt: skip
     pools_raw = _expect(d["pools"], Mapping, where, "pools")
     pools = {k: _str_tuple(v, where, f"pools.{k}") for k, v in pools_raw.items()}
     pool = d.get("pool") or next(iter(pools), "")
@@ -347,6 +362,9 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
         if not tasks:
             raise SpecError(f"{cw}: a client needs at least one task")
         cid = _expect(c.get("id", i), int, cw, "id")
+        if mode == "dynamic" and (len(tasks) - 1) * rpt >= rounds:
+            raise SpecError(f"{cw}: client {c.get('id', i)}'s task {len(tasks)} of {len(tasks)} would arrive in round "
+                            f"{(len(tasks) - 1) * rpt + 1} of {rounds}: lower 'rounds_per_task' or raise 'rounds'")  # fmt: skip
         if mode == "dynamic":
             stages = tuple(
                 StageSpec((t,), k * rpt, rounds if k == len(tasks) - 1 else (k + 1) * rpt) for k, t in enumerate(tasks)
@@ -356,8 +374,8 @@ def _expand(raw: dict[str, Any], path: str) -> ScenarioSpec:
         clients.append(ClientSpec(cid, pools[pool][i], tasks, stages, _lora_rank(c.get("lora_rank"), cw)))
     if len({c.id for c in clients}) != len(clients):
         raise SpecError(f"{where}: client ids must be unique")
-    eval_rounds = tuple(d.get("eval_rounds") or _default_eval_rounds(rounds, rpt, mode))
-    if any(not 1 <= r <= rounds for r in eval_rounds):
+    eval_rounds = tuple(_expect(d.get("eval_rounds") or [], list, where, "eval_rounds")) or _default_eval_rounds(rounds, rpt, mode)
+    if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= rounds for r in eval_rounds):
         raise SpecError(f"{where}: eval_rounds must lie in 1..{rounds}")
     participation = float(_expect(d.get("participation", 1.0), (int, float), where, "participation"))
     if not 0 < participation <= 1:

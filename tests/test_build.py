@@ -318,7 +318,7 @@ def test_ensure_built_default_dir_and_sources(env, monkeypatch):
         DataError, match="no converted DRAKE release here; run `drake build --source drake --from DIR"
     ):
         B.ensure_built([tasks["tiny_open"]], source="drake")
-    with pytest.raises(DataError, match="--scale must be > 0"):
+    with pytest.raises(DataError, match="--scale must be a finite number > 0"):
         B.build([tasks["tiny_open"]], tmp / "x", scale=0)
 
 

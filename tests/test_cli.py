@@ -325,3 +325,24 @@ def test_building_the_cli_imports_no_torch() -> None:
     code = "import sys; from drake.cli import make_parser; make_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_usage_and_board_mistakes_are_one_line(tmp_path, capsys):
+    """An unknown option names the subcommand's help and the closest option; a missing board or a file for
+    --out is refused before anything is written."""
+    cases = [
+        (["run", "--scenaro", "smoke"],
+         "error: unrecognized arguments: --scenaro smoke (did you mean '--scenario' or '--scale' or '--set'?) "
+         "(see `drake run --help`)"),
+        (["leaderboard", "build", "--board", str(tmp_path / "none")],
+         f"error: --board {tmp_path / 'none'}: no results/ folder of accepted files there; give a leaderboard "
+         "directory (`drake submit --board DIR` creates one)"),
+        (["leaderboard", "build", "--min-seeds", "0"],
+         "error: argument --min-seeds: expected 1 or more, got 0 (see `drake leaderboard build --help`)"),
+        (["list", "tasks", "--groups", "qualty"], "error: unknown task group 'qualty' (did you mean 'quality'"),
+    ]  # fmt: skip
+    for argv, line in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(line), (argv, err)
+    assert not (tmp_path / "none").exists()

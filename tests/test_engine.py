@@ -191,15 +191,46 @@ def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path:
         (["--set", "lr=fast"], "expected a number"),
         (["--set", "lrr=1"], "did you mean 'lr'"),
         (["--set", "engine.bogus=1"], "unknown key 'bogus'"),
+        # refused before anything loads (the whole run used to go first, then the record was refused)
+        (["--seeds", "0", "0"], "--seeds 0 0: expected distinct seeds"),
+        (["--threads", "-1"], "--threads -1: expected 1 or more"),
+        (["--scale", "nan"], "--scale nan: expected a finite number > 0"),
+        (["--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
+        (["--set", "lora_r=0"], "method 'fedavg' config (MethodConfig): lora_r 0: expected 1 or more"),
+        (["--set", "local_steps=-3"], "local_steps -3: expected 0 or more"),
+        (["--set", "lora_targets=foo"], "lora_targets ('foo',): expected one or more of q_proj"),
+        (["--set", "engine.self_limit=-1"], "engine settings: self_limit -1: expected 1 or more"),
+        (["--scenaro", "smoke"], "unrecognized arguments: --scenaro smoke (did you mean '--scenario'"),
     ],
 )
 def test_eval_py_bad_input_is_one_line_exit_2(argv: list[str], needle: str, capsys, tmp_path: Path) -> None:
     import eval as eval_script
 
-    code = eval_script.main([*argv, "--out", str(tmp_path), "--scale", "0.1", "--no-progress"])
+    defaults = ["--method", "fedavg"] if "--method" not in argv else []
+    code = eval_script.main([*defaults, "--out", str(tmp_path), "--scale", "0.1", *argv, "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir()), "nothing is written for a refused run"
+
+
+def test_out_that_is_a_file_is_refused_up_front(capsys, tmp_path: Path) -> None:
+    import eval as eval_script
+
+    (tmp_path / "file").write_text("x")
+    assert eval_script.main(["--method", "fedavg", "--out", str(tmp_path / "file"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'file'}: is a file; give a directory (created if missing)"
+
+
+def test_an_unreadable_checkpoint_is_one_line(tmp_path: Path) -> None:
+    from drake.errors import DataError
+    from drake.fl.checkpoint import Checkpoint
+
+    for content in (b"", b"not a checkpoint"):
+        path = tmp_path / "checkpoint.pt"
+        path.write_bytes(content)
+        with pytest.raises(DataError, match=r"checkpoint.pt: unreadable checkpoint \(\w+\); delete it"):
+            Checkpoint(path).load(seed=0, method="fedavg", weights={})
 
 
 def test_a_config_class_check_or_missing_field_is_a_spec_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,6 +109,37 @@ def test_scenario_pool_length_mismatch(tmp_path):
     path.write_text(SCENARIO.replace("p: [m1, m2]", "p: [m1, m2, m3]"))
     with pytest.raises(SpecError, match="pools.p lists 3 models for 2 clients"):
         load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("rounds: 4\nrounds_per_task: 2", "rounds: 1"), "'rounds_per_task' must be >= 1 (rounds 1 for 2 tasks"),
+        (("rounds_per_task: 2", "rounds_per_task: -1"), "'rounds_per_task' must be >= 1"),
+        (("rounds_per_task: 2", "rounds_per_task: 4"), "client 0's task 2 of 2 would arrive in round 5 of 4"),
+        (("rounds: 4", "rounds: 4\neval_rounds: 5"), "'eval_rounds' must be list, got int 5"),
+        (("rounds: 4", "rounds: 4\neval_rounds: [abc]"), "eval_rounds must lie in 1..4"),
+        (("tasks: [a, b]", "tasks: 5"), "clients[0]: 'tasks' must be"),
+    ],
+)
+def test_malformed_scenario_values_are_one_spec_error(tmp_path, edit, message):
+    """Wrong types and ranges in a scenario file are SpecErrors naming the key, never a TypeError."""
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.replace(*edit, 1))
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_scenario(path)
+
+
+def test_tasks_file_shapes(tmp_path):
+    """A tasks list that is not a list, and a directory given for the file, are one line each."""
+    bad = tmp_path / "tasks.yaml"
+    bad.write_text("tasks: 5\n")
+    with pytest.raises(SpecError, match="'tasks' must be list, got int 5"):
+        load_tasks(bad)
+    with pytest.raises(SpecError, match="is a directory; give a YAML file"):
+        load_tasks(tmp_path)
+    with pytest.raises(UnknownNameError, match=r"unknown task group 'qualty' \(did you mean 'quality'"):
+        load_tasks().select(groups=["qualty"])
 
 
 def test_scenario_unknown_key_and_name(tmp_path):

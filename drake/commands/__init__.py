@@ -15,10 +15,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (a bad one is argparse's one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def add_board_arguments(p: argparse.ArgumentParser, *, tasks_file: bool = True) -> None:
     """The options every leaderboard command shares (submit, leaderboard build, push)."""
     p.add_argument("--board", metavar="DIR", help="leaderboard directory holding results/ (default: the repository's)")
-    p.add_argument("--min-seeds", type=int, default=3, metavar="N",
+    p.add_argument("--min-seeds", type=positive_int, default=3, metavar="N",
                    help="successful seeds an official entry needs (default 3)")  # fmt: skip
     if tasks_file:
         p.add_argument("--tasks-file", metavar="PATH",

@@ -24,12 +24,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from drake.errors import DataError
     from drake.spec import load_tasks
     from leaderboard.build import build
     from leaderboard.submit import DEFAULT_BOARD
 
     board = Path(args.board) if args.board else DEFAULT_BOARD
     out = Path(args.out) if args.out else board / "site"
+    if not (board / "results").is_dir():
+        raise DataError(f"--board {board}: no results/ folder of accepted files there; give a leaderboard directory "
+                        "(`drake submit --board DIR` creates one)")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file; give a directory")
+    for path in args.readme or ():
+        if not Path(path).is_file():
+            raise DataError(f"--readme {path}: file not found")
     tasks = load_tasks(args.tasks_file)
     written = build(board, out, tasks=tasks, min_seeds=args.min_seeds)
     plots = sum(1 for p in written if p.suffix == ".png")

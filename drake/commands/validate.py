@@ -106,7 +106,8 @@ def _check_methods() -> list[str]:
     for name in METHODS.names():
         try:
             cls = METHODS.get(name)
-            build_config(cls.config_cls, {}, where=f"method {name!r} config ({cls.config_cls.__name__})")
+            where = f"method {name!r} config ({cls.config_cls.__name__})"
+            build_config(cls.config_cls, {}, where=where).check(where)
         except DrakeError as exc:
             problems.append(str(exc))
     return problems

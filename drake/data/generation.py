@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +52,8 @@ EXTRAS: dict[str, ExtraSpec] = {
 
 def split_sizes(scale: float = 1.0, base: Mapping[str, int] = SIZES) -> dict[str, int]:
     """Rows per split at ``scale`` (each at least MIN_ROWS)."""
-    if scale <= 0:
-        raise DataError(f"--scale must be > 0, got {scale}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise DataError(f"--scale must be a finite number > 0, got {scale}")
     return {split: max(MIN_ROWS, round(n * scale)) for split, n in base.items()}
 
 

@@ -32,7 +32,13 @@ class Checkpoint:
         belongs to another run (seed, method) or the base weights it trained on changed since."""
         if not self.path.is_file():
             return None
-        blob = torch.load(self.path, weights_only=False)
+        try:
+            blob = torch.load(self.path, weights_only=False)
+        except Exception as exc:  # truncated, empty or not a torch file: what `torch.load` raises varies
+            raise DataError(f"{self.path}: unreadable checkpoint ({type(exc).__name__}); delete it to start that "
+                            "seed afresh, or use a new --out") from exc  # fmt: skip
+        if not isinstance(blob, Mapping):
+            raise DataError(f"{self.path}: not a drake checkpoint; delete it to start that seed afresh, or use a new --out")
         if blob.get("format") != FORMAT:
             raise DataError(f"{self.path}: checkpoint written by another version of drake (format "
                             f"{blob.get('format', 1)}, this one reads {FORMAT}); use a new --out or drop --resume")

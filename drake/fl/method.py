@@ -32,6 +32,7 @@ from torch import nn
 
 from drake.adapters.handle import AdapterHandle, AdapterSpec
 from drake.adapters.lora import ALL_TEXT_LINEAR, LoraSettings, apply_lora
+from drake.errors import SpecError
 from drake.fl.types import Arrays, ClientInfo, ClientUpdate, Payload, RoundContext
 
 if TYPE_CHECKING:
@@ -107,6 +108,20 @@ class MethodConfig:
 
     def lora(self) -> LoraSettings:
         return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets))
+
+    def check(self, where: str) -> None:
+        """The shared settings' ranges, checked before a run loads anything (a subclass checks its own fields
+        in ``__post_init__``): one SpecError naming the first bad setting and what it takes."""
+        rules = (("local_steps", self.local_steps >= 0, "0 or more"), ("batch_size", self.batch_size >= 1, "1 or more"),
+                 ("grad_accum", self.grad_accum >= 1, "1 or more"), ("lr", self.lr > 0, "a number > 0"),
+                 ("weight_decay", self.weight_decay >= 0, "0 or more"), ("max_grad_norm", self.max_grad_norm >= 0, "0 (off) or more"),
+                 ("lora_r", self.lora_r >= 1, "1 or more"), ("lora_alpha", self.lora_alpha > 0, "1 or more"),
+                 ("lora_dropout", 0 <= self.lora_dropout < 1, "a number in [0, 1)"),
+                 ("lora_targets", bool(self.lora_targets) and set(self.lora_targets) <= set(ALL_TEXT_LINEAR),
+                  f"one or more of {','.join(ALL_TEXT_LINEAR)}"))  # fmt: skip
+        for name, ok, wanted in rules:
+            if not ok:
+                raise SpecError(f"{where}: {name} {getattr(self, name)!r}: expected {wanted} (e.g. --set {name}=...)")
 
     @classmethod
     def help(cls) -> dict[str, str]:

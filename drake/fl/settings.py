@@ -39,8 +39,14 @@ class EngineSettings:
         for name in ("unseen_adapt_steps", "unseen_adapt_eval_every", "workers"):
             if (getattr(self, name) or 0) < 0:
                 raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 0 or more")
-        if self.unseen_adapt_batch is not None and self.unseen_adapt_batch < 1:
-            raise SpecError(f"engine settings: unseen_adapt_batch {self.unseen_adapt_batch}: expected 1 or more (or none)")
+        for name in ("unseen_adapt_batch", "self_limit", "others_limit", "unseen_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 1 or more (or none: all)")
+        for name in ("eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"engine settings: {name} {getattr(self, name)}: expected 1 or more")
+        if self.offload_budget_mb < 0:
+            raise SpecError(f"engine settings: offload_budget_mb {self.offload_budget_mb}: expected 0 or more")
         PROTOCOLS.get(self.protocol)  # an unknown name fails here, with suggestions
 
     def effective_protocol(self) -> Protocol:
