@@ -340,6 +340,11 @@ def test_usage_and_board_mistakes_are_one_line(tmp_path, capsys):
         (["leaderboard", "build", "--min-seeds", "0"],
          "error: argument --min-seeds: expected 1 or more, got 0 (see `drake leaderboard build --help`)"),
         (["list", "tasks", "--groups", "qualty"], "error: unknown task group 'qualty' (did you mean 'quality'"),
+        (["build", "--workers", "-3"], "error: argument --workers: expected 1 or more, got -3 (see `drake build --help`)"),
+        (["audit", "--tolerance", "2"], "error: --tolerance 2.0: expected a fraction in [0, 1)"),
+        (["study", "--plan", "--seeds", "0", "0"], "error: --seeds 0 0: expected distinct seeds"),
+        (["study", "--sensitivity", "--plan", "--scenarios", "smoke"], "error: study: --scenarios does not apply to --sensitivity"),
+        (["study", "--sensitivity", "--plan", "--report", str(tmp_path)], f"error: --report {tmp_path}: is a directory"),
     ]  # fmt: skip
     for argv, line in cases:
         assert main(argv) == 2, argv

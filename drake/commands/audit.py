@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from drake.commands import table
+from drake.commands import positive_int, table
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-public", action="store_true", help="skip the check against the public pre-training split"
     )
     p.add_argument("--no-determinism", action="store_true", help="skip generating everything a second time")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--tasks-file", metavar="PATH", help="tasks.yaml to read (default: the repository's)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON instead of a table")
     return p
@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size < 8:
         raise DataError(f"--image-size must be >= 8 pixels, got {args.image_size}")
     split_sizes(args.scale)  # rejects --scale <= 0 with one line before anything is generated
+    if args.tolerance is not None and not 0 <= args.tolerance < 1:
+        raise DataError(f"--tolerance {args.tolerance}: expected a fraction in [0, 1) (default {TOLERANCE})")
     specs = load_tasks(args.tasks_file).select(args.tasks, args.groups)
     report = audit_tasks(
         specs,

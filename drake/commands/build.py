@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from drake.commands import table
+from drake.commands import positive_int, table
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--tasks-file", metavar="PATH", help="tasks.yaml to read (default: the repository's)")
     p.add_argument("--no-extras", action="store_true", help="skip the public and easy_vqa configs")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--force", action="store_true", help="rebuild even what is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -39,10 +39,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from drake.errors import SpecError
-    from drake.study import SEEDS, default_plan, run_study
+    from drake.study import SCENARIOS, SEEDS, default_plan, run_study
     from leaderboard.submit import DEFAULT_BOARD
 
+    if args.seeds and len(set(args.seeds)) != len(args.seeds) or any(s < 0 for s in args.seeds or ()):
+        raise SpecError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds of 0 or more (e.g. --seeds 0 1 2)")
     if args.sensitivity:
+        if args.scenarios != list(SCENARIOS):
+            raise SpecError("study: --scenarios does not apply to --sensitivity (the sweep runs on drake-dynamic)")
+        if args.report and Path(args.report).is_dir():
+            raise SpecError(f"--report {args.report}: is a directory; give the Markdown file to write the table into")
         return _sensitivity(args)
     if args.report or args.params:
         raise SpecError("study: --report and --params belong to --sensitivity")
