@@ -32,7 +32,11 @@ from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, lo
 
 def _split_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
-    engine_values = dict(values.pop("engine", {}) or {})
+    engine = values.pop("engine", {}) or {}
+    if not isinstance(engine, dict):
+        raise SpecError(f"--config {args.config}: 'engine' must be a mapping of engine settings (e.g. engine: "
+                        f"{{others_limit: 10}}), got {engine!r}")  # fmt: skip
+    engine_values = dict(engine)
     for key, value in parse_sets(args.set).items():
         if key.startswith("engine."):
             engine_values[key.removeprefix("engine.")] = value

@@ -262,6 +262,7 @@ def test_a_config_class_check_or_missing_field_is_a_spec_error() -> None:
     [
         ("fedprox", "mu: fast\n", "method 'fedprox' config (FedProxConfig; --config {path}): mu: expected a number"),
         ("fedavg", "lr: [1\nlocal_steps: 2\n", "{path}:2: invalid YAML (expected ',' or ']'"),
+        ("fedavg", "engine: 5\n", "--config {path}: 'engine' must be a mapping of engine settings"),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_it(method: str, config: str, needle: str, capsys, tmp_path: Path) -> None:
