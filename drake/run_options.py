@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 
+from drake.errors import SpecError
 from drake.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 from drake.spec import list_scenarios
 
 DEFAULT_METHOD = "fedmosaic"
 DEFAULT_SCENARIO = "drake-dynamic"
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Run seeds are distinct and 0 or more (``eval.py``/``drake run``/``drake study`` ``--seeds``)."""
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {' '.join(map(str, seeds))}: expected distinct seeds of 0 or more (e.g. --seeds 0 1 2)")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

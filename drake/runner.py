@@ -26,7 +26,7 @@ from drake.fl.method import Method, MethodConfig
 from drake.fl.settings import EngineSettings
 from drake.fl.types import RunResult
 from drake.method_registry import METHODS
-from drake.run_options import DEFAULT_METHOD, DEFAULT_SCENARIO, add_run_arguments  # noqa: F401  (re-exported)
+from drake.run_options import DEFAULT_METHOD, DEFAULT_SCENARIO, add_run_arguments, check_seeds  # noqa: F401  (re-exported)
 from drake.spec import ScenarioSpec, TaskSpec, list_scenarios, load_scenario, load_tasks
 
 
@@ -94,10 +94,7 @@ def resolve_engine(name: str, clients: int, device: str) -> str:
 
 def check_run_args(args: argparse.Namespace) -> None:
     """The command-line values a run can refuse before it loads anything (one SpecError each)."""
-    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
-        raise SpecError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds of 0 or more (e.g. --seeds 0 1 2)")
-    if args.threads is not None and args.threads < 0:
-        raise SpecError(f"--threads {args.threads}: expected 1 or more (or leave it out for the default)")
+    check_seeds(args.seeds)
     if not (math.isfinite(args.scale) and args.scale > 0):
         raise SpecError(f"--scale {args.scale}: expected a finite number > 0 (1.0: 300 train / 100 test rows per task)")
     out = Path(args.out)
@@ -174,8 +171,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     """Run every seed, write one result file (and plots) under ``args.out``; return its path."""
     from drake import results as R
 
-    check_run_args(args)  # before set_threads, which takes the thread count as given
-    set_threads(args.threads)
+    set_threads(args.threads)  # before the plan: the engine's worker count follows the thread count
     plan = plan_from_args(args)
     command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(args.out)

@@ -307,17 +307,22 @@ def recipe(record: Mapping[str, Any]) -> tuple[str, str]:
     return record["run_info"]["method"]["name"], record["run_info"]["config_hash"]
 
 
-def _duplicates(record: Mapping[str, Any], accepted: Mapping[str, Mapping[str, Any]]) -> list[Rejection]:
-    """Same method and config hash with an overlapping seed set as an accepted file: the same runs twice."""
+def recipe_twins(record: Mapping[str, Any], accepted: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[int]]]:
+    """``(file name, shared seeds)`` of each accepted file of the same recipe that shares a seed with ``record``."""
     seeds = set(record["run_info"]["seeds"])
-    method, chash = recipe(record)
     out = []
     for name, other in sorted(accepted.items()):
         same = sorted(seeds & set(other["run_info"]["seeds"]))
-        if recipe(other) == (method, chash) and same:
-            out.append(Rejection("duplicate", f"{method} with config hash {chash} and seeds {same} is already "
-                                 f"accepted as {name}; run other seeds or change the recipe"))  # fmt: skip
+        if recipe(other) == recipe(record) and same:
+            out.append((name, same))
     return out
+
+
+def _duplicates(record: Mapping[str, Any], accepted: Mapping[str, Mapping[str, Any]]) -> list[Rejection]:
+    """Same method and config hash with an overlapping seed set as an accepted file: the same runs twice."""
+    method, chash = recipe(record)
+    return [Rejection("duplicate", f"{method} with config hash {chash} and seeds {same} is already accepted as "
+                      f"{name}; run other seeds or change the recipe") for name, same in recipe_twins(record, accepted)]  # fmt: skip
 
 
 def check_record(
@@ -470,6 +475,24 @@ def _readable(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def _refuse_problems(
+    path: str | Path,
+    record: Mapping[str, Any],
+    *,
+    tasks: TaskTable | None,
+    manifest_dir: Path | None,
+    min_seeds: int,
+    unofficial: bool,
+    accepted: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """SubmissionRejected with every problem of ``record`` (``check_record``); an ``unofficial`` entry needs one
+    seed and may run on other weights than the canonical zoo."""
+    problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir, min_seeds=1 if unofficial else min_seeds,
+                            accepted=accepted, canonical=not unofficial)  # fmt: skip
+    if problems:
+        raise SubmissionRejected(path, problems)
+
+
 def verify(
     path: str | Path,
     board: str | Path = DEFAULT_BOARD,
@@ -479,24 +502,19 @@ def verify(
     min_seeds: int = MIN_SEEDS,
     unofficial: bool = False,
 ) -> Verified:
-    """Every check ``submit`` runs, writing nothing (``drake submit --check``): a file already on the board
-    is reported as the accepted file it equals instead of as a duplicate. Raises SubmissionRejected."""
+    """Every check ``submit`` runs, writing nothing (``drake submit --check``). A file of a recipe on the board
+    (the accepted file itself, or a rerun sharing a seed) is not a duplicate here: it is compared with that
+    accepted file (``Verified.differences``). Raises SubmissionRejected."""
     record = _readable(path)
     manifest_dir = resolve_manifest_dir(record, data_dir)
     accepted = load_accepted(board)
     same = next((name for name, other in sorted(accepted.items()) if other == record), None)
     try:  # the accepted file of the same recipe and a shared seed (a malformed record has none: check_record says why)
-        seeds = set(record["run_info"]["seeds"])
-        twin = same or next((name for name, other in sorted(accepted.items())
-                             if recipe(other) == recipe(record) and seeds & set(other["run_info"]["seeds"])), None)  # fmt: skip
+        twin = same or next((name for name, _ in recipe_twins(record, accepted)), None)
     except (KeyError, TypeError):
         twin = None
-    others = {k: v for k, v in accepted.items() if k != twin}
-    problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
-                            min_seeds=1 if unofficial else min_seeds, accepted=others,
-                            canonical=not unofficial)  # fmt: skip
-    if problems:
-        raise SubmissionRejected(path, problems)
+    _refuse_problems(path, record, tasks=tasks, manifest_dir=manifest_dir, min_seeds=min_seeds, unofficial=unofficial,
+                     accepted={k: v for k, v in accepted.items() if k != twin})  # fmt: skip
     if twin is None:
         return Verified(store_name(record, list(accepted)), False, manifest_dir)
     return Verified(twin, same is not None, manifest_dir, run_differences(record, accepted[twin]))
@@ -554,11 +572,8 @@ def submit(
         for stale in store.glob(".*.tmp"):  # left by a submit killed mid-write; we hold the lock
             stale.unlink(missing_ok=True)
         accepted = load_accepted(board)
-        problems = check_record(record, tasks=tasks, manifest_dir=manifest_dir,
-                                min_seeds=1 if unofficial else min_seeds, accepted=accepted,
-                                canonical=not unofficial)  # fmt: skip
-        if problems:
-            raise SubmissionRejected(path, problems)
+        _refuse_problems(path, record, tasks=tasks, manifest_dir=manifest_dir, min_seeds=min_seeds,
+                         unofficial=unofficial, accepted=accepted)  # fmt: skip
         target = store_path(store, store_name(record, list(accepted)))
         text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
         try:

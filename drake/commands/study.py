@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from drake.errors import SpecError
+    from drake.run_options import check_seeds
     from drake.study import SCENARIOS, SEEDS, default_plan, run_study
     from leaderboard.submit import DEFAULT_BOARD
 
-    if args.seeds and len(set(args.seeds)) != len(args.seeds) or any(s < 0 for s in args.seeds or ()):
-        raise SpecError(f"--seeds {' '.join(map(str, args.seeds))}: expected distinct seeds of 0 or more (e.g. --seeds 0 1 2)")
+    check_seeds(args.seeds or ())
     if args.sensitivity:
         if args.scenarios != list(SCENARIOS):
             raise SpecError("study: --scenarios does not apply to --sensitivity (the sweep runs on drake-dynamic)")

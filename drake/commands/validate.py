@@ -114,6 +114,7 @@ def _check_methods() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drake.method_registry import METHODS
     from drake.spec import list_scenarios, load_tasks
 
     tasks = load_tasks(args.tasks)
@@ -127,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
     families = {t.sources["synth"].family for t in tasks.values()}
     for p in problems:
         print(f"error: {' '.join(p.split())}", file=sys.stderr)
-    from drake.method_registry import METHODS
-
     summary = f"{len(tasks)} tasks, {len(families)} families, {len(names)} scenarios, {len(METHODS)} methods"
     if problems:
         print(f"{len(problems)} problem(s) in {summary}", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from drake.errors import SpecError
 from drake.fl.client import ArchModel, state_sha256
 from drake.fl.method import Method, MethodConfig
 from drake.fl.settings import EngineSettings
@@ -21,6 +22,8 @@ from drake.seeds import derive_seed
 
 def set_threads(threads: int | None) -> None:
     """Torch intra-op threads: explicit, or 1 on small machines (see --threads)."""
+    if threads is not None and threads < 0:
+        raise SpecError(f"--threads {threads}: expected 1 or more (or leave it out for the default)")
     cores = os.cpu_count() or 1
     torch.set_num_threads(threads if threads else (1 if cores <= 2 else min(cores, 8)))
 
