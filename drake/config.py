@@ -109,15 +109,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(doc)
 
 
-def build_config(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
-    """Instantiate dataclass ``cls`` from ``values`` (unknown keys and bad types raise SpecError)."""
+def coerce_fields(cls: type, values: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """``values`` converted to the annotated types of dataclass ``cls``'s fields (unknown keys and bad types
+    raise SpecError)."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in names:
             raise SpecError(f"{where}: unknown key {key!r}{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], f"{where}: {key}")
+    return kwargs
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], *, where: str) -> T:
+    """Instantiate dataclass ``cls`` from ``values`` (unknown keys and bad types raise SpecError)."""
+    kwargs = coerce_fields(cls, values, where=where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a required field not given, or the class's own check (__post_init__)

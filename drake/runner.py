@@ -175,6 +175,8 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     plan = plan_from_args(args)
     command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(args.out)
+    if args.resume and not (out_dir / f"{plan.stem}.work").is_dir():
+        print(f"note: --resume: no checkpoint under {out_dir / f'{plan.stem}.work'}; starting afresh", file=sys.stderr)
     per_seed = []
     for seed in args.seeds:
         engine, method = make_engine(plan, seed, out_dir / f"{plan.stem}.work" / f"seed{seed}")

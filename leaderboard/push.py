@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drake.data.manifest import manifest_problem
 from drake.errors import DataError, DrakeError
 from drake.io import sha256_file
 from drake.spec import TaskTable
@@ -45,6 +46,9 @@ def data_files(data_dir: str | Path) -> list[Upload]:
         raise DataError(
             f"{root}/manifest.json: unreadable ({exc}); rebuild with `drake build --out {root}`"
         ) from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{root}/manifest.json: {problem}; rebuild with `drake build --out {root}`")
     if not (root / "README.md").is_file():
         raise DataError(
             f"{root}: no README.md (it names the configs); rebuild with `drake build --out {root}`"

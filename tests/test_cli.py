@@ -351,3 +351,51 @@ def test_usage_and_board_mistakes_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(line), (argv, err)
     assert not (tmp_path / "none").exists()
+
+
+def test_model_folders_pretrain_settings_push_and_readme_mistakes_are_one_line(tmp_path, capsys):
+    """The rest of the bad-input audit (notes/INPUT_AUDIT.md): each refused in one line before anything is
+    written or staged."""
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "board" / "results").mkdir(parents=True)
+    (tmp_path / "no-markers.md").write_text("# a README without the results markers\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "README.md").write_text("card")
+    (tmp_path / "data" / "manifest.json").write_text('{"tasks": {"vsr_0": {"key": "k"}}}')
+    cases = [
+        (["list", "models", "--path", str(tmp_path / "nope")], f"error: {tmp_path / 'nope'}: no such model folder"),
+        (["list", "models", "--path", str(tmp_path / "a-file")], "expected a model folder (save_pretrained output), got a file"),
+        (["list", "models", "--path", str(tmp_path / "empty")], "no config.json, so this is not a saved model folder"),
+        (["build", "--out", str(tmp_path / "a-file"), "--tasks", "vsr_0"], f"error: {tmp_path / 'a-file'}: is a file, not a data directory"),
+        (["pretrain", "--model", "tiny-llama-s", "--set", "steps=abc"], "error: model 'tiny-llama-s': steps: expected an integer, got 'abc'"),
+        (["pretrain", "--model", "tiny-llama-s", "--set", "lr=-1"], "error: model 'tiny-llama-s': lr=-1.0: expected a positive number"),
+        (["pretrain", "--model", "tiny-llama-s", "--set", "tower=foo"], "error: model 'tiny-llama-s': tower='foo': expected none"),
+        (["pretrain", "--model", "tiny-llama-s", "--set", "family=gpt"], "error: model 'tiny-llama-s': family must be llama|qwen2"),
+        (["push", "--repo", "bad id!!", "--data", "--dry-run"], "error: --repo 'bad id!!': not a Hub repo id (Repo id must use"),
+        (["push", "--zoo", "a/b/c", "--dry-run"], "error: --zoo 'a/b/c': not a Hub repo id"),
+        (["push", "--repo", "you/x", "--leaderboard", "--board", str(tmp_path / "none"), "--dry-run"],
+         f"error: --board {tmp_path / 'none'}: no results/ folder"),
+        (["push", "--repo", "you/x", "--data", str(tmp_path / "data"), "--dry-run"],
+         f"error: {tmp_path / 'data'}/manifest.json: tasks 'vsr_0' has no 'files' object; rebuild"),
+        (["leaderboard", "build", "--board", str(tmp_path / "board"), "--readme", str(tmp_path / "no-markers.md")],
+         f"error: {tmp_path / 'no-markers.md'}: expected one generated results block"),
+    ]  # fmt: skip
+    for argv, line in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and line in err[0], (argv, err)
+    assert not (tmp_path / "board" / "site").exists()  # the README's markers are checked before the site is written
+
+
+def test_a_malformed_manifest_is_rebuilt_not_a_crash(tmp_path, capsys):
+    from drake.data.manifest import Manifest, manifest_problem
+
+    assert manifest_problem({"tasks": {"a": {"files": {"train": {"path": "p", "sha256": "s", "rows": 1}}}}}) is None
+    assert manifest_problem([]) == "expected a JSON object, got list"
+    assert manifest_problem({"tasks": {"a": {"files": {"train": {"path": "p"}}}}}) == (
+        "tasks 'a', split 'train': expected path, sha256 and rows"
+    )
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    assert Manifest.read(tmp_path).configs() == {}
+    assert "manifest.json is unreadable (expected a JSON object, got list); rebuilding" in capsys.readouterr().err

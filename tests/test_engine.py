@@ -169,7 +169,7 @@ def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path:
     from drake.results import load_result, seed_summaries
 
     out = tmp_path / "out"
-    code = eval_script.main(["--method", "fedavg", "--scenario", str(tiny_scenario), "--out", str(out), *FAST])
+    code = eval_script.main(["--method", "fedavg", "--scenario", str(tiny_scenario), "--out", str(out), "--resume", *FAST])
     assert code == 0
     (path,) = out.glob("fedavg--tiny-test--*.json")
     record = load_result(path)  # validates schema + recomputed summary
@@ -180,7 +180,9 @@ def test_eval_py_end_to_end_writes_a_valid_result(tiny_scenario: Path, tmp_path:
     assert set(models) == set(load_scenario(str(tiny_scenario)).architectures)
     assert len({m["weights_sha256"] for m in models.values()}) == 2
     assert (out / (path.stem + "-curves.png")).is_file()
-    assert "Self A_last" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "Self A_last" in printed.out
+    assert "note: --resume: no checkpoint under" in printed.err  # nothing to resume: said, then a fresh run
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -24,6 +25,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
+
+
+def existing_board(board: str | None) -> Path:
+    """``--board`` (default: the repository's) after checking it holds a results/ folder to read."""
+    from drake.errors import DataError
+    from leaderboard.submit import DEFAULT_BOARD
+
+    path = Path(board) if board else DEFAULT_BOARD
+    if not (path / "results").is_dir():
+        raise DataError(f"--board {path}: no results/ folder of accepted files there; give a leaderboard directory "
+                        "(`drake submit --board DIR` creates one)")  # fmt: skip
+    return path
 
 
 def add_board_arguments(p: argparse.ArgumentParser, *, tasks_file: bool = True) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from drake.commands import add_board_arguments
+from drake.commands import add_board_arguments, existing_board
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,18 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from drake.errors import DataError
     from drake.spec import load_tasks
     from leaderboard.build import build
-    from leaderboard.submit import DEFAULT_BOARD
+    from leaderboard.readme import replace_block
 
-    board = Path(args.board) if args.board else DEFAULT_BOARD
+    board = existing_board(args.board)
     out = Path(args.out) if args.out else board / "site"
-    if not (board / "results").is_dir():
-        raise DataError(f"--board {board}: no results/ folder of accepted files there; give a leaderboard directory "
-                        "(`drake submit --board DIR` creates one)")  # fmt: skip
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: is a file; give a directory")
     for path in args.readme or ():
         if not Path(path).is_file():
             raise DataError(f"--readme {path}: file not found")
+        replace_block(Path(path).read_text(encoding="utf-8"), "", path)  # its markers, before anything is written
     tasks = load_tasks(args.tasks_file)
     written = build(board, out, tasks=tasks, min_seeds=args.min_seeds)
     plots = sum(1 for p in written if p.suffix == ".png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from drake.commands import add_board_arguments
+from drake.commands import add_board_arguments, existing_board
 
 DEFAULT_MESSAGE = "Upload DRAKE data/leaderboard"
 
@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from drake.commands import table
     from drake.errors import DrakeError
     from leaderboard.push import data_files, leaderboard_files, push
-    from leaderboard.submit import DEFAULT_BOARD
 
+    for option, repo in (("--repo", args.repo), ("--zoo", args.zoo)):
+        _check_repo_id(option, repo)
     if args.zoo:
         return _push_zoo(args)
     if args.data is None and not args.leaderboard:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
             uploads += data_files(args.data or default_data_dir())
         if args.leaderboard:
-            uploads += leaderboard_files(args.board or DEFAULT_BOARD, staging, min_seeds=args.min_seeds)
+            uploads += leaderboard_files(existing_board(args.board), staging, min_seeds=args.min_seeds)
         size = sum(u.local.stat().st_size for u in uploads)
         if args.dry_run:
             print(
@@ -71,6 +72,21 @@ def run(args: argparse.Namespace) -> int:
                    revision=args.revision, message=args.message)  # fmt: skip
     print(f"pushed {len(uploads)} files ({size} bytes) to dataset repo {args.repo}: {url}")
     return 0
+
+
+def _check_repo_id(option: str, repo: str | None) -> None:
+    """A repo id the Hub would refuse, refused before anything is verified or staged (dry runs included)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from drake.errors import DrakeError
+
+    if repo is None:
+        return
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        why = str(exc).split(": '")[0]  # the Hub's rule, without the id repeated
+        raise DrakeError(f"{option} {repo!r}: not a Hub repo id ({why}); e.g. you/drake-synth") from None
 
 
 def _push_zoo(args: argparse.Namespace) -> int:

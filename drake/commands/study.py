@@ -86,6 +86,9 @@ def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None, kept: 
 
     rows = [(r.key, r.method, r.config or " ".join(r.sets) or "-", status(r)) for r in plan]
     print(table(("entry", "method", "config", "status"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
+    if board is not None and not (board / "results").is_dir():
+        print(f"note: board {board} has no results/ yet: nothing counts as on the board (the study's first submit "
+              "creates it)")
 
 
 def _sensitivity(args: argparse.Namespace) -> int:

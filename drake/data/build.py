@@ -175,6 +175,8 @@ def build(
                 f"scenario {scenario.name!r} needs tasks that are not in this build: {', '.join(missing)}; "
                 f"pass them too (`drake build --scenario {scenario.name}` adds them)"
             )
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: is a file, not a data directory; give a folder (new or built by `drake build`)")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

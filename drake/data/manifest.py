@@ -25,6 +25,25 @@ def _file_hash(path: str | None) -> str:
     return sha256_file(path) if path and os.path.isfile(path) else ""
 
 
+def manifest_problem(data: Any) -> str | None:
+    """What is wrong with the layout of a loaded ``manifest.json`` (None when every section maps each config to
+    an entry whose ``files`` map each split to its path, sha256 and rows)."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    for section in ("tasks", "extras", "scenarios"):
+        configs = data.get(section, {})
+        if not isinstance(configs, dict):
+            return f"{section!r} is {type(configs).__name__}, expected an object of configs"
+        for name, entry in configs.items():
+            files = entry.get("files") if isinstance(entry, dict) else None
+            if not isinstance(files, dict):
+                return f"{section} {name!r} has no 'files' object"
+            for split, f in files.items():
+                if not isinstance(f, dict) or not {"path", "sha256", "rows"} <= f.keys():
+                    return f"{section} {name!r}, split {split!r}: expected path, sha256 and rows"
+    return None
+
+
 @dataclass
 class Manifest:
     """``manifest.json`` of a built directory plus what the last ``build`` call did to each config."""
@@ -41,8 +60,11 @@ class Manifest:
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
+                problem = manifest_problem(data)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                print(f"warning: {path} is unreadable; rebuilding what is asked", file=sys.stderr)
+                problem = "not JSON"
+            if problem:
+                print(f"warning: {path} is unreadable ({problem}); rebuilding what is asked", file=sys.stderr)
                 data = {}
         if data.get("format_version") not in (None, FORMAT_VERSION):
             data = {}  # another layout: rebuild everything asked for

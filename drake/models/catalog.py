@@ -64,6 +64,7 @@ def _row(name: str, kind: str, meta: dict[str, Any], folder: Path, weights: str)
 def describe_models(extra: Sequence[str | Path] = (), home: Path | None = None) -> list[dict[str, str]]:
     """One row per model: shipped members (and tower), registered members not shipped, cache folders under
     ``home`` (default ``models_home()``) and the folders in ``extra``."""
+    from drake.models.folders import check_model_folder
     from drake.models.zoo import ZOO, models_home
 
     try:
@@ -84,7 +85,10 @@ def describe_models(extra: Sequence[str | Path] = (), home: Path | None = None) 
         rows.append({"model": name, "kind": "member", "params": "-", "text": ZOO[name].family,
                      "shape": f"{ZOO[name].text_layers} x {ZOO[name].text_hidden}", "acc": "-",
                      "weights": weights, "where": str(mine[-1]) if mine else "-"})  # fmt: skip
-    for folder in [*cache, *(Path(p).expanduser() for p in extra)]:
+    named = [Path(p).expanduser() for p in extra]
+    for folder in named:
+        check_model_folder(folder)
+    for folder in [*cache, *named]:
         meta_file = folder / META_FILE
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         same = by_sha.get(file_sha256(folder / WEIGHTS)) if (folder / WEIGHTS).is_file() else None

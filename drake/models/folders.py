@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drake.data.synth.public import PUBLIC_VERSION
+from drake.errors import DataError
 from drake.models.tokenizer import default_vocab
 from drake.models.zoo import ModelSpec, get_spec, models_home
 from drake.spec import fingerprint
@@ -21,6 +22,12 @@ from drake.spec import fingerprint
 #: the pre-training recipe's version (drake/models/pretrain.py): part of every cache key
 PRETRAIN_VERSION = 4
 META_FILE = "drake_pretrain.json"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 LLAVA_MODEL_TYPES = ("llava", "llava_next", "llava_next_video", "llava_onevision", "video_llava", "vipllava")
 
 
@@ -45,6 +52,23 @@ def cached_path(spec: ModelSpec | str, vocab: Sequence[str] | None = None, home:
 
 def is_cached(path: Path) -> bool:
     return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse, in one line, a path that is not a saved model folder (missing, a file, or no config/weights)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such model folder; give a folder written by save_pretrained or `drake pretrain`")
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a model folder (save_pretrained output), got a file")
+    if not (path / "config.json").is_file():
+        raise DataError(
+            f"{path}: no config.json, so this is not a saved model folder (expected save_pretrained output)"
+        )
+    if not any((path / f).is_file() for f in WEIGHT_FILES) and not list(path.glob("*.safetensors")):
+        raise DataError(
+            f"{path}: has a config.json but no weights (model.safetensors); save the model with save_pretrained "
+            "or, for a zoo member, run `drake pretrain`"
+        )
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:

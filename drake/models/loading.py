@@ -17,16 +17,17 @@ from typing import Any
 import torch
 
 from drake.errors import DataError, DrakeError, UnknownNameError, did_you_mean
-from drake.models.folders import LLAVA_MODEL_TYPES, cached_path, is_cached, quiet_progress, read_meta
+from drake.models.folders import (
+    LLAVA_MODEL_TYPES,
+    cached_path,
+    check_model_folder,
+    is_cached,
+    quiet_progress,
+    read_meta,
+)
 from drake.models.zoo import ZOO
 
 # What transformers calls the LLaVA-style architectures (vision tower + projector + causal LM).
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 TEXT_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -79,18 +80,6 @@ def _offline() -> bool:
 def _is_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and " " not in name
-
-
-def _check_folder(path: Path) -> None:
-    if not (path / "config.json").is_file():
-        raise DataError(
-            f"{path}: no config.json, so this is not a saved model folder (expected save_pretrained output)"
-        )
-    if not any((path / f).is_file() for f in WEIGHT_FILES) and not list(path.glob("*.safetensors")):
-        raise DataError(
-            f"{path}: has a config.json but no weights (model.safetensors); save the model with save_pretrained "
-            "or, for a zoo member, run `drake pretrain`"
-        )
 
 
 def _check_llava(config: Any, where: str) -> None:
@@ -147,9 +136,7 @@ def resolve(
         return name, str(path)
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise DataError(f"{path}: expected a model folder (save_pretrained output), got a file")
-        _check_folder(path)
+        check_model_folder(path)
         return path.name, str(path)
     from drake.models.zoo_hub import hub_member_folder, is_zoo_hub_id
 

@@ -20,6 +20,10 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 8
 
 
+#: numeric spec and recipe fields for which 0 is a valid setting (every other one must be positive)
+_MAY_BE_ZERO = frozenset({"weight_decay", "seed", "vision_ffn", "warmup", "grad_clip", "words_per_vocab_word"})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a member is pre-trained on the public split (all in steps; deterministic given ``seed``)."""
@@ -73,26 +77,39 @@ class ModelSpec:
 
     def with_overrides(self, **overrides: Any) -> ModelSpec:
         """A copy with spec or recipe fields replaced (``steps=...`` goes to the recipe, ``tower.steps=...``
-        to the tower donor's, ``tower=None`` trains the member's own tower)."""
+        to the tower donor's, ``tower=None`` trains the member's own tower); values from the command line are
+        converted to the fields' types and checked."""
+        from drake.config import coerce_fields
+
+        where = f"model {self.name!r}"
         recipe_keys = set(Recipe.__dataclass_fields__)
         spec_keys = set(ModelSpec.__dataclass_fields__) - {"recipe", "name"}
+        tower = overrides.get("tower", self.tower)
+        if isinstance(tower, str) and tower.lower() in ("none", "null"):
+            tower = None  # from the command line: --set tower=none
+        if tower is not None and not isinstance(tower, ModelSpec):
+            raise SpecError(f"{where}: tower={tower!r}: expected none (train the member's own tower); change the "
+                            "donor's settings with tower.KEY=VALUE")  # fmt: skip
         donor = {k.removeprefix("tower."): v for k, v in overrides.items() if k.startswith("tower.")}
         if donor:
-            overrides = {k: v for k, v in overrides.items() if not k.startswith("tower.")}
-            base = overrides.get("tower", self.tower)
-            if base is None:
+            if tower is None:
                 raise SpecError(f"model {self.name!r} has no tower donor: drop the 'tower.' settings")
-            overrides["tower"] = base.with_overrides(**donor)
-        rec = {k: v for k, v in overrides.items() if k in recipe_keys}
-        top = {k: v for k, v in overrides.items() if k not in recipe_keys}
-        for k in top:
-            if k not in spec_keys:
-                raise SpecError(
-                    f"model {self.name!r}: unknown setting {k!r}{did_you_mean(k, sorted(spec_keys | recipe_keys))}"
-                )
-        return replace(self, recipe=replace(self.recipe, **rec), **top).checked()
+            tower = tower.with_overrides(**donor)
+        rest = {k: v for k, v in overrides.items() if k != "tower" and not k.startswith("tower.")}
+        for k in rest:
+            if k not in spec_keys | recipe_keys:
+                raise SpecError(f"{where}: unknown setting {k!r}{did_you_mean(k, sorted(spec_keys | recipe_keys))}")
+        rec = coerce_fields(Recipe, {k: v for k, v in rest.items() if k in recipe_keys}, where=where)
+        top = coerce_fields(ModelSpec, {k: v for k, v in rest.items() if k not in recipe_keys}, where=where)
+        for k, v in {**rec, **top}.items():
+            low = 0 if k in _MAY_BE_ZERO else 1e-12
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
+                raise SpecError(f"{where}: {k}={v}: expected {'0 or more' if low == 0 else 'a positive number'}")
+        return replace(self, recipe=replace(self.recipe, **rec), tower=tower, **top).checked()
 
     def checked(self) -> ModelSpec:
+        if self.family not in ("llama", "qwen2") or self.vision not in ("clip", "siglip"):
+            raise SpecError(f"model {self.name!r}: family must be llama|qwen2 and vision clip|siglip")
         if self.tower is not None and self.tower.vision_dict() != self.vision_dict():
             raise SpecError(
                 f"model {self.name!r}: its vision settings {self.vision_dict()} differ from those of its tower "
@@ -108,8 +125,6 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     """Add a member (e.g. a larger one for GPU users); names are unique."""
     if spec.name in ZOO:
         raise SpecError(f"model {spec.name!r} is already in the zoo; pick another name")
-    if spec.family not in ("llama", "qwen2") or spec.vision not in ("clip", "siglip"):
-        raise SpecError(f"model {spec.name!r}: family must be llama|qwen2 and vision clip|siglip")
     ZOO[spec.name] = spec.checked()
     return spec
 
