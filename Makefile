@@ -1,5 +1,7 @@
-# Two entry points: `make run` (the main job on the embedded default) and `make test`.
-# Each bootstraps a local venv on first use: torch==2.13.0 first (CPU wheel here, CUDA on a GPU box),
+# Two set-up entry points: `make run` (the main job on the embedded default) and `make test`; besides them
+# `make study` (the resumable study), `make lint` and `make clean`.
+# Each bootstraps a local venv on first use: torch==2.13.0 first (the build pip's configured index serves:
+# a CPU wheel on a machine whose pip points at one, else PyPI's CUDA build),
 # then the package (`make test` adds its dev and flower extras). pip byte-compiles on install: where
 # PYTHONDONTWRITEBYTECODE is set (as on the development machine) nothing is cached later, and every engine worker would
 # compile torch again (measured: +17 s on the smoke run with pip's --no-compile).

@@ -20,7 +20,8 @@ KNOWN_METRICS = ("choice_accuracy", "token_f1")
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("validate", help="check tasks.yaml, families, metrics and scenarios")
-    p.add_argument("--tasks", metavar="PATH", help="tasks.yaml to check (default: the repository's)")
+    p.add_argument("--tasks-file", "--tasks", dest="tasks", metavar="PATH",
+                   help="tasks.yaml to check (default: the repository's)")  # fmt: skip
     p.add_argument(
         "--scenario", nargs="+", default=None, metavar="NAME", help="scenarios to check (default: all)"
     )
