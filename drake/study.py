@@ -160,7 +160,11 @@ def run_study(
         log(f"{run.key}: {entry['status']}" + (f" in {entry['wall_s']:.0f} s" if "wall_s" in entry else "")
             + (f"; board: {entry['board']}" if "board" in entry else "")
             + (f"; {entry['error']}" if "error" in entry else ""))  # fmt: skip
-        bar.update(1)
+        if entry.get("wall_s") is None:
+            bar.total -= 1  # skipped in no time: counting it would make the ETA too short
+            bar.refresh()
+        else:
+            bar.update(1)
     bar.close()
     return done
 
@@ -184,6 +188,24 @@ def has_result(folder: Path, name: str, seeds: Sequence[int]) -> bool:
         return False
     recorded = json.loads(landed.read_text(encoding="utf-8"))["run_info"].get("seeds") or []
     return set(seeds) <= {int(s) for s in recorded}
+
+
+def seed_seconds(folders: Sequence[Path]) -> dict[str, float]:
+    """Median wall time of one seed, per method, over the result files in ``folders`` (what ``--plan`` estimates
+    a run from: the recorded machines' times, not necessarily this one's)."""
+    import statistics
+
+    walls: dict[str, list[float]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                method = record["run_info"]["method"]["name"]
+                seconds = [float(s["wall_seconds"]) for s in record["results"]["per_seed"] if s.get("wall_seconds")]
+            except (ValueError, KeyError, TypeError):
+                continue  # not a result file: the estimate just has one sample fewer
+            walls.setdefault(method, []).extend(seconds)
+    return {method: statistics.median(w) for method, w in walls.items() if w}
 
 
 def _keep(result: Path, folder: Path) -> None:

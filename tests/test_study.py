@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from drake.cli import main
 from drake.errors import SpecError
 from drake.method_registry import METHODS
-from drake.study import StudyRun, default_plan, run_study
+from drake.study import StudyRun, default_plan, run_study, seed_seconds
 
 FAST = ["--scale", "0.1", "--set", "local_steps=2", "--set", "batch_size=4", "--set", "engine.self_limit=4",
         "--set", "engine.others_limit=4", "--set", "engine.unseen_limit=4", "--set", "engine.unseen_adapt_steps=0"]  # fmt: skip
@@ -48,7 +49,7 @@ def test_the_plan_puts_the_dynamic_protocol_comparison_first() -> None:
                                                   ("fedmosaic+homo--hetrank-homo", "fedmosaic-homo")]
 
 
-def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path) -> None:
+def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path: Path, capsys) -> None:
     broken = StudyRun("fedavg+bad", "fedavg", str(tiny_scenario), "test", sets=("no_such_key=1",))
     plan = [StudyRun("fedavg", "fedavg", str(tiny_scenario), "test")]
     board = tmp_path / "board"
@@ -68,6 +69,16 @@ def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path:
     elsewhere = run_study(plan, [0, 1], tmp_path / "other", board=board, extra=FAST, progress=False, log=lines.append)
     assert elsewhere[0]["status"] == "on the board" and "board" not in elsewhere[0]
     assert not any((tmp_path / "other").glob("*/*.json"))
+    # --plan estimates a run from its method's recorded seed wall times (a stray file is no sample)
+    (board / "results" / "notes.json").write_text("[]")
+    (walls,) = seed_seconds([board / "results"]).items()
+    assert walls[0] == "fedavg" and walls[1] > 0
+    assert main(["study", "--plan", "--methods", "fedavg", "ditto", "--scenarios", "drake-static", "--board", str(board)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if "--drake-static" in line}
+    assert rows["fedavg--drake-static-hetero"] == ["run", f"{walls[1] * 3:.0f}", "s"]  # 3 seeds
+    assert rows["ditto--drake-static-hetero"] == ["to", "run", "-"]
+    assert "to run: about" in out and "plus 1 runs of methods with no recorded time" in out
 
 
 def test_a_sweep_keeps_its_results_and_skips_those_kept(tiny_scenario: Path, tmp_path: Path) -> None:

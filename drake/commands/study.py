@@ -74,7 +74,9 @@ def _outcome(log: list[dict[str, Any]], out: Any) -> int:
 
 def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None, kept: Any = None) -> None:
     from drake.commands import table
-    from drake.study import has_result, result_path
+    from drake.study import has_result, result_path, seed_seconds
+
+    per_seed = seed_seconds([p for p in (board and board / "results", kept) if p is not None])
 
     def status(run: Any) -> str:
         path = result_path(run, seeds, out)
@@ -84,11 +86,26 @@ def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None, kept: 
             return "on the board"
         return "kept" if kept is not None and has_result(kept, path.name, seeds) else "to run"
 
-    rows = [(r.key, r.method, r.config or " ".join(r.sets) or "-", status(r)) for r in plan]
-    print(table(("entry", "method", "config", "status"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
+    rows, todo, unknown = [], 0.0, 0
+    for r in plan:
+        state = status(r)
+        guess = per_seed.get(r.method, 0.0) * len(seeds) if state == "to run" else 0.0
+        todo, unknown = todo + guess, unknown + (state == "to run" and not guess)
+        rows.append((r.key, r.method, r.config or " ".join(r.sets) or "-", state, _duration(guess) if guess else "-"))
+    print(table(("entry", "method", "config", "status", "estimate"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
+    if todo:
+        more = f" plus {unknown} runs of methods with no recorded time" if unknown else ""
+        print(f"to run: about {_duration(todo)}{more} (each run: the median seed wall time of its method's results "
+              "on the board, times the seeds; measured on the machines that made them)")
     if board is not None and not (board / "results").is_dir():
         print(f"note: board {board} has no results/ yet: nothing counts as on the board (the study's first submit "
               "creates it)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
