@@ -27,7 +27,7 @@ from drake.models.folders import (
 )
 from drake.models.zoo import ZOO
 
-# What transformers calls the LLaVA-style architectures (vision tower + projector + causal LM).
+#: the text model's linear layers (Llama and Qwen2 names) that LoRA adapters may target
 TEXT_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
