@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -398,4 +399,9 @@ def test_a_malformed_manifest_is_rebuilt_not_a_crash(tmp_path, capsys):
     )
     (tmp_path / "manifest.json").write_text("[1, 2]")
     assert Manifest.read(tmp_path).configs() == {}
-    assert "manifest.json is unreadable (expected a JSON object, got list); rebuilding" in capsys.readouterr().err
+    assert "manifest.json is unreadable; rebuilding what is asked" in capsys.readouterr().err
+    good = {"files": {"train": {"path": "p", "sha256": "s", "rows": 1}}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"params": {"source": "synth"}, "tasks": {"a": good, "b": {}}}))
+    manifest = Manifest.read(tmp_path)  # the malformed entry is dropped, the rest (build params included) kept
+    assert list(manifest.configs()) == ["a"] and manifest.data["params"] == {"source": "synth"}
+    assert "manifest.json: tasks 'b' has no 'files' object; that config counts as not built" in capsys.readouterr().err

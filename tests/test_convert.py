@@ -387,7 +387,7 @@ def test_a_task_with_no_matchable_rows_fails_and_synth_dirs_are_refused(env):
     synth = env / "synth"
     synth.mkdir()
     (synth / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
-        "params": {"source": "synth"}, "tasks": {"x": {}}}))  # fmt: skip
+        "params": {"source": "synth"}, "tasks": {"x": {"files": {}}}}))  # fmt: skip
     with pytest.raises(DataError, match="holds a DRAKE-synth build"):
         R.convert_release([TASKS["dreamsim_0"]], base, synth)
     with pytest.raises(DataError, match="is not a converted DRAKE release"):

@@ -19,10 +19,21 @@ from drake.data.schema import FORMAT_VERSION
 from drake.io import atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
+SECTIONS = ("tasks", "extras", "scenarios")
 
 
 def _file_hash(path: str | None) -> str:
     return sha256_file(path) if path and os.path.isfile(path) else ""
+
+
+def _entry_problem(section: str, name: str, entry: Any) -> str | None:
+    files = entry.get("files") if isinstance(entry, dict) else None
+    if not isinstance(files, dict):
+        return f"{section} {name!r} has no 'files' object"
+    for split, f in files.items():
+        if not isinstance(f, dict) or not {"path", "sha256", "rows"} <= f.keys():
+            return f"{section} {name!r}, split {split!r}: expected path, sha256 and rows"
+    return None
 
 
 def manifest_problem(data: Any) -> str | None:
@@ -30,17 +41,14 @@ def manifest_problem(data: Any) -> str | None:
     an entry whose ``files`` map each split to its path, sha256 and rows)."""
     if not isinstance(data, dict):
         return f"expected a JSON object, got {type(data).__name__}"
-    for section in ("tasks", "extras", "scenarios"):
+    for section in SECTIONS:
         configs = data.get(section, {})
         if not isinstance(configs, dict):
             return f"{section!r} is {type(configs).__name__}, expected an object of configs"
         for name, entry in configs.items():
-            files = entry.get("files") if isinstance(entry, dict) else None
-            if not isinstance(files, dict):
-                return f"{section} {name!r} has no 'files' object"
-            for split, f in files.items():
-                if not isinstance(f, dict) or not {"path", "sha256", "rows"} <= f.keys():
-                    return f"{section} {name!r}, split {split!r}: expected path, sha256 and rows"
+            problem = _entry_problem(section, name, entry)
+            if problem:
+                return problem
     return None
 
 
@@ -60,16 +68,21 @@ class Manifest:
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
-                problem = manifest_problem(data)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                problem = "not JSON"
-            if problem:
-                print(f"warning: {path} is unreadable ({problem}); rebuilding what is asked", file=sys.stderr)
+                data = None
+            if not isinstance(data, dict):
+                print(f"warning: {path} is unreadable; rebuilding what is asked", file=sys.stderr)
                 data = {}
         if data.get("format_version") not in (None, FORMAT_VERSION):
             data = {}  # another layout: rebuild everything asked for
-        for section in ("tasks", "extras", "scenarios"):
-            data.setdefault(section, {})
+        for section in SECTIONS:  # a malformed entry is dropped (rebuilt when asked), the rest is kept
+            configs = data.get(section)
+            data[section] = configs if isinstance(configs, dict) else {}
+            for name, entry in list(data[section].items()):
+                problem = _entry_problem(section, name, entry)
+                if problem:
+                    print(f"warning: {path}: {problem}; that config counts as not built", file=sys.stderr)
+                    del data[section][name]
         return cls(root, data)
 
     @property
