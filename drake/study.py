@@ -190,22 +190,30 @@ def has_result(folder: Path, name: str, seeds: Sequence[int]) -> bool:
     return set(seeds) <= {int(s) for s in recorded}
 
 
-def seed_seconds(folders: Sequence[Path]) -> dict[str, float]:
-    """Median wall time of one seed, per method, over the result files in ``folders`` (what ``--plan`` estimates
-    a run from: the recorded machines' times, not necessarily this one's)."""
+def seed_seconds(folders: Sequence[Path]) -> dict[tuple[str, str | None], float]:
+    """Median wall time of one seed per (method, scenario), and per (method, None) over all its scenarios, from
+    the result files in ``folders``: what ``--plan`` estimates a run from (the recorded machines' times, not
+    necessarily this one's). A resumed seed's ``wall_seconds`` covers only the rounds after the resume, so its
+    phase times (carried across the resume) count when they add up to more."""
     import statistics
 
-    walls: dict[str, list[float]] = {}
+    walls: dict[tuple[str, str | None], list[float]] = {}
     for folder in folders:
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                method = record["run_info"]["method"]["name"]
-                seconds = [float(s["wall_seconds"]) for s in record["results"]["per_seed"] if s.get("wall_seconds")]
-            except (ValueError, KeyError, TypeError):
+                method, scenario = record["run_info"]["method"]["name"], record["run_info"]["scenario"]["name"]
+                seconds = [_seed_wall(s) for s in record["results"]["per_seed"]]
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # not a result file: the estimate just has one sample fewer
-            walls.setdefault(method, []).extend(seconds)
-    return {method: statistics.median(w) for method, w in walls.items() if w}
+            for key in ((method, scenario), (method, None)):
+                walls.setdefault(key, []).extend(w for w in seconds if w > 0)
+    return {key: statistics.median(w) for key, w in walls.items() if w}
+
+
+def _seed_wall(seed: dict[str, Any]) -> float:
+    phases = (seed.get("extra") or {}).get("wall_by_phase") or {}
+    return max(float(seed.get("wall_seconds") or 0), sum(v for k, v in phases.items() if k != "train_s_per_example"))
 
 
 def _keep(result: Path, folder: Path) -> None:

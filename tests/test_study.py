@@ -71,8 +71,9 @@ def test_a_study_runs_once_and_lands_on_the_board(tiny_scenario: Path, tmp_path:
     assert not any((tmp_path / "other").glob("*/*.json"))
     # --plan estimates a run from its method's recorded seed wall times (a stray file is no sample)
     (board / "results" / "notes.json").write_text("[]")
-    (walls,) = seed_seconds([board / "results"]).items()
-    assert walls[0] == "fedavg" and walls[1] > 0
+    walls = seed_seconds([board / "results"])
+    assert set(walls) == {("fedavg", "tiny"), ("fedavg", None)} and walls["fedavg", None] > 0
+    walls = ("fedavg", walls["fedavg", None])
     assert main(["study", "--plan", "--methods", "fedavg", "ditto", "--scenarios", "drake-static", "--board", str(board)]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if "--drake-static" in line}
@@ -90,3 +91,15 @@ def test_a_sweep_keeps_its_results_and_skips_those_kept(tiny_scenario: Path, tmp
     assert [p.name for p in kept.iterdir()] == [Path(first[0]["result"]).name]
     again = run_study(plan, [0], tmp_path / "b", board=None, kept=kept, extra=FAST, progress=False, log=print)
     assert again[0]["status"] == "kept before" and not any((tmp_path / "b").glob("*/*.json"))
+
+
+def test_a_resumed_seed_is_estimated_from_its_phase_times(tmp_path: Path) -> None:
+    """A resumed seed's wall_seconds covers the rounds after the resume only; its phase times cover them all."""
+    import json
+
+    seeds = [{"wall_seconds": 39.0, "extra": {"wall_by_phase": {"train": 256.0, "eval": 174.0, "train_s_per_example": 0.5}}},
+             {"wall_seconds": 500.0, "extra": {"wall_by_phase": {"train": 300.0}}}]  # fmt: skip
+    record = {"run_info": {"method": {"name": "local"}, "scenario": {"name": "drake-static"}},
+              "results": {"per_seed": seeds}}  # fmt: skip
+    (tmp_path / "local--drake-static-hetero--0.json").write_text(json.dumps(record))
+    assert seed_seconds([tmp_path]) == {("local", "drake-static"): 465.0, ("local", None): 465.0}

@@ -89,14 +89,16 @@ def _print_plan(plan: Any, seeds: list[int], out: Any, board: Any = None, kept: 
     rows, todo, unknown = [], 0.0, 0
     for r in plan:
         state = status(r)
-        guess = per_seed.get(r.method, 0.0) * len(seeds) if state == "to run" else 0.0
+        seed = per_seed.get((r.method, r.scenario)) or per_seed.get((r.method, None), 0.0)
+        guess = seed * len(seeds) if state == "to run" else 0.0
         todo, unknown = todo + guess, unknown + (state == "to run" and not guess)
         rows.append((r.key, r.method, r.config or " ".join(r.sets) or "-", state, _duration(guess) if guess else "-"))
     print(table(("entry", "method", "config", "status", "estimate"), rows) + f"\n{len(rows)} runs of seeds {seeds}")
     if todo:
         more = f" plus {unknown} runs of methods with no recorded time" if unknown else ""
         print(f"to run: about {_duration(todo)}{more} (each run: the median seed wall time of its method's results "
-              "on the board, times the seeds; measured on the machines that made them)")
+              "on the board, on its scenario where there are some, times the seeds; measured on the machines that "
+              "made them)")
     if board is not None and not (board / "results").is_dir():
         print(f"note: board {board} has no results/ yet: nothing counts as on the board (the study's first submit "
               "creates it)")
