@@ -175,11 +175,12 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     plan = plan_from_args(args)
     command = shlex.join(["python", "eval.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(args.out)
-    if args.resume and not (out_dir / f"{plan.stem}.work").is_dir():
-        print(f"note: --resume: no checkpoint under {out_dir / f'{plan.stem}.work'}; starting afresh", file=sys.stderr)
+    work = out_dir / f"{plan.stem}.work"  # one checkpoint folder per seed
+    if args.resume and not work.is_dir():
+        print(f"note: --resume: no checkpoint under {work}; starting afresh", file=sys.stderr)
     per_seed = []
     for seed in args.seeds:
-        engine, method = make_engine(plan, seed, out_dir / f"{plan.stem}.work" / f"seed{seed}")
+        engine, method = make_engine(plan, seed, work / f"seed{seed}")
         t0 = time.perf_counter()
         raw = engine.run(method, plan.scenario, seed=seed, resume=args.resume)
         per_seed.append(seed_record(seed, plan.scenario, raw, wall_seconds=time.perf_counter() - t0))

@@ -42,10 +42,17 @@ def replace_block(
     text: str, block: str, where: str = "README", *, begin: str = BEGIN, end: str = END, what: str = "results"
 ) -> str:
     """``text`` with its generated block (from ``begin`` to ``end``, exactly one pair) replaced by ``block``."""
+    start, stop = block_span(text, where, begin=begin, end=end, what=what)
+    return text[:start] + block + text[stop:]
+
+
+def block_span(
+    text: str, where: str = "README", *, begin: str = BEGIN, end: str = END, what: str = "results"
+) -> tuple[int, int]:
+    """Where ``text``'s generated block starts and stops; a DataError unless it has exactly one marker pair."""
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
         raise DataError(f"{where}: expected one generated {what} block ({begin!r} ... {end!r}); add the two markers")
-    start, stop = text.index(begin), text.index(end) + len(end)
-    return text[:start] + block + text[stop:]
+    return text.index(begin), text.index(end) + len(end)
 
 
 def sync_readme(readme: str | Path, groups: Sequence[Group]) -> bool:

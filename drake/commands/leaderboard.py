@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from drake.errors import DataError
     from drake.spec import load_tasks
     from leaderboard.build import build
-    from leaderboard.readme import replace_block
+    from leaderboard.readme import block_span
 
     board = existing_board(args.board)
     out = Path(args.out) if args.out else board / "site"
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.readme or ():
         if not Path(path).is_file():
             raise DataError(f"--readme {path}: file not found")
-        replace_block(Path(path).read_text(encoding="utf-8"), "", path)  # its markers, before anything is written
+        block_span(Path(path).read_text(encoding="utf-8"), path)  # its markers, before anything is written
     tasks = load_tasks(args.tasks_file)
     written = build(board, out, tasks=tasks, min_seeds=args.min_seeds)
     plots = sum(1 for p in written if p.suffix == ".png")

@@ -93,7 +93,7 @@ class ModelSpec:
         donor = {k.removeprefix("tower."): v for k, v in overrides.items() if k.startswith("tower.")}
         if donor:
             if tower is None:
-                raise SpecError(f"model {self.name!r} has no tower donor: drop the 'tower.' settings")
+                raise SpecError(f"{where} has no tower donor: drop the 'tower.' settings")
             tower = tower.with_overrides(**donor)
         rest = {k: v for k, v in overrides.items() if k != "tower" and not k.startswith("tower.")}
         for k in rest:
@@ -102,9 +102,9 @@ class ModelSpec:
         rec = coerce_fields(Recipe, {k: v for k, v in rest.items() if k in recipe_keys}, where=where)
         top = coerce_fields(ModelSpec, {k: v for k, v in rest.items() if k not in recipe_keys}, where=where)
         for k, v in {**rec, **top}.items():
-            low = 0 if k in _MAY_BE_ZERO else 1e-12
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
-                raise SpecError(f"{where}: {k}={v}: expected {'0 or more' if low == 0 else 'a positive number'}")
+            zero_ok = k in _MAY_BE_ZERO
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (v < 0 if zero_ok else v <= 0):
+                raise SpecError(f"{where}: {k}={v}: expected {'0 or more' if zero_ok else 'a positive number'}")
         return replace(self, recipe=replace(self.recipe, **rec), tower=tower, **top).checked()
 
     def checked(self) -> ModelSpec:
